@@ -1,0 +1,2 @@
+//! clearbox guest agent, PID 1 inside the VM
+fn main() {}

@@ -1,0 +1,1 @@
+//! isolation backends that run on the host kernel: namespaces and fly

@@ -1,0 +1,1 @@
+//! clearbox runtime core: state, locking, configuration, isolation selection, lifecycle

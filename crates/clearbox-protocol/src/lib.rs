@@ -1,0 +1,1 @@
+//! clearbox agent API: ttrpc + protobuf, transport-agnostic

@@ -1,0 +1,1 @@
+//! hypervisor driver: QEMU microvm, accelerator detection, vsock transport

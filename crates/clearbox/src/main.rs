@@ -1,0 +1,2 @@
+//! clearbox: an OCI runtime, runc drop-in, with VM isolation
+fn main() {}
