@@ -1,2 +1,207 @@
-//! clearbox guest agent, PID 1 inside the VM
-fn main() {}
+//! clearbox-agent: PID 1 inside a clearbox VM. Mounts the basics, reaps orphans and serves
+//! the agent API (`clearbox-protocol`) on vsock port 1024.
+//!
+//! Host test mode: `clearbox-agent --no-init --listen-unix PATH [--debug]
+//! [--cgroup-root DIR]` serves the same API on a Unix socket without any PID-1 duties.
+
+mod container;
+mod init;
+mod log;
+mod milestones;
+mod process;
+mod service;
+mod spawn;
+mod spec;
+mod state;
+mod stats;
+
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clearbox_protocol::server::{create_agent, Server};
+use clearbox_protocol::AGENT_VSOCK_PORT;
+use milestones::Milestone;
+
+#[derive(Debug, Default)]
+struct Args {
+    no_init: bool,
+    listen_unix: Option<PathBuf>,
+    debug: bool,
+    cgroup_root: Option<PathBuf>,
+}
+
+/// Hand-rolled: four flags do not justify an argument-parser in the static init binary.
+/// As PID 1 the kernel passes unknown cmdline words as arguments, so those are ignored.
+fn parse_args(args: impl Iterator<Item = String>, strict: bool) -> anyhow::Result<Args> {
+    let mut a = Args::default();
+    let mut it = args;
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--no-init" => a.no_init = true,
+            "--debug" => a.debug = true,
+            "--listen-unix" => {
+                a.listen_unix = Some(it.next().context("--listen-unix needs a path")?.into())
+            }
+            "--cgroup-root" => {
+                a.cgroup_root = Some(it.next().context("--cgroup-root needs a path")?.into())
+            }
+            other if strict => bail!("unknown argument {other:?}"),
+            _ => {}
+        }
+    }
+    Ok(a)
+}
+
+fn vsock_listener(port: u32) -> anyhow::Result<OwnedFd> {
+    use nix::sys::socket::{
+        bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, VsockAddr,
+    };
+    let fd = socket(
+        AddressFamily::Vsock,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .context("vsock socket")?;
+    bind(fd.as_raw_fd(), &VsockAddr::new(libc::VMADDR_CID_ANY, port))
+        .with_context(|| format!("bind vsock port {port}"))?;
+    listen(&fd, Backlog::new(64).context("backlog")?).context("listen vsock")?;
+    Ok(fd)
+}
+
+fn unix_listener(path: &PathBuf) -> anyhow::Result<OwnedFd> {
+    let l = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("bind {}", path.display()))?;
+    Ok(OwnedFd::from(l))
+}
+
+fn run(is_pid1: bool) -> anyhow::Result<()> {
+    let args = parse_args(std::env::args().skip(1), !is_pid1)?;
+    let as_init = is_pid1 && !args.no_init;
+    log::set_debug(args.debug);
+    if as_init {
+        init::mount_all().context("early mounts")?;
+        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        if init::cmdline_debug(&cmdline) {
+            log::set_debug(true);
+        }
+        if let Err(e) = nix::unistd::sethostname("clearbox") {
+            crate::error!("sethostname: {e}");
+        }
+        init::loopback_up();
+        if let Some(root) = init::setup_cgroups() {
+            container::set_cgroup_root(root);
+        }
+    } else {
+        if args.listen_unix.is_none() {
+            bail!("not running as PID 1: use --no-init --listen-unix PATH");
+        }
+        // Orphans of our children are re-parented to us, like in the VM.
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        if let Some(root) = args.cgroup_root.clone() {
+            container::set_cgroup_root(root);
+        }
+    }
+    milestones::mark(Milestone::MountsDone);
+    debug!("mounts done");
+
+    let sigset = state::block_sigchld().context("blocking SIGCHLD")?;
+    let state = Arc::new(state::State::default());
+    state::start_reaper(Arc::clone(&state), sigset).context("starting reaper")?;
+
+    let listener = match &args.listen_unix {
+        Some(path) => unix_listener(path)?,
+        None => vsock_listener(AGENT_VSOCK_PORT)?,
+    };
+    let (shutdown_tx, shutdown_rx) = mpsc::channel::<()>();
+    let shutdown_tx = Mutex::new(shutdown_tx);
+    let service = service::Service {
+        state: Arc::clone(&state),
+        is_init: as_init,
+        on_shutdown: Box::new(move || {
+            let _ = process::lock(&shutdown_tx).send(());
+        }),
+    };
+    // Blocking calls (wait, reads) hold a worker thread each; ttrpc starts new workers
+    // whenever fewer than `min` are idle, so they never starve other calls.
+    let mut server = Server::new()
+        .add_listener(listener.into_raw_fd())
+        .context("ttrpc listener")?
+        .register_service(create_agent(Arc::new(service)))
+        .set_thread_count_min(2)
+        .set_thread_count_default(4)
+        .set_thread_count_max(32);
+    server.start().context("starting ttrpc server")?;
+    milestones::mark(Milestone::Listening);
+    debug!("listening");
+
+    // Init work ends on Shutdown (or if the channel breaks).
+    let _ = shutdown_rx.recv();
+    // Let the Shutdown reply leave before the VM goes away.
+    std::thread::sleep(Duration::from_millis(20));
+    if as_init {
+        init::power_off();
+    }
+    let pids: Vec<i32> = state.table().procs.values().map(|p| p.pid).collect();
+    for pid in pids {
+        // SAFETY: kill(2) with integers; every tracked process leads its own group.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+    if let Some(path) = &args.listen_unix {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+fn main() {
+    milestones::mark(Milestone::AgentStart);
+    let is_pid1 = std::process::id() == 1;
+    if is_pid1 {
+        // PID 1 must not die: a panic logs to the console and powers the VM off.
+        std::panic::set_hook(Box::new(|info| {
+            error!("panic: {info}");
+            init::power_off();
+        }));
+    }
+    if let Err(e) = run(is_pid1) {
+        error!("{e:#}");
+        if is_pid1 {
+            init::power_off();
+        }
+        std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> impl Iterator<Item = String> {
+        v.iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn parses_host_mode_flags() {
+        let a = parse_args(
+            args(&["--no-init", "--listen-unix", "/tmp/s", "--debug"]),
+            true,
+        )
+        .expect("parse");
+        assert!(a.no_init && a.debug);
+        assert_eq!(a.listen_unix, Some(PathBuf::from("/tmp/s")));
+    }
+
+    #[test]
+    fn strictness_depends_on_mode() {
+        assert!(parse_args(args(&["--bogus"]), true).is_err());
+        assert!(parse_args(args(&["splash", "quiet"]), false).is_ok());
+        assert!(parse_args(args(&["--listen-unix"]), false).is_err());
+    }
+}

@@ -1,1 +1,13 @@
-//! isolation backends that run on the host kernel: namespaces and fly
+//! Isolation backends on the host kernel: [`namespaces::NamespacesBackend`] (runc-style) and
+//! [`fly::FlyBackend`] (chroot only). Thin adapters from the core's [`clearbox_core::Backend`]
+//! to the `clearbox-container` setup library.
+
+pub mod fly;
+pub mod namespaces;
+
+use clearbox_core::BackendError;
+
+pub(crate) fn err(e: clearbox_container::Error) -> BackendError {
+    let msg = e.to_string();
+    BackendError::with(msg, e)
+}

@@ -1,0 +1,356 @@
+//! The ttrpc `Agent` service.
+
+use std::sync::Arc;
+
+use clearbox_protocol::pb::agent as pb;
+use clearbox_protocol::server::{get_status, Agent, Code, Error, Result, TtrpcContext};
+use clearbox_protocol::{API_VERSION, DEFAULT_READ_CHUNK, MAX_READ_CHUNK};
+
+use crate::container;
+use crate::milestones::{self, Milestone};
+use crate::process::{Process, WaitResult, Which};
+use crate::state::{Key, State};
+use crate::{spawn, spec, stats};
+
+pub fn status(code: Code, msg: impl std::fmt::Display) -> Error {
+    Error::RpcStatus(get_status(code, msg.to_string()))
+}
+
+/// Formats an error with its whole `source()` chain on one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+pub struct Service {
+    pub state: Arc<State>,
+    pub is_init: bool,
+    /// Called on Shutdown (powers off as PID 1; exits in host mode).
+    pub on_shutdown: Box<dyn Fn() + Send + Sync>,
+}
+
+fn key(container_id: &str, exec_id: &str) -> Key {
+    (container_id.to_string(), exec_id.to_string())
+}
+
+impl Service {
+    fn touch(&self) {
+        milestones::mark(Milestone::FirstRequest);
+    }
+
+    fn find(&self, container_id: &str, exec_id: &str) -> Result<Arc<Process>> {
+        if container_id.is_empty() && exec_id.is_empty() {
+            return Err(status(
+                Code::INVALID_ARGUMENT,
+                "container_id and exec_id are both empty",
+            ));
+        }
+        let t = self.state.table();
+        t.procs
+            .get(&key(container_id, exec_id))
+            .cloned()
+            .ok_or_else(|| {
+                status(
+                    Code::NOT_FOUND,
+                    format!("no process {exec_id:?} in container {container_id:?}"),
+                )
+            })
+    }
+
+    /// Drops an exec'd process once everything about it was delivered.
+    fn maybe_release(&self, container_id: &str, exec_id: &str, p: &Process) {
+        if exec_id.is_empty() || !p.fully_delivered() {
+            return;
+        }
+        let mut t = self.state.table();
+        let k = key(container_id, exec_id);
+        if t.procs.get(&k).is_some_and(|q| q.pid == p.pid) {
+            t.procs.remove(&k);
+        }
+    }
+
+    fn read(&self, req: &pb::ReadStreamRequest, which: Which) -> Result<pb::ReadStreamResponse> {
+        let p = self.find(&req.container_id, &req.exec_id)?;
+        let max = match req.max_len {
+            0 => DEFAULT_READ_CHUNK,
+            n => n.min(MAX_READ_CHUNK),
+        };
+        let chunk = p.read(which, max as usize, req.wait_timeout_ms);
+        let mut r = pb::ReadStreamResponse::new();
+        r.eof = chunk.eof;
+        r.data = chunk.data;
+        if r.eof {
+            self.maybe_release(&req.container_id, &req.exec_id, &p);
+        }
+        Ok(r)
+    }
+}
+
+fn empty() -> Result<pb::Empty> {
+    Ok(pb::Empty::new())
+}
+
+impl Agent for Service {
+    fn create_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::CreateContainerRequest,
+    ) -> Result<pb::Empty> {
+        self.touch();
+        container::create(&self.state, &req)?;
+        empty()
+    }
+
+    fn start_container(&self, _ctx: &TtrpcContext, req: pb::ContainerRequest) -> Result<pb::Empty> {
+        self.touch();
+        container::start(&self.state, &req.container_id)?;
+        empty()
+    }
+
+    fn remove_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::RemoveContainerRequest,
+    ) -> Result<pb::Empty> {
+        self.touch();
+        container::remove(&self.state, &req.container_id, req.force)?;
+        empty()
+    }
+
+    fn pause_container(&self, _ctx: &TtrpcContext, req: pb::ContainerRequest) -> Result<pb::Empty> {
+        self.touch();
+        container::freeze(&self.state, &req.container_id, true)?;
+        empty()
+    }
+
+    fn resume_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::ContainerRequest,
+    ) -> Result<pb::Empty> {
+        self.touch();
+        container::freeze(&self.state, &req.container_id, false)?;
+        empty()
+    }
+
+    fn exec_process(&self, _ctx: &TtrpcContext, req: pb::ExecProcessRequest) -> Result<pb::Empty> {
+        self.touch();
+        if req.exec_id.is_empty() {
+            return Err(status(Code::INVALID_ARGUMENT, "exec_id is empty"));
+        }
+        let mut p = spec::Process::from_json(&req.process_json)
+            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("process: {}", chain(&e))))?;
+        let stdio = req.stdio.clone().unwrap_or_default();
+        let terminal = stdio.terminal || p.terminal;
+        p.terminal = terminal;
+        if !req.container_id.is_empty() {
+            container::exec(
+                &self.state,
+                &req.container_id,
+                &req.exec_id,
+                &p,
+                stdio.stdin,
+            )?;
+            return empty();
+        }
+        let mut t = self.state.table();
+        let k = key("", &req.exec_id);
+        if t.procs.contains_key(&k) {
+            return Err(status(
+                Code::ALREADY_EXISTS,
+                format!("exec {:?} already exists", req.exec_id),
+            ));
+        }
+        // Table lock held across spawn: see `state` module docs.
+        let s = spawn::spawn(&p, terminal, stdio.stdin, None, false)
+            .map_err(|e| status(Code::INVALID_ARGUMENT, chain(&e)))?;
+        let proc_ = register(&mut t, k, s, terminal);
+        crate::debug!("exec {:?}: pid {} {:?}", req.exec_id, proc_.pid, p.args);
+        empty()
+    }
+
+    fn signal_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::SignalProcessRequest,
+    ) -> Result<pb::Empty> {
+        self.touch();
+        let sig = i32::try_from(req.signal)
+            .map_err(|_| status(Code::INVALID_ARGUMENT, "signal out of range"))?;
+        if req.exec_id.is_empty() && !req.container_id.is_empty() && req.all {
+            container::kill_all(&self.state, &req.container_id, sig)?;
+            return empty();
+        }
+        let p = self.find(&req.container_id, &req.exec_id)?;
+        if p.has_exited() {
+            return Err(status(Code::NOT_FOUND, "process already exited"));
+        }
+        // Guest processes run in their own session: `all` signals the process group.
+        let target = if req.all { -p.pid } else { p.pid };
+        // SAFETY: kill(2) with plain integers; no memory is passed.
+        let rc = unsafe { libc::kill(target, sig) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(status(Code::INTERNAL, format!("kill {target} {sig}: {e}")));
+        }
+        empty()
+    }
+
+    fn wait_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::WaitProcessRequest,
+    ) -> Result<pb::WaitProcessResponse> {
+        self.touch();
+        let p = self.find(&req.container_id, &req.exec_id)?;
+        match p.wait(req.timeout_ms) {
+            WaitResult::TimedOut => Err(status(Code::DEADLINE_EXCEEDED, "process still running")),
+            WaitResult::Done(exit) => {
+                self.maybe_release(&req.container_id, &req.exec_id, &p);
+                let mut r = pb::WaitProcessResponse::new();
+                r.exit_code = exit.code;
+                r.signal = exit.signal;
+                r.core_dumped = exit.core_dumped;
+                Ok(r)
+            }
+        }
+    }
+
+    fn list_processes(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::ContainerRequest,
+    ) -> Result<pb::ListProcessesResponse> {
+        self.touch();
+        let mut r = pb::ListProcessesResponse::new();
+        r.pids = if req.container_id.is_empty() {
+            stats::all_pids()
+        } else {
+            container::pids(&self.state, &req.container_id)?
+        };
+        Ok(r)
+    }
+
+    fn write_stdin(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::WriteStdinRequest,
+    ) -> Result<pb::WriteStdinResponse> {
+        self.touch();
+        let p = self.find(&req.container_id, &req.exec_id)?;
+        let n = p
+            .write_stdin(&req.data)
+            .map_err(|e| status(Code::FAILED_PRECONDITION, format!("write stdin: {e}")))?;
+        let mut r = pb::WriteStdinResponse::new();
+        r.len = n as u64;
+        Ok(r)
+    }
+
+    fn close_stdin(&self, _ctx: &TtrpcContext, req: pb::ProcessRequest) -> Result<pb::Empty> {
+        self.touch();
+        let p = self.find(&req.container_id, &req.exec_id)?;
+        p.close_stdin()
+            .map_err(|e| status(Code::INTERNAL, format!("close stdin: {e}")))?;
+        empty()
+    }
+
+    fn read_stdout(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::ReadStreamRequest,
+    ) -> Result<pb::ReadStreamResponse> {
+        self.touch();
+        self.read(&req, Which::Stdout)
+    }
+
+    fn read_stderr(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::ReadStreamRequest,
+    ) -> Result<pb::ReadStreamResponse> {
+        self.touch();
+        self.read(&req, Which::Stderr)
+    }
+
+    fn tty_win_resize(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::TtyWinResizeRequest,
+    ) -> Result<pb::Empty> {
+        self.touch();
+        let p = self.find(&req.container_id, &req.exec_id)?;
+        let Some(master) = p.pty_master.as_ref() else {
+            return Err(status(Code::FAILED_PRECONDITION, "process has no terminal"));
+        };
+        let ws = libc::winsize {
+            ws_row: u16::try_from(req.rows).unwrap_or(u16::MAX),
+            ws_col: u16::try_from(req.cols).unwrap_or(u16::MAX),
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        use std::os::fd::AsRawFd;
+        // SAFETY: TIOCSWINSZ reads a `winsize` that lives on the stack for the whole call;
+        // the fd is owned by `p` and open.
+        let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(status(Code::INTERNAL, format!("TIOCSWINSZ: {e}")));
+        }
+        empty()
+    }
+
+    fn stats(&self, _ctx: &TtrpcContext, req: pb::ContainerRequest) -> Result<pb::StatsResponse> {
+        self.touch();
+        if req.container_id.is_empty() {
+            return stats::guest().map_err(|e| status(Code::INTERNAL, format!("stats: {e}")));
+        }
+        container::stats(&self.state, &req.container_id)
+    }
+
+    fn check(&self, _ctx: &TtrpcContext, _req: pb::Empty) -> Result<pb::CheckResponse> {
+        self.touch();
+        let mut r = pb::CheckResponse::new();
+        r.serving = true;
+        Ok(r)
+    }
+
+    fn version(&self, _ctx: &TtrpcContext, _req: pb::Empty) -> Result<pb::VersionResponse> {
+        self.touch();
+        let mut r = pb::VersionResponse::new();
+        r.agent_version = env!("CARGO_PKG_VERSION").to_string();
+        r.api_version = API_VERSION;
+        r.kernel_release = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        r.milestones = protobuf::MessageField::some(milestones::snapshot());
+        r.is_init = self.is_init;
+        Ok(r)
+    }
+
+    fn shutdown(&self, _ctx: &TtrpcContext, _req: pb::Empty) -> Result<pb::Empty> {
+        self.touch();
+        crate::debug!("shutdown requested");
+        (self.on_shutdown)();
+        empty()
+    }
+}
+
+/// Registers a freshly spawned process and starts its output readers.
+pub fn register(
+    t: &mut crate::state::Table,
+    k: Key,
+    s: spawn::Spawned,
+    terminal: bool,
+) -> Arc<Process> {
+    let p = Process::new(s.pid, terminal, s.stdin, s.pty_master);
+    p.attach_output(Which::Stdout, s.stdout);
+    p.attach_output(Which::Stderr, s.stderr);
+    t.register(k, Arc::clone(&p));
+    p
+}

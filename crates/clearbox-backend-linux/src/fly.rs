@@ -1,0 +1,127 @@
+//! `isolation = "fly"`: chroot only — no new namespaces, no cgroups (rkt's fly stage1).
+
+use clearbox_container::fly;
+use clearbox_core::backend::Created;
+use clearbox_core::runtime::SPEC_COPY;
+use clearbox_core::{Backend, BackendError, ContainerCtx, CreateOpts, ExecOpts, Isolation};
+use oci_spec::runtime::{Hook, Hooks, LinuxResources, Spec};
+
+use crate::err;
+
+/// Host-level isolation for privileged agents.
+#[derive(Debug, Default)]
+pub struct FlyBackend;
+
+fn hooks(spec: &Spec, pick: impl Fn(&Hooks) -> &Option<Vec<Hook>>) -> Vec<Hook> {
+    spec.hooks()
+        .as_ref()
+        .and_then(|h| pick(h).clone())
+        .unwrap_or_default()
+}
+
+fn spec_of(c: &ContainerCtx<'_>) -> Result<Spec, BackendError> {
+    Spec::load(c.dir.join(SPEC_COPY))
+        .map_err(|e| BackendError::with("cannot read config.json copy", e))
+}
+
+fn pid_of(c: &ContainerCtx<'_>) -> Result<i32, BackendError> {
+    c.state
+        .pid
+        .ok_or_else(|| BackendError::msg("container has no init process"))
+}
+
+impl Backend for FlyBackend {
+    fn isolation(&self) -> Isolation {
+        Isolation::Fly
+    }
+
+    fn create(&self, o: &CreateOpts<'_>) -> Result<Created, BackendError> {
+        let process = o
+            .spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| BackendError::msg("config.json has no process"))?;
+        let mut create_hooks = hooks(o.spec, |h| h.create_runtime());
+        #[allow(deprecated)]
+        create_hooks.extend(hooks(o.spec, |h| h.prestart()));
+        create_hooks.extend(hooks(o.spec, |h| h.create_container()));
+        let pid = fly::create(&fly::CreateParams {
+            id: o.id,
+            bundle: o.bundle,
+            rootfs: o.rootfs,
+            dir: o.dir,
+            process,
+            console_socket: o.console_socket,
+            preserve_fds: o.preserve_fds,
+            oom_score_adj: process.oom_score_adj(),
+            create_hooks,
+        })
+        .map_err(err)?;
+        Ok(Created { pid })
+    }
+
+    fn start(&self, c: &ContainerCtx<'_>) -> Result<(), BackendError> {
+        let spec = spec_of(c)?;
+        fly::start(
+            c.id,
+            &c.state.bundle,
+            c.dir,
+            pid_of(c)?,
+            &hooks(&spec, |h| h.poststart()),
+        )
+        .map_err(err)
+    }
+
+    fn kill(&self, c: &ContainerCtx<'_>, signal: i32, all: bool) -> Result<(), BackendError> {
+        fly::signal(pid_of(c)?, signal, all).map_err(err)
+    }
+
+    fn pause(&self, c: &ContainerCtx<'_>) -> Result<(), BackendError> {
+        fly::signal(pid_of(c)?, libc_sig::SIGSTOP, true).map_err(err)
+    }
+
+    fn resume(&self, c: &ContainerCtx<'_>) -> Result<(), BackendError> {
+        fly::signal(pid_of(c)?, libc_sig::SIGCONT, true).map_err(err)
+    }
+
+    fn delete(&self, c: &ContainerCtx<'_>, _force: bool) -> Result<(), BackendError> {
+        let spec = spec_of(c)?;
+        let Some(pid) = c.state.pid else {
+            return Ok(());
+        };
+        // A recycled pid must not be killed: only touch the init we recorded.
+        let ours = clearbox_core::process::is_alive(pid, c.state.pid_start_time);
+        let poststop = hooks(&spec, |h| h.poststop());
+        fly::delete(
+            c.id,
+            &c.state.bundle,
+            c.dir,
+            ours.then_some(pid),
+            pid,
+            &poststop,
+        )
+        .map_err(err)
+    }
+
+    fn exec(&self, c: &ContainerCtx<'_>, o: &ExecOpts<'_>) -> Result<i32, BackendError> {
+        fly::exec(o.process, &c.state.rootfs, o.console_socket, o.preserve_fds).map_err(err)
+    }
+
+    fn pids(&self, c: &ContainerCtx<'_>) -> Result<Vec<i32>, BackendError> {
+        Ok(fly::process_tree(pid_of(c)?))
+    }
+
+    fn stats(&self, _c: &ContainerCtx<'_>) -> Result<serde_json::Value, BackendError> {
+        Err(err(clearbox_container::Error::Unsupported("stats")))
+    }
+
+    fn update(&self, _c: &ContainerCtx<'_>, _r: &LinuxResources) -> Result<(), BackendError> {
+        Err(err(clearbox_container::Error::Unsupported("update")))
+    }
+}
+
+/// Signal numbers used here (the core speaks plain numbers).
+mod libc_sig {
+    pub const SIGSTOP: i32 = 19;
+    pub const SIGCONT: i32 = 18;
+}

@@ -1,0 +1,107 @@
+//! `isolation = "namespaces"`: namespaces, cgroups, seccomp and the rest of the OCI Linux spec,
+//! on the host kernel.
+
+use std::path::{Path, PathBuf};
+
+use clearbox_container::{namespaces as ns, Status as CStatus};
+use clearbox_core::backend::Created;
+use clearbox_core::{Backend, BackendError, ContainerCtx, CreateOpts, ExecOpts, Isolation, Status};
+use oci_spec::runtime::LinuxResources;
+
+use crate::err;
+
+/// runc-style isolation through youki's libcontainer.
+#[derive(Debug, Default)]
+pub struct NamespacesBackend;
+
+/// libcontainer's private directory inside the container's state directory.
+fn state_root(dir: &Path) -> PathBuf {
+    dir.join("ns")
+}
+
+impl Backend for NamespacesBackend {
+    fn isolation(&self) -> Isolation {
+        Isolation::Namespaces
+    }
+
+    fn create(&self, o: &CreateOpts<'_>) -> Result<Created, BackendError> {
+        let pid = ns::create(&ns::CreateParams {
+            id: o.id,
+            bundle: o.bundle,
+            state_root: &state_root(o.dir),
+            console_socket: o.console_socket,
+            preserve_fds: o.preserve_fds,
+            no_pivot: o.no_pivot,
+            systemd: o.systemd_cgroup,
+            foreground: o.foreground,
+        })
+        .map_err(err)?;
+        Ok(Created { pid })
+    }
+
+    fn start(&self, c: &ContainerCtx<'_>) -> Result<(), BackendError> {
+        ns::start(&state_root(c.dir), c.id).map_err(err)
+    }
+
+    fn status(&self, c: &ContainerCtx<'_>) -> Result<Status, BackendError> {
+        if c.state.status == Status::Creating {
+            return Ok(clearbox_core::backend::default_status(c.state));
+        }
+        Ok(match ns::status(&state_root(c.dir), c.id).map_err(err)? {
+            CStatus::Creating => Status::Creating,
+            CStatus::Created => Status::Created,
+            CStatus::Running => Status::Running,
+            CStatus::Paused => Status::Paused,
+            CStatus::Stopped => Status::Stopped,
+        })
+    }
+
+    fn kill(&self, c: &ContainerCtx<'_>, signal: i32, all: bool) -> Result<(), BackendError> {
+        ns::kill(&state_root(c.dir), c.id, signal, all).map_err(err)
+    }
+
+    fn pause(&self, c: &ContainerCtx<'_>) -> Result<(), BackendError> {
+        ns::pause(&state_root(c.dir), c.id).map_err(err)
+    }
+
+    fn resume(&self, c: &ContainerCtx<'_>) -> Result<(), BackendError> {
+        ns::resume(&state_root(c.dir), c.id).map_err(err)
+    }
+
+    fn delete(&self, c: &ContainerCtx<'_>, force: bool) -> Result<(), BackendError> {
+        ns::delete(&state_root(c.dir), c.id, force).map_err(err)
+    }
+
+    fn exec(&self, c: &ContainerCtx<'_>, o: &ExecOpts<'_>) -> Result<i32, BackendError> {
+        // libcontainer takes the process as a file; it lives only for the duration of the call.
+        let file = c.dir.join(format!("exec-{}.json", std::process::id()));
+        let json = serde_json::to_vec(o.process)
+            .map_err(|e| BackendError::with("cannot encode exec process", e))?;
+        std::fs::write(&file, json)
+            .map_err(|e| BackendError::with("cannot write exec process", e))?;
+        let result = ns::exec(&ns::ExecParams {
+            id: c.id,
+            state_root: &state_root(c.dir),
+            process_file: &file,
+            console_socket: o.console_socket,
+            detach: o.detach,
+            preserve_fds: o.preserve_fds,
+            ignore_paused: o.ignore_paused,
+            sub_cgroup: o.sub_cgroup,
+        });
+        let _ = std::fs::remove_file(&file);
+        result.map_err(err)
+    }
+
+    fn pids(&self, c: &ContainerCtx<'_>) -> Result<Vec<i32>, BackendError> {
+        ns::pids(&state_root(c.dir), c.id).map_err(err)
+    }
+
+    fn stats(&self, c: &ContainerCtx<'_>) -> Result<serde_json::Value, BackendError> {
+        ns::stats(&state_root(c.dir), c.id).map_err(err)
+    }
+
+    fn update(&self, c: &ContainerCtx<'_>, r: &LinuxResources) -> Result<(), BackendError> {
+        ns::update(&state_root(c.dir), c.id, r).map_err(err)
+    }
+}

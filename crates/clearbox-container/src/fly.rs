@@ -1,0 +1,391 @@
+//! rkt-style "fly" containers: the process runs on the host, chrooted into the rootfs, with the
+//! user, capabilities, rlimits, environment and working directory of the OCI process — and no new
+//! namespaces or cgroups. Meant for privileged host agents.
+//!
+//! `create` forks the init, which sets itself up and then blocks opening `exec.fifo` in the
+//! container's state directory; `start` opens the other end, and the init finishes by dropping
+//! to the process's user and exec'ing. This is runc's exec-fifo protocol; it needs no daemon.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use libcontainer::container::{ContainerStatus, State as HookState};
+use nix::fcntl::{open, openat, OFlag};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
+use nix::sys::wait::waitpid;
+use nix::unistd::{chdir, chroot, fork, pipe2, ForkResult, Pid};
+use oci_spec::runtime::{Hook, Process};
+
+use crate::process::{self as proc_setup, ExecImage};
+use crate::Error;
+
+const FIFO: &str = "exec.fifo";
+
+/// Parameters of [`create`].
+#[derive(Debug)]
+pub struct CreateParams<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub rootfs: &'a Path,
+    /// The container's private state directory (holds the exec fifo).
+    pub dir: &'a Path,
+    pub process: &'a Process,
+    pub console_socket: Option<&'a Path>,
+    pub preserve_fds: i32,
+    pub oom_score_adj: Option<i32>,
+    pub create_hooks: Vec<Hook>,
+}
+
+/// Forks the container init and waits until it is set up and blocked on the exec fifo.
+pub fn create(p: &CreateParams<'_>) -> Result<i32, Error> {
+    let fifo = p.dir.join(FIFO);
+    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o622))
+        .map_err(|e| Error::sys(format!("mkfifo {}", fifo.display()), e))?;
+    let pid = spawn(
+        p.process,
+        p.rootfs,
+        p.console_socket,
+        p.preserve_fds,
+        |report| {
+            if let Some(adj) = p.oom_score_adj {
+                proc_setup::set_oom_score_adj(adj)?;
+            }
+            let dirfd = open(
+                p.dir,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| Error::sys("open state directory", e))?;
+            Ok(Box::new(move |image: &ExecImage| {
+                report.ready();
+                // Blocks until `start` opens the fifo for reading.
+                let fd = openat(
+                    Some(dirfd),
+                    FIFO,
+                    OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| Error::sys("open exec fifo", e))?;
+                // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+                let mut f = unsafe { fs::File::from_raw_fd(fd) };
+                f.write_all(b"0")
+                    .map_err(|e| Error::io("write exec fifo", e))?;
+                drop(f);
+                let _ = image;
+                Ok(())
+            }))
+        },
+    );
+    let pid = match pid {
+        Ok(pid) => pid,
+        Err(e) => {
+            let _ = fs::remove_file(&fifo);
+            return Err(e);
+        }
+    };
+    let state = hook_state(p.id, ContainerStatus::Created, pid, p.bundle);
+    if let Err(e) = run_hooks(&p.create_hooks, &state) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = fs::remove_file(&fifo);
+        return Err(e);
+    }
+    Ok(pid)
+}
+
+/// Releases the init blocked on the exec fifo, then runs the poststart hooks.
+pub fn start(
+    id: &str,
+    bundle: &Path,
+    dir: &Path,
+    pid: i32,
+    poststart: &[Hook],
+) -> Result<(), Error> {
+    let fifo = dir.join(FIFO);
+    // Non-blocking so a dead init cannot hang `start`; then poll for its byte.
+    let fd = open(
+        &fifo,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::sys(format!("open {}", fifo.display()), e))?;
+    // SAFETY: `open` just returned this descriptor and nothing else owns it.
+    let mut f = unsafe { fs::File::from_raw_fd(fd) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 1];
+    loop {
+        match f.read(&mut buf) {
+            Ok(1) => break,
+            Ok(_) | Err(_) => {
+                if !alive(pid) {
+                    let _ = fs::remove_file(&fifo);
+                    return Err(Error::Setup("container init exited before start".into()));
+                }
+                if Instant::now() > deadline {
+                    return Err(Error::Setup("container init did not answer start".into()));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    let _ = fs::remove_file(&fifo);
+    run_hooks(
+        poststart,
+        &hook_state(id, ContainerStatus::Running, pid, bundle),
+    )
+}
+
+/// Starts `process` chrooted into `rootfs` (no fifo: it runs at once). Returns its pid, a child
+/// of the caller.
+pub fn exec(
+    process: &Process,
+    rootfs: &Path,
+    console_socket: Option<&Path>,
+    preserve_fds: i32,
+) -> Result<i32, Error> {
+    spawn(process, rootfs, console_socket, preserve_fds, |report| {
+        Ok(Box::new(move |_image: &ExecImage| {
+            report.ready();
+            Ok(())
+        }))
+    })
+}
+
+/// A gate run in the child after setup and before the user switch and exec.
+type Gate<'a> = Box<dyn FnOnce(&ExecImage) -> Result<(), Error> + 'a>;
+
+/// The child's way to tell the parent that setup succeeded (an empty message, then EOF).
+pub struct Report {
+    fd: OwnedFd,
+}
+
+impl Report {
+    fn ready(self) {
+        let mut f = fs::File::from(self.fd);
+        let _ = f.write_all(&[0]);
+    }
+
+    fn fail(self, err: &Error) {
+        let mut f = fs::File::from(self.fd);
+        let mut msg = err.to_string();
+        let mut src = std::error::Error::source(err);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        let _ = f.write_all(format!("\u{1}{msg}").as_bytes());
+    }
+}
+
+fn spawn<'a>(
+    process: &'a Process,
+    rootfs: &'a Path,
+    console_socket: Option<&'a Path>,
+    preserve_fds: i32,
+    prepare: impl FnOnce(Report) -> Result<Gate<'a>, Error>,
+) -> Result<i32, Error> {
+    let (rx, tx) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
+    // SAFETY: clearbox's setup code is single-threaded when it forks (the CLI has no other
+    // threads), so the child may allocate; it only runs the setup below and then execs or exits.
+    match unsafe { fork() }.map_err(|e| Error::sys("fork", e))? {
+        ForkResult::Child => {
+            drop(rx);
+            let code = match child(process, rootfs, console_socket, preserve_fds, tx, prepare) {
+                Ok(()) => 0,
+                Err(()) => 1,
+            };
+            // SAFETY: _exit ends the forked child without running the parent's atexit handlers.
+            unsafe { libc::_exit(if code == 0 { 127 } else { 1 }) }
+        }
+        ForkResult::Parent { child } => {
+            drop(tx);
+            let mut f = fs::File::from(rx);
+            // One byte: 0 = ready (the child may then block on the fifo, keeping the pipe open),
+            // 1 = an error message follows until EOF.
+            let mut first = [0u8; 1];
+            match f.read(&mut first) {
+                Ok(1) if first[0] == 0 => Ok(child.as_raw()),
+                Ok(1) => {
+                    let mut msg = Vec::new();
+                    let _ = f.read_to_end(&mut msg);
+                    let _ = waitpid(child, None);
+                    Err(Error::Setup(String::from_utf8_lossy(&msg).into_owned()))
+                }
+                _ => {
+                    let _ = waitpid(child, None);
+                    Err(Error::Setup("container process exited during setup".into()))
+                }
+            }
+        }
+    }
+}
+
+fn child<'a>(
+    process: &'a Process,
+    rootfs: &'a Path,
+    console_socket: Option<&'a Path>,
+    preserve_fds: i32,
+    tx: OwnedFd,
+    prepare: impl FnOnce(Report) -> Result<Gate<'a>, Error>,
+) -> Result<(), ()> {
+    let tx_raw = tx.as_raw_fd();
+    let dup = nix::unistd::dup(tx_raw).map_err(|_| ())?;
+    // SAFETY: `dup` returned a fresh descriptor that nothing else owns.
+    let spare = Report {
+        fd: unsafe { OwnedFd::from_raw_fd(dup) },
+    };
+    let report = Report { fd: tx };
+    let setup = || -> Result<(Gate<'a>, ExecImage), Error> {
+        nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
+        if process.terminal().unwrap_or(false) {
+            if let Some(sock) = console_socket {
+                let slave = proc_setup::send_pty_master(sock)?;
+                proc_setup::attach_tty(&slave)?;
+            }
+        }
+        proc_setup::set_rlimits(process.rlimits().as_deref().unwrap_or_default())?;
+        let gate = prepare(report)?;
+        proc_setup::cloexec_from(preserve_fds, &[])?;
+        chroot(rootfs).map_err(|e| Error::sys(format!("chroot {}", rootfs.display()), e))?;
+        chdir(process.cwd())
+            .map_err(|e| Error::sys(format!("cwd {}", process.cwd().display()), e))?;
+        let program = proc_setup::resolve_program(process)?;
+        let image = ExecImage::new(&program, process)?;
+        Ok((gate, image))
+    };
+    let (gate, image) = match setup() {
+        Ok(v) => v,
+        Err(e) => {
+            spare.fail(&e);
+            return Err(());
+        }
+    };
+    if let Err(e) = gate(&image) {
+        spare.fail(&e);
+        return Err(());
+    }
+    drop(spare);
+    // Past this point the parent has been told "ready"; failures go to the process's stderr.
+    if let Err(e) = proc_setup::set_user_and_caps(process) {
+        eprintln!("clearbox: {e}");
+        return Err(());
+    }
+    let e = image.exec();
+    eprintln!(
+        "clearbox: {e}: {}",
+        std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// True when `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with(['Z', 'X'])))
+        .map(|zombie| !zombie)
+        .unwrap_or(false)
+}
+
+/// `pid` and all its descendants, found through `/proc/*/stat` parent links.
+pub fn process_tree(pid: i32) -> Vec<i32> {
+    let mut parents: Vec<(i32, i32)> = Vec::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            if let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) {
+                if let Some(ppid) = stat
+                    .rfind(')')
+                    .and_then(|i| stat[i + 2..].split_whitespace().nth(1))
+                    .and_then(|s| s.parse().ok())
+                {
+                    parents.push((p, ppid));
+                }
+            }
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let cur = out[i];
+        out.extend(parents.iter().filter(|(_, pp)| *pp == cur).map(|(p, _)| *p));
+        i += 1;
+    }
+    out.retain(|p| alive(*p));
+    out
+}
+
+/// Signals the init, or with `all` every process of the container.
+pub fn signal(pid: i32, sig: i32, all: bool) -> Result<(), Error> {
+    let sig = Signal::try_from(sig).map_err(|e| Error::sys("signal", e))?;
+    let targets = if all { process_tree(pid) } else { vec![pid] };
+    for p in targets {
+        match kill(Pid::from_raw(p), sig) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => return Err(Error::sys(format!("kill {p}"), e)),
+        }
+    }
+    Ok(())
+}
+
+/// Kills every process of the container and waits (bounded) until they are gone.
+pub fn destroy(pid: i32) -> Result<(), Error> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tree = process_tree(pid);
+        if tree.is_empty() {
+            return Ok(());
+        }
+        for p in tree {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            // Our own child (foreground run) must be reaped to disappear.
+            let _ = waitpid(Pid::from_raw(p), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Setup(format!(
+                "processes of container init {pid} survive SIGKILL"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs the poststop hooks and removes the fifo if `start` never ran.
+/// `pid` is `None` when the recorded init is already gone (its pid may have been recycled).
+pub fn delete(
+    id: &str,
+    bundle: &Path,
+    dir: &Path,
+    pid: Option<i32>,
+    recorded_pid: i32,
+    poststop: &[Hook],
+) -> Result<(), Error> {
+    if let Some(pid) = pid {
+        destroy(pid)?;
+    }
+    let _ = fs::remove_file(dir.join(FIFO));
+    run_hooks(
+        poststop,
+        &hook_state(id, ContainerStatus::Stopped, recorded_pid, bundle),
+    )
+}
+
+fn hook_state(id: &str, status: ContainerStatus, pid: i32, bundle: &Path) -> HookState {
+    HookState::new(id, status, Some(pid), PathBuf::from(bundle))
+}
+
+fn run_hooks(hooks: &[Hook], state: &HookState) -> Result<(), Error> {
+    if hooks.is_empty() {
+        return Ok(());
+    }
+    let list = hooks.to_vec();
+    libcontainer::hooks::run_hooks(Some(&list), Some(state), None, None, None).map_err(Error::Hook)
+}

@@ -1,0 +1,151 @@
+//! The interface every isolation backend implements. The core drives the lifecycle (ids, state,
+//! locking, status guards) and calls a backend only for what depends on the isolation.
+
+use std::path::Path;
+
+use oci_spec::runtime::{LinuxResources, Process, Spec};
+
+use crate::error::Error;
+use crate::isolation::Isolation;
+use crate::process;
+use crate::state::{State, Status};
+
+/// An error from a backend: a short message naming what failed, with the cause chained.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct BackendError {
+    pub message: String,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl BackendError {
+    pub fn msg(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub fn with(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+}
+
+/// Everything `create` knows, already validated by the core.
+#[derive(Debug)]
+pub struct CreateOpts<'a> {
+    pub id: &'a str,
+    /// Canonical bundle directory.
+    pub bundle: &'a Path,
+    /// Canonical root file system directory.
+    pub rootfs: &'a Path,
+    pub spec: &'a Spec,
+    /// The container's state directory; the backend may keep private files in it.
+    pub dir: &'a Path,
+    pub console_socket: Option<&'a Path>,
+    pub preserve_fds: i32,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub systemd_cgroup: bool,
+    /// `run` without `--detach`: the container's init must stay a child of this process.
+    pub foreground: bool,
+}
+
+/// What a successful `create` reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Created {
+    /// The pid to write to `--pid-file`: the container's init (or the host process standing for it).
+    pub pid: i32,
+}
+
+/// A container as a backend sees it for every later operation.
+#[derive(Debug, Clone, Copy)]
+pub struct ContainerCtx<'a> {
+    pub id: &'a str,
+    pub dir: &'a Path,
+    pub state: &'a State,
+}
+
+/// A process to start in a running container; `process` is final (the core merged `--process`,
+/// the arguments and every flag into it).
+#[derive(Debug)]
+pub struct ExecOpts<'a> {
+    pub process: &'a Process,
+    pub console_socket: Option<&'a Path>,
+    pub detach: bool,
+    pub preserve_fds: i32,
+    pub ignore_paused: bool,
+    pub sub_cgroup: Option<&'a str>,
+}
+
+/// An isolation backend.
+pub trait Backend {
+    fn isolation(&self) -> Isolation;
+
+    /// Creates the container and leaves its process waiting for `start`.
+    fn create(&self, opts: &CreateOpts<'_>) -> Result<Created, BackendError>;
+
+    /// Releases the waiting process into the user's program.
+    fn start(&self, ctx: &ContainerCtx<'_>) -> Result<(), BackendError>;
+
+    /// Current status; the default derives it from the recorded status and whether the recorded
+    /// init process still lives.
+    fn status(&self, ctx: &ContainerCtx<'_>) -> Result<Status, BackendError> {
+        Ok(default_status(ctx.state))
+    }
+
+    fn kill(&self, ctx: &ContainerCtx<'_>, signal: i32, all: bool) -> Result<(), BackendError>;
+
+    fn pause(&self, ctx: &ContainerCtx<'_>) -> Result<(), BackendError>;
+
+    fn resume(&self, ctx: &ContainerCtx<'_>) -> Result<(), BackendError>;
+
+    /// Removes everything the container has on the host (processes when `force`, cgroups,
+    /// mounts, devices, files) and runs the poststop hooks. The core removes the state directory.
+    fn delete(&self, ctx: &ContainerCtx<'_>, force: bool) -> Result<(), BackendError>;
+
+    /// Starts a process in the container and returns its pid; without `detach` the process is a
+    /// child of the caller, which waits for it.
+    fn exec(&self, ctx: &ContainerCtx<'_>, opts: &ExecOpts<'_>) -> Result<i32, BackendError>;
+
+    /// Pids of every process in the container, as the host sees them.
+    fn pids(&self, ctx: &ContainerCtx<'_>) -> Result<Vec<i32>, BackendError>;
+
+    /// Resource usage in runc's `events --stats` shape (`cpu`, `memory`, `pids`, …).
+    fn stats(&self, ctx: &ContainerCtx<'_>) -> Result<serde_json::Value, BackendError>;
+
+    /// Changes the container's resource limits.
+    fn update(
+        &self,
+        ctx: &ContainerCtx<'_>,
+        resources: &LinuxResources,
+    ) -> Result<(), BackendError>;
+}
+
+/// Status from the recorded state and the liveness of the recorded init.
+pub fn default_status(state: &State) -> Status {
+    match (state.status, state.pid) {
+        (Status::Stopped, _) => Status::Stopped,
+        (Status::Creating, None) => Status::Creating,
+        (_, None) => Status::Stopped,
+        (recorded, Some(pid)) => {
+            if process::is_alive(pid, state.pid_start_time) {
+                recorded
+            } else {
+                Status::Stopped
+            }
+        }
+    }
+}
+
+/// Hands the core the backend for an isolation; implemented by the binary that links them.
+pub trait BackendRegistry {
+    fn get(&self, isolation: Isolation) -> Result<&dyn Backend, Error>;
+}

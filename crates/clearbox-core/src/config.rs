@@ -1,0 +1,97 @@
+//! `/etc/clearbox/config.toml`: host-wide defaults.
+//!
+//! ```toml
+//! isolation = "namespaces"   # vm | namespaces | fly
+//!
+//! [vm]
+//! kernel = "/usr/share/clearbox/vmlinux"
+//! initrd = "/usr/share/clearbox/initramfs.img"
+//! accel = "auto"             # auto | kvm | tcg
+//! vcpus = 1
+//! memory_mib = 128
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::Error;
+use crate::isolation::Isolation;
+
+/// Where the configuration lives unless `CLEARBOX_CONFIG` names another file.
+pub const DEFAULT_PATH: &str = "/etc/clearbox/config.toml";
+
+/// The parsed configuration file; every field is optional.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Default isolation for containers that do not ask for one.
+    pub isolation: Option<Isolation>,
+    /// Defaults for the VM backend.
+    #[serde(default)]
+    pub vm: VmDefaults,
+}
+
+/// Defaults for `isolation = "vm"`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmDefaults {
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub accel: Option<String>,
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u32>,
+}
+
+impl Config {
+    /// Reads the configuration from `CLEARBOX_CONFIG` or [`DEFAULT_PATH`]; a missing file is an
+    /// empty configuration, an unreadable or malformed one is an error.
+    pub fn load_default() -> Result<Self, Error> {
+        let path = std::env::var_os("CLEARBOX_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
+        Self::load(&path)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text).map_err(|source| Error::Config {
+                path: path.to_path_buf(),
+                source: Box::new(source),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(Error::Config {
+                path: path.to_path_buf(),
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_isolation_and_vm() {
+        let c = Config::parse("isolation = \"fly\"\n[vm]\nvcpus = 2\n").unwrap();
+        assert_eq!(c.isolation, Some(Isolation::Fly));
+        assert_eq!(c.vm.vcpus, Some(2));
+    }
+
+    #[test]
+    fn rejects_typos_and_bad_values() {
+        assert!(Config::parse("isolaton = \"fly\"").is_err());
+        assert!(Config::parse("isolation = \"kvm\"").is_err());
+    }
+
+    #[test]
+    fn missing_file_is_empty() {
+        let c = Config::load(Path::new("/nonexistent/clearbox.toml")).unwrap();
+        assert!(c.isolation.is_none());
+    }
+}

@@ -1,0 +1,54 @@
+//! Locating helper programs.
+
+use std::path::{Path, PathBuf};
+
+/// First executable `name` on PATH, then in `extra` directories.
+pub fn find_program(name: &str, extra: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    dirs.extend(extra.iter().map(PathBuf::from));
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        dirs.push(PathBuf::from(home).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+pub fn qemu() -> Option<PathBuf> {
+    find_program("qemu-system-x86_64", &[])
+}
+
+pub fn vhost_device_vsock() -> Option<PathBuf> {
+    find_program("vhost-device-vsock", &["/usr/local/bin", "/usr/libexec"])
+}
+
+/// Which virtiofsd implementation a binary is: they take different flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VirtiofsdFlavor {
+    /// The Rust virtiofsd (`--shared-dir`, `--readonly`).
+    Rust,
+    /// QEMU's legacy C virtiofsd (`-o source=`), e.g. /usr/lib/qemu/virtiofsd.
+    Legacy,
+}
+
+/// The Rust virtiofsd is preferred (maintained, has `--readonly`); QEMU's
+/// legacy C one (Debian's qemu-system-common) is the fallback.
+pub fn virtiofsd() -> Option<(PathBuf, VirtiofsdFlavor)> {
+    let rust = find_program("virtiofsd", &["/usr/libexec", "/usr/local/libexec"])
+        .filter(|p| !p.starts_with("/usr/lib/qemu"));
+    if let Some(p) = rust {
+        return Some((p, VirtiofsdFlavor::Rust));
+    }
+    let legacy = PathBuf::from("/usr/lib/qemu/virtiofsd");
+    is_executable(&legacy).then_some((legacy, VirtiofsdFlavor::Legacy))
+}

@@ -1,0 +1,383 @@
+//! `clearbox check`: what this host offers and lacks for VM isolation.
+//!
+//! [`HostFacts::gather`] does the I/O; [`report`] is pure so it is tested with
+//! injected facts.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::accel::{Accel, AccelMode, KvmFacts, KvmKind};
+use crate::binaries::{self, VirtiofsdFlavor};
+use crate::config::{DEFAULT_INITRAMFS, DEFAULT_KERNEL};
+
+const INSTALL: &str = "run scripts/install-deps.sh";
+
+/// What to check against.
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub accel: AccelMode,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        CheckOptions {
+            kernel: DEFAULT_KERNEL.into(),
+            initramfs: DEFAULT_INITRAMFS.into(),
+            accel: AccelMode::Auto,
+        }
+    }
+}
+
+/// Raw observations.
+#[derive(Clone, Debug)]
+pub struct HostFacts {
+    pub kvm: KvmFacts,
+    pub vhost_vsock: bool,
+    pub tun: bool,
+    /// Path and first line of `--version`.
+    pub qemu: Option<(PathBuf, String)>,
+    pub virtiofsd: Option<(PathBuf, VirtiofsdFlavor)>,
+    pub vhost_device_vsock: Option<PathBuf>,
+    pub kernel: bool,
+    pub initramfs: bool,
+}
+
+impl HostFacts {
+    pub fn gather(opts: &CheckOptions) -> Self {
+        let qemu = binaries::qemu().map(|p| {
+            let version = std::process::Command::new(&p)
+                .arg("--version")
+                .output()
+                .ok()
+                .and_then(|o| String::from_utf8(o.stdout).ok())
+                .and_then(|s| s.lines().next().map(str::to_string))
+                .unwrap_or_else(|| "version unknown".into());
+            (p, version)
+        });
+        HostFacts {
+            kvm: KvmFacts::gather(),
+            vhost_vsock: Path::new("/dev/vhost-vsock").exists(),
+            tun: Path::new("/dev/net/tun").exists(),
+            qemu,
+            virtiofsd: binaries::virtiofsd(),
+            vhost_device_vsock: binaries::vhost_device_vsock(),
+            kernel: opts.kernel.is_file(),
+            initramfs: opts.initramfs.is_file(),
+        }
+    }
+}
+
+/// Ok, works with a limitation, or a piece VMs cannot start without.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Degraded,
+    Missing,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckItem {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    /// Exactly one line telling how to fix it; `None` when ok.
+    pub remedy: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HostReport {
+    /// Accelerator VMs will use, and why.
+    pub accel: Option<Accel>,
+    pub accel_reason: String,
+    pub kvm: KvmKind,
+    pub items: Vec<CheckItem>,
+    /// VMs can start (nothing `missing`).
+    pub ok: bool,
+}
+
+/// Checks this host with default asset paths.
+pub fn check() -> HostReport {
+    check_with(&CheckOptions::default())
+}
+
+pub fn check_with(opts: &CheckOptions) -> HostReport {
+    report(&HostFacts::gather(opts), opts)
+}
+
+/// Builds the report from facts.
+pub fn report(f: &HostFacts, opts: &CheckOptions) -> HostReport {
+    let mut items = Vec::new();
+    let mut item = |name, status, detail: String, remedy: Option<&str>| {
+        items.push(CheckItem {
+            name,
+            status,
+            detail,
+            remedy: if status == Status::Ok {
+                None
+            } else {
+                remedy.map(str::to_string)
+            },
+        })
+    };
+    let kind = f.kvm.kind();
+    let (accel, accel_reason) = match f.kvm.select(opts.accel) {
+        Ok((a, why)) => (Some(a), why),
+        Err(e) => (None, e.to_string()),
+    };
+    let accel_status = match (&accel, &kind) {
+        (None, _) => Status::Missing,
+        (Some(Accel::Kvm), _) => Status::Ok,
+        (Some(Accel::Tcg), _) if opts.accel == AccelMode::Tcg => Status::Ok,
+        (Some(Accel::Tcg), _) => Status::Degraded,
+    };
+    let accel_detail = match accel {
+        Some(a) => format!("{a} ({accel_reason})"),
+        None => accel_reason.clone(),
+    };
+    let accel_remedy = match kind {
+        KvmKind::Real => "set accel = \"auto\" or \"kvm\"",
+        KvmKind::Unusable => "give this user read-write access to /dev/kvm (group kvm)",
+        _ => "VMs run under TCG (slower); for KVM use a host with VT-x/AMD-V exposed",
+    };
+    item(
+        "accelerator",
+        accel_status,
+        accel_detail,
+        Some(accel_remedy),
+    );
+
+    match &f.qemu {
+        Some((p, v)) => item("qemu", Status::Ok, format!("{} ({v})", p.display()), None),
+        None => item(
+            "qemu",
+            Status::Missing,
+            "qemu-system-x86_64 not found".into(),
+            Some(INSTALL),
+        ),
+    }
+    if f.vhost_vsock {
+        item(
+            "vhost-vsock",
+            Status::Ok,
+            "/dev/vhost-vsock (kernel vsock)".into(),
+            None,
+        );
+    } else {
+        item(
+            "vhost-vsock",
+            Status::Degraded,
+            "no /dev/vhost-vsock: the agent channel goes through vhost-device-vsock".into(),
+            Some("modprobe vhost_vsock"),
+        );
+    }
+    match (&f.vhost_device_vsock, f.vhost_vsock) {
+        (Some(p), _) => item(
+            "vhost-device-vsock",
+            Status::Ok,
+            p.display().to_string(),
+            None,
+        ),
+        (None, true) => item(
+            "vhost-device-vsock",
+            Status::Ok,
+            "not installed; not needed with /dev/vhost-vsock".into(),
+            None,
+        ),
+        (None, false) => item(
+            "vhost-device-vsock",
+            Status::Missing,
+            "not found, and needed without /dev/vhost-vsock".into(),
+            Some(INSTALL),
+        ),
+    }
+    match &f.virtiofsd {
+        Some((p, VirtiofsdFlavor::Rust)) => {
+            item("virtiofsd", Status::Ok, p.display().to_string(), None)
+        }
+        Some((p, VirtiofsdFlavor::Legacy)) => item(
+            "virtiofsd",
+            Status::Ok,
+            format!("{} (QEMU's legacy C virtiofsd)", p.display()),
+            None,
+        ),
+        None => item(
+            "virtiofsd",
+            Status::Missing,
+            "virtiofsd not found".into(),
+            Some(INSTALL),
+        ),
+    }
+    if f.tun {
+        item("tun", Status::Ok, "/dev/net/tun".into(), None);
+    } else {
+        item(
+            "tun",
+            Status::Degraded,
+            "no /dev/net/tun: VMs get no network".into(),
+            Some("modprobe tun"),
+        );
+    }
+    let asset = |ok: bool, path: &Path| match ok {
+        true => (Status::Ok, path.display().to_string()),
+        false => (Status::Missing, format!("{} not found", path.display())),
+    };
+    let (s, d) = asset(f.kernel, &opts.kernel);
+    item(
+        "guest kernel",
+        s,
+        d,
+        Some("run scripts/build-guest-kernel.sh"),
+    );
+    let (s, d) = asset(f.initramfs, &opts.initramfs);
+    item(
+        "initramfs",
+        s,
+        d,
+        Some("run scripts/build-initramfs.sh \"$(scripts/build-agent.sh)\""),
+    );
+    let ok = items.iter().all(|i| i.status != Status::Missing);
+    HostReport {
+        accel,
+        accel_reason,
+        kvm: kind,
+        items,
+        ok,
+    }
+}
+
+impl fmt::Display for HostReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for i in &self.items {
+            let tag = match i.status {
+                Status::Ok => "ok",
+                Status::Degraded => "degraded",
+                Status::Missing => "MISSING",
+            };
+            writeln!(f, "{tag:<9}{:<19}{}", i.name, i.detail)?;
+            if let Some(r) = &i.remedy {
+                writeln!(f, "{:<28}-> {r}", "")?;
+            }
+        }
+        match self.ok {
+            true => write!(f, "VM isolation: available"),
+            false => write!(f, "VM isolation: unavailable (fix the MISSING items)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accel::DevKvm;
+
+    fn pvm_host() -> HostFacts {
+        HostFacts {
+            kvm: KvmFacts {
+                dev_kvm: DevKvm::Usable { api_version: 12 },
+                cpu_virt: false,
+                pvm: true,
+            },
+            vhost_vsock: false,
+            tun: true,
+            qemu: Some((
+                "/usr/bin/qemu-system-x86_64".into(),
+                "QEMU emulator version 7.2.22".into(),
+            )),
+            virtiofsd: Some(("/usr/lib/qemu/virtiofsd".into(), VirtiofsdFlavor::Legacy)),
+            vhost_device_vsock: Some("/root/.cargo/bin/vhost-device-vsock".into()),
+            kernel: true,
+            initramfs: true,
+        }
+    }
+
+    fn get<'a>(r: &'a HostReport, name: &str) -> &'a CheckItem {
+        r.items.iter().find(|i| i.name == name).unwrap()
+    }
+
+    #[test]
+    fn pvm_host_uses_tcg_and_is_usable() {
+        let r = report(&pvm_host(), &CheckOptions::default());
+        assert_eq!(r.accel, Some(Accel::Tcg));
+        assert_eq!(r.kvm, KvmKind::Pvm);
+        assert!(r.ok);
+        let a = get(&r, "accelerator");
+        assert_eq!(a.status, Status::Degraded);
+        assert!(a.detail.contains("PVM"), "{}", a.detail);
+        let text = r.to_string();
+        assert!(text.contains("tcg"), "{text}");
+        assert!(text.ends_with("available"));
+    }
+
+    #[test]
+    fn missing_pieces_get_one_remedy_each() {
+        let mut f = pvm_host();
+        f.vhost_device_vsock = None;
+        f.kernel = false;
+        f.initramfs = false;
+        f.qemu = None;
+        f.virtiofsd = None;
+        f.tun = false;
+        let r = report(&f, &CheckOptions::default());
+        assert!(!r.ok);
+        for name in [
+            "vhost-device-vsock",
+            "guest kernel",
+            "initramfs",
+            "qemu",
+            "virtiofsd",
+        ] {
+            let i = get(&r, name);
+            assert_eq!(i.status, Status::Missing, "{name}");
+            let remedy = i.remedy.as_deref().unwrap();
+            assert_eq!(remedy.lines().count(), 1);
+        }
+        assert!(get(&r, "guest kernel")
+            .remedy
+            .as_deref()
+            .unwrap()
+            .contains("build-guest-kernel.sh"));
+        assert_eq!(get(&r, "tun").status, Status::Degraded);
+        for i in r.items.iter().filter(|i| i.status == Status::Ok) {
+            assert!(i.remedy.is_none());
+        }
+        assert!(r.to_string().contains("unavailable"));
+    }
+
+    #[test]
+    fn real_kvm_and_kernel_vsock() {
+        let mut f = pvm_host();
+        f.kvm = KvmFacts {
+            dev_kvm: DevKvm::Usable { api_version: 12 },
+            cpu_virt: true,
+            pvm: false,
+        };
+        f.vhost_vsock = true;
+        f.vhost_device_vsock = None;
+        let r = report(&f, &CheckOptions::default());
+        assert_eq!(r.accel, Some(Accel::Kvm));
+        assert_eq!(get(&r, "accelerator").status, Status::Ok);
+        assert_eq!(get(&r, "vhost-vsock").status, Status::Ok);
+        assert_eq!(get(&r, "vhost-device-vsock").status, Status::Ok);
+        assert!(r.ok);
+    }
+
+    #[test]
+    fn forced_kvm_without_device_is_missing() {
+        let mut f = pvm_host();
+        f.kvm.dev_kvm = DevKvm::Absent;
+        let opts = CheckOptions {
+            accel: AccelMode::Kvm,
+            ..CheckOptions::default()
+        };
+        let r = report(&f, &opts);
+        assert_eq!(r.accel, None);
+        assert!(!r.ok);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["items"][0]["status"], "missing");
+    }
+}

@@ -1,0 +1,215 @@
+//! The on-disk record of a running VM (`run_dir/vm.json`), so a different
+//! process (a later `clearbox exec` or `clearbox delete`) can reach the agent
+//! or tear the VM down.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::accel::Accel;
+use crate::error::{Error, Result};
+use crate::proc;
+use crate::vsock::AgentTransport;
+
+pub(crate) const STATE_FILE: &str = "vm.json";
+const STATE_VERSION: u32 = 1;
+
+/// One helper process, identified by pid and start time (pids get reused).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcRecord {
+    pub role: String,
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct VmState {
+    pub version: u32,
+    pub hypervisor: String,
+    pub accel: Accel,
+    pub transport: Option<AgentTransport>,
+    /// QEMU first, then the daemons.
+    pub processes: Vec<ProcRecord>,
+    /// Files the driver created in or for this VM, removed at teardown.
+    pub files: Vec<PathBuf>,
+    /// The driver created run_dir: remove it at teardown when empty.
+    pub created_run_dir: bool,
+}
+
+impl VmState {
+    pub(crate) fn new(accel: Accel, created_run_dir: bool) -> Self {
+        VmState {
+            version: STATE_VERSION,
+            hypervisor: "qemu".into(),
+            accel,
+            transport: None,
+            processes: Vec::new(),
+            files: Vec::new(),
+            created_run_dir,
+        }
+    }
+
+    /// Writes the record atomically (temp file + rename).
+    pub(crate) fn save(&self, run_dir: &Path) -> Result<()> {
+        let path = run_dir.join(STATE_FILE);
+        let tmp = run_dir.join(".vm.json.tmp");
+        // Serialising plain structs of strings and numbers cannot fail.
+        let text = serde_json::to_vec_pretty(self).map_err(|e| Error::State {
+            path: path.clone(),
+            source: e,
+        })?;
+        std::fs::write(&tmp, text).map_err(|e| Error::Path {
+            op: "write",
+            path: tmp.clone(),
+            source: e,
+        })?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::Path {
+            op: "rename to",
+            path,
+            source: e,
+        })
+    }
+
+    /// Removes recorded files, the record, and run_dir when created and empty.
+    pub(crate) fn remove_files(&self, run_dir: &Path) {
+        for f in &self.files {
+            remove_quietly(f);
+        }
+        remove_quietly(&run_dir.join(".vm.json.tmp"));
+        remove_quietly(&run_dir.join(STATE_FILE));
+        if self.created_run_dir {
+            // Fails (and is left) when the caller put other files there.
+            let _ = std::fs::remove_dir(run_dir);
+        }
+    }
+}
+
+fn remove_quietly(p: &Path) {
+    match std::fs::remove_file(p) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(path = %p.display(), error = %e, "cannot remove"),
+    }
+}
+
+/// A VM seen through its record, from any process.
+#[derive(Debug)]
+pub struct VmHandle {
+    run_dir: PathBuf,
+    state: VmState,
+}
+
+impl VmHandle {
+    pub(crate) fn from_state(run_dir: PathBuf, state: VmState) -> Self {
+        VmHandle { run_dir, state }
+    }
+
+    /// Reads `run_dir/vm.json`.
+    pub fn load(run_dir: impl AsRef<Path>) -> Result<Self> {
+        let run_dir = run_dir.as_ref().to_path_buf();
+        let path = run_dir.join(STATE_FILE);
+        let text = std::fs::read(&path).map_err(|e| Error::Path {
+            op: "read VM record",
+            path: path.clone(),
+            source: e,
+        })?;
+        let state: VmState =
+            serde_json::from_slice(&text).map_err(|e| Error::State { path, source: e })?;
+        Ok(VmHandle { run_dir, state })
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    pub fn accel(&self) -> Accel {
+        self.state.accel
+    }
+
+    pub fn transport(&self) -> Option<&AgentTransport> {
+        self.state.transport.as_ref()
+    }
+
+    pub fn processes(&self) -> &[ProcRecord] {
+        &self.state.processes
+    }
+
+    fn qemu(&self) -> Option<&ProcRecord> {
+        self.state.processes.iter().find(|p| p.role == "qemu")
+    }
+
+    /// QEMU is alive (same pid and start time, not a zombie).
+    pub fn is_running(&self) -> bool {
+        self.qemu()
+            .is_some_and(|q| proc::is_same_live_process(q.pid, q.start_time))
+    }
+
+    /// A pidfd of QEMU, readable once it exits; `None` when it is gone.
+    pub fn exit_fd(&self) -> Option<OwnedFd> {
+        let q = self.qemu()?;
+        open_verified(q)
+    }
+
+    /// Connects to a guest port, retrying until `timeout`; fails at once if
+    /// QEMU is (or becomes) dead.
+    pub fn connect_agent(&self, port: u32, timeout: Duration) -> Result<OwnedFd> {
+        let transport = self
+            .transport()
+            .ok_or_else(|| Error::InvalidConfig("VM has no agent channel".into()))?;
+        let Some(pidfd) = self.exit_fd() else {
+            return Err(Error::VmExited {
+                status: "not running".into(),
+                console_tail: String::new(),
+            });
+        };
+        transport.connect_until(port, timeout, Some(pidfd.as_fd()))
+    }
+
+    /// SIGKILLs every recorded process that is still the same process, waits
+    /// for each to exit (bounded), then removes the VM's files. Idempotent.
+    pub fn kill_and_cleanup(self) -> Result<()> {
+        for p in &self.state.processes {
+            kill_verified(p);
+        }
+        self.state.remove_files(&self.run_dir);
+        Ok(())
+    }
+}
+
+/// pidfd of `p` if it is still the recorded process.
+fn open_verified(p: &ProcRecord) -> Option<OwnedFd> {
+    // Open first, then verify: the pidfd pins the process, so a pid reused
+    // after the check cannot be signalled by mistake.
+    let fd = proc::pidfd_open(p.pid).ok()?;
+    proc::is_same_live_process(p.pid, p.start_time).then_some(fd)
+}
+
+pub(crate) fn kill_verified(p: &ProcRecord) {
+    let Some(fd) = open_verified(p) else {
+        return;
+    };
+    // SAFETY: pidfd_send_signal on a valid pidfd with a null siginfo and no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        tracing::warn!(role = %p.role, pid = p.pid, error = %e, "cannot kill");
+        return;
+    }
+    // The process is gone from the scheduler within milliseconds; bound it.
+    if !matches!(
+        proc::wait_readable(fd.as_fd(), Some(Duration::from_secs(5))),
+        Ok(true)
+    ) {
+        tracing::warn!(role = %p.role, pid = p.pid, "still alive 5 s after SIGKILL");
+    }
+}

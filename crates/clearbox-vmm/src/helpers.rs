@@ -1,0 +1,59 @@
+//! Command lines of the vhost-user daemons (one module per device would be
+//! overkill: each is a handful of flags).
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::binaries::VirtiofsdFlavor;
+
+/// vhost-device-vsock in hybrid mode: QEMU connects to `socket`, the host
+/// connects to `uds` and sends `CONNECT <port>`. The CID only matters inside
+/// the guest, which has this one device: every VM can use 3.
+pub(crate) fn vhost_device_vsock(bin: &Path, socket: &Path, uds: &Path) -> Command {
+    let mut c = Command::new(bin);
+    c.args(["--guest-cid", "3", "--socket"])
+        .arg(socket)
+        .arg("--uds-path")
+        .arg(uds);
+    c
+}
+
+/// One virtiofsd serving `dir` on vhost-user socket `socket`.
+pub(crate) fn virtiofsd(
+    bin: &Path,
+    flavor: VirtiofsdFlavor,
+    socket: &Path,
+    dir: &Path,
+    read_only: bool,
+) -> Command {
+    let mut c = Command::new(bin);
+    match flavor {
+        VirtiofsdFlavor::Rust => {
+            c.arg("--socket-path").arg(socket);
+            c.arg("--shared-dir").arg(dir);
+            c.args(["--cache", "auto", "--sandbox", "namespace"]);
+            if read_only {
+                c.arg("--readonly");
+            }
+        }
+        VirtiofsdFlavor::Legacy => {
+            // No read-only flag: the caller runs it in a mount namespace where
+            // `dir` is a read-only bind mount.
+            let mut sock = std::ffi::OsString::from("--socket-path=");
+            sock.push(socket);
+            c.arg(sock);
+            let mut src = std::ffi::OsString::from("source=");
+            src.push(dir);
+            c.arg("-o").arg(src);
+            c.args([
+                "-o",
+                "cache=auto",
+                "-o",
+                "sandbox=namespace",
+                "-o",
+                "log_level=warn",
+            ]);
+        }
+    }
+    c
+}

@@ -1,0 +1,183 @@
+//! Helper processes: spawning with a parent-death signal, pidfds, identity
+//! checks that survive pid reuse.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+/// How a helper is detached from (or tied to) the process starting it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SpawnOpts {
+    /// PR_SET_PDEATHSIG(SIGKILL); otherwise the child runs in a new session.
+    pub die_with_parent: bool,
+    /// Run the child in a private mount namespace where this directory is
+    /// bind-mounted read-only onto itself (for read-only virtio-fs shares).
+    pub readonly_bind: Option<std::path::PathBuf>,
+}
+
+/// Spawns `cmd` with the isolation in `opts`.
+pub(crate) fn spawn(cmd: &mut Command, opts: &SpawnOpts) -> io::Result<Child> {
+    let die = opts.die_with_parent;
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    let ro = match &opts.readonly_bind {
+        Some(p) => Some(CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other)?),
+        None => None,
+    };
+    let root = c"/";
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe system calls (prctl, getppid, setsid, unshare, mount)
+    // on memory allocated before the fork; it allocates nothing itself.
+    unsafe {
+        cmd.pre_exec(move || {
+            if die {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect.
+                if libc::getppid() != parent {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+            } else if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(dir) = &ro {
+                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let null = std::ptr::null();
+                let flags = libc::MS_REC | libc::MS_PRIVATE;
+                if libc::mount(null, root.as_ptr(), null, flags, std::ptr::null()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let flags = libc::MS_BIND | libc::MS_REC;
+                if libc::mount(dir.as_ptr(), dir.as_ptr(), null, flags, std::ptr::null()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+                if libc::mount(null, dir.as_ptr(), null, flags, std::ptr::null()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// `pidfd_open(2)`: readable once the process has exited; works for
+/// processes that are not our children too.
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Waits until `fd` is readable or `timeout` passes; `None` waits forever.
+/// Returns whether it became readable.
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let t = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                // Round up so a 0.5 ms wait does not become a busy loop.
+                let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, t) {
+            Ok(0) => {
+                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                    return Ok(false);
+                }
+            }
+            Ok(_) => return Ok(true),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Start time (field 22 of /proc/PID/stat, clock ticks since boot): with the
+/// pid it identifies a process even after the pid is reused.
+pub(crate) fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_time(&stat)
+}
+
+fn parse_start_time(stat: &str) -> Option<u64> {
+    // comm may contain spaces and parens: fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // rest starts at field 3 (state); start time is field 22.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// True when `pid` exists, has `start`, and is not a zombie.
+pub(crate) fn is_same_live_process(pid: i32, start: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    parse_start_time(&stat) == Some(start) && state != Some("Z")
+}
+
+/// Last `max` bytes of a file, lossily decoded, trimmed; empty if unreadable.
+pub(crate) fn tail(path: &Path, max: usize) -> String {
+    let Ok(bytes) = std::fs::read(path) else {
+        return String::new();
+    };
+    let start = bytes.len().saturating_sub(max);
+    String::from_utf8_lossy(&bytes[start..]).trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_parsing_handles_odd_comm() {
+        let stat = "1234 (we ird) name)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(parse_start_time(stat), Some(987654));
+        assert_eq!(parse_start_time("garbage"), None);
+    }
+
+    #[test]
+    fn own_start_time_is_stable() {
+        let me = std::process::id() as i32;
+        let st = start_time(me).unwrap();
+        assert!(is_same_live_process(me, st));
+        assert!(!is_same_live_process(me, st + 1));
+    }
+
+    #[test]
+    fn pidfd_signals_exit() {
+        let mut child = spawn(
+            Command::new("sleep").arg("0.05"),
+            &SpawnOpts {
+                die_with_parent: true,
+                readonly_bind: None,
+            },
+        )
+        .unwrap();
+        let fd = pidfd_open(child.id() as i32).unwrap();
+        assert!(!wait_readable(fd.as_fd(), Some(Duration::from_millis(1))).unwrap());
+        assert!(wait_readable(fd.as_fd(), Some(Duration::from_secs(5))).unwrap());
+        assert!(child.wait().unwrap().success());
+    }
+}

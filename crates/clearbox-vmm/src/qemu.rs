@@ -1,0 +1,219 @@
+//! QEMU microvm command line.
+//!
+//! Pure: builds the argument vector from an already-resolved plan, so it is
+//! unit-tested without spawning anything.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::accel::Accel;
+
+/// Where the agent channel device gets its backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum VsockDevice {
+    /// Kernel vhost-vsock with this guest CID.
+    Kernel { cid: u32 },
+    /// vhost-user socket served by vhost-device-vsock.
+    VhostUser { socket: PathBuf },
+}
+
+/// A fully resolved QEMU invocation.
+#[derive(Clone, Debug)]
+pub(crate) struct QemuPlan {
+    pub accel: Accel,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+    pub serial_log: PathBuf,
+    pub vsock: Option<VsockDevice>,
+    /// (tag, vhost-user socket of its virtiofsd)
+    pub fs: Vec<(String, PathBuf)>,
+    pub sandbox: bool,
+    pub tcg_tb_size_mib: Option<u32>,
+}
+
+/// Kernel parameters every guest gets. Rationale for the less obvious ones:
+/// `reboot=t` + QEMU `-no-reboot`: with ACPI off, power-off only halts, so the
+/// agent reboots and QEMU exits; `tsc_early_khz` (TCG only): a guest that
+/// calibrates the TSC itself under TCG hangs in about one boot out of ten.
+pub(crate) fn kernel_cmdline(accel: Accel, tsc_khz: Option<u64>, extra: &[String]) -> String {
+    let mut words: Vec<String> = [
+        "console=ttyS0",
+        "quiet",
+        "i8042.noaux",
+        "i8042.nomux",
+        "i8042.nopnp",
+        "i8042.dumbkbd",
+        "panic=-1",
+        "tsc=reliable",
+        "no_timer_check",
+        "noreplace-smp",
+        "8250.nr_uarts=1",
+        "pci=off",
+        "random.trust_cpu=on",
+        "cryptomgr.notests",
+        "reboot=t",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if accel == Accel::Tcg {
+        if let Some(khz) = tsc_khz {
+            words.push(format!("tsc_early_khz={khz}"));
+        }
+    }
+    words.extend(extra.iter().cloned());
+    words.join(" ")
+}
+
+/// QEMU's option parser treats ',' as a separator; ",," is a literal comma.
+fn esc(p: &Path) -> String {
+    p.to_string_lossy().replace(',', ",,")
+}
+
+pub(crate) fn args(plan: &QemuPlan) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    let mut push = |s: String| a.push(OsString::from(s));
+    let mem = plan.memory_mib;
+    push("-M".into());
+    push("microvm,acpi=off,memory-backend=mem0".into());
+    push("-accel".into());
+    match (plan.accel, plan.tcg_tb_size_mib) {
+        (Accel::Kvm, _) => push("kvm".into()),
+        (Accel::Tcg, Some(tb)) => push(format!("tcg,tb-size={tb}")),
+        (Accel::Tcg, None) => push("tcg".into()),
+    }
+    push("-cpu".into());
+    push(match plan.accel {
+        Accel::Kvm => "host".into(),
+        Accel::Tcg => "max".into(),
+    });
+    push("-smp".into());
+    push(plan.vcpus.to_string());
+    push("-m".into());
+    push(format!("{mem}M"));
+    // vhost-user backends map guest memory: it must be a shareable memfd.
+    push("-object".into());
+    push(format!("memory-backend-memfd,id=mem0,size={mem}M,share=on"));
+    // virtiofsd refuses legacy virtio-mmio.
+    push("-global".into());
+    push("virtio-mmio.force-legacy=false".into());
+    for s in [
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ] {
+        push(s.into());
+    }
+    if plan.sandbox {
+        push("-sandbox".into());
+        push("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny".into());
+    }
+    push("-chardev".into());
+    push(format!("file,id=ser0,path={}", esc(&plan.serial_log)));
+    push("-serial".into());
+    push("chardev:ser0".into());
+    push("-kernel".into());
+    a.push(plan.kernel.clone().into_os_string());
+    a.push("-initrd".into());
+    a.push(plan.initrd.clone().into_os_string());
+    a.push("-append".into());
+    a.push(plan.cmdline.clone().into());
+    match &plan.vsock {
+        Some(VsockDevice::Kernel { cid }) => {
+            a.push("-device".into());
+            a.push(format!("vhost-vsock-device,guest-cid={cid}").into());
+        }
+        Some(VsockDevice::VhostUser { socket }) => {
+            a.push("-chardev".into());
+            a.push(format!("socket,id=vs0,path={}", esc(socket)).into());
+            a.push("-device".into());
+            a.push("vhost-user-vsock-device,chardev=vs0".into());
+        }
+        None => {}
+    }
+    for (i, (tag, socket)) in plan.fs.iter().enumerate() {
+        a.push("-chardev".into());
+        a.push(format!("socket,id=fs{i},path={}", esc(socket)).into());
+        a.push("-device".into());
+        a.push(format!("vhost-user-fs-device,chardev=fs{i},tag={tag}").into());
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(accel: Accel) -> QemuPlan {
+        QemuPlan {
+            accel,
+            vcpus: 2,
+            memory_mib: 128,
+            kernel: "/k/vmlinux".into(),
+            initrd: "/k/initrd.img".into(),
+            cmdline: "console=ttyS0".into(),
+            serial_log: "/run/a,b/console.log".into(),
+            vsock: Some(VsockDevice::VhostUser {
+                socket: "/run/x/vhost.sock".into(),
+            }),
+            fs: vec![("root".into(), "/run/x/fs-0.sock".into())],
+            sandbox: true,
+            tcg_tb_size_mib: Some(32),
+        }
+    }
+
+    fn joined(p: &QemuPlan) -> String {
+        args(p)
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn tcg_command() {
+        let s = joined(&plan(Accel::Tcg));
+        assert!(
+            s.contains("-accel tcg,tb-size=32 -cpu max -smp 2 -m 128M"),
+            "{s}"
+        );
+        assert!(s.contains("memory-backend-memfd,id=mem0,size=128M,share=on"));
+        assert!(s.contains("-global virtio-mmio.force-legacy=false"));
+        assert!(s.contains("-no-reboot"));
+        assert!(s.contains("-sandbox on,"));
+        assert!(
+            s.contains("path=/run/a,,b/console.log"),
+            "comma escaped: {s}"
+        );
+        assert!(s.contains("-chardev socket,id=vs0,path=/run/x/vhost.sock -device vhost-user-vsock-device,chardev=vs0"));
+        assert!(s.contains("-chardev socket,id=fs0,path=/run/x/fs-0.sock -device vhost-user-fs-device,chardev=fs0,tag=root"));
+    }
+
+    #[test]
+    fn kvm_command() {
+        let mut p = plan(Accel::Kvm);
+        p.vsock = Some(VsockDevice::Kernel { cid: 77 });
+        p.sandbox = false;
+        let s = joined(&p);
+        assert!(s.contains("-accel kvm -cpu host"), "{s}");
+        assert!(s.contains("-device vhost-vsock-device,guest-cid=77"));
+        assert!(!s.contains("-sandbox"));
+        assert!(!s.contains("vhost-user-vsock"));
+    }
+
+    #[test]
+    fn cmdline_tsc_only_under_tcg() {
+        let extra = vec!["clearbox.debug=1".to_string()];
+        let tcg = kernel_cmdline(Accel::Tcg, Some(2_596_096), &extra);
+        assert!(tcg.contains("tsc_early_khz=2596096"));
+        assert!(tcg.contains("reboot=t"));
+        assert!(tcg.ends_with("clearbox.debug=1"));
+        let kvm = kernel_cmdline(Accel::Kvm, Some(2_596_096), &extra);
+        assert!(!kvm.contains("tsc_early_khz"));
+    }
+}

@@ -1,0 +1,101 @@
+//! Command-line definition: runc's commands and global flags, plus `--isolation` and `check`.
+//! The argument structs of the standard commands come from youki's `liboci-cli`, made for exactly
+//! this; `kill` is ours because runc's signal argument is optional (SIGTERM).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use clearbox_core::Isolation;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "clearbox",
+    version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: ", "1.2.0"),
+    about = "An OCI runtime that runs each container in its own lightweight VM (runc-compatible CLI)"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug)]
+pub struct GlobalOpts {
+    /// Root directory for container state
+    #[arg(long, default_value = "/run/clearbox", global = true)]
+    pub root: PathBuf,
+    /// Log file (default: stderr)
+    #[arg(long, global = true)]
+    pub log: Option<PathBuf>,
+    /// Log format: text or json
+    #[arg(long, default_value = "text", value_parser = ["text", "json"], global = true)]
+    pub log_format: String,
+    /// Log level (debug, info, warn, error)
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    /// Debug logging
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Use systemd to manage cgroups (needs systemd as the host's init)
+    #[arg(long, global = true)]
+    pub systemd_cgroup: bool,
+    /// Isolation for new containers: vm, namespaces or fly (the annotation io.clearbox.isolation wins)
+    #[arg(long, env = "CLEARBOX_ISOLATION", global = true, value_parser = parse_isolation)]
+    pub isolation: Option<Isolation>,
+    /// Accepted for runc compatibility; rootless mode is decided from the spec
+    #[arg(long = "rootless", id = "global_rootless", hide = true)]
+    pub rootless: Option<String>,
+    /// Accepted for runc compatibility (checkpointing is not supported)
+    #[arg(long, hide = true)]
+    pub criu: Option<String>,
+}
+
+fn parse_isolation(s: &str) -> Result<Isolation, String> {
+    s.parse().map_err(|e: clearbox_core::Error| e.to_string())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a container
+    Create(liboci_cli::Create),
+    /// Start a created container
+    Start(liboci_cli::Start),
+    /// Print the state of a container
+    State(liboci_cli::State),
+    /// Send a signal to the container's init (default SIGTERM)
+    Kill(Kill),
+    /// Delete a container
+    Delete(liboci_cli::Delete),
+    /// Create and start a container
+    Run(liboci_cli::Run),
+    /// Run a process in a container
+    Exec(liboci_cli::Exec),
+    /// List the processes of a container
+    Ps(liboci_cli::Ps),
+    /// List containers
+    List(liboci_cli::List),
+    /// Suspend every process of a container
+    Pause(liboci_cli::Pause),
+    /// Resume a paused container
+    Resume(liboci_cli::Resume),
+    /// Print container events and resource statistics
+    Events(liboci_cli::Events),
+    /// Change the resource limits of a container
+    Update(liboci_cli::Update),
+    /// Print the features this runtime supports (JSON)
+    Features(liboci_cli::Features),
+    /// Write a template config.json
+    Spec(liboci_cli::Spec),
+}
+
+#[derive(Args, Debug)]
+pub struct Kill {
+    pub container_id: String,
+    /// Signal name (KILL, SIGKILL) or number
+    #[arg(default_value = "SIGTERM")]
+    pub signal: String,
+    /// Signal every process of the container
+    #[arg(short, long)]
+    pub all: bool,
+}
