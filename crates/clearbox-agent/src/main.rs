@@ -109,15 +109,24 @@ fn run(is_pid1: bool) -> anyhow::Result<()> {
     milestones::mark(Milestone::MountsDone);
     debug!("mounts done");
 
-    let sigset = state::block_sigchld().context("blocking SIGCHLD")?;
+    // Host mode: SIGTERM/SIGINT shut down cleanly (PID 1 never gets them from the kernel).
+    let sigset = state::block_signals(!as_init).context("blocking signals")?;
     let state = Arc::new(state::State::default());
-    state::start_reaper(Arc::clone(&state), sigset).context("starting reaper")?;
+    let (shutdown_tx, shutdown_rx) = mpsc::channel::<()>();
+    let stop_tx = shutdown_tx.clone();
+    state::start_reaper(
+        Arc::clone(&state),
+        sigset,
+        Box::new(move || {
+            let _ = stop_tx.send(());
+        }),
+    )
+    .context("starting reaper")?;
 
     let listener = match &args.listen_unix {
         Some(path) => unix_listener(path)?,
         None => vsock_listener(AGENT_VSOCK_PORT)?,
     };
-    let (shutdown_tx, shutdown_rx) = mpsc::channel::<()>();
     let shutdown_tx = Mutex::new(shutdown_tx);
     let service = service::Service {
         state: Arc::clone(&state),
@@ -147,9 +156,14 @@ fn run(is_pid1: bool) -> anyhow::Result<()> {
         init::power_off();
     }
     let pids: Vec<i32> = state.table().procs.values().map(|p| p.pid).collect();
-    for pid in pids {
+    for pid in &pids {
         // SAFETY: kill(2) with integers; every tracked process leads its own group.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+    // Reap them before exiting so no zombie is handed to the host's init (ECHILD when the
+    // reaper thread was faster).
+    for pid in pids {
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
     }
     if let Some(path) = &args.listen_unix {
         let _ = std::fs::remove_file(path);

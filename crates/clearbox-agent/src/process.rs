@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 /// Per-stream buffer limit; a reader thread stops reading (back-pressure) when it is full.
 pub const STREAM_BUFFER_CAP: usize = 1024 * 1024;
+/// How often blocked wait/read calls check whether their connection is gone, so an
+/// abandoned call never consumes output meant for a later connection.
+const CANCEL_POLL: Duration = Duration::from_millis(200);
 
 /// Locks a mutex; poisoning cannot happen (panic = abort), so a poisoned guard is still
 /// the consistent state.
@@ -182,7 +185,8 @@ impl Process {
     }
 
     /// Blocks until the process exited and both streams reached EOF, or the timeout.
-    pub fn wait(&self, timeout_ms: u64) -> WaitResult {
+    /// `cancelled` is polled while blocking (the caller's connection went away).
+    pub fn wait(&self, timeout_ms: u64, cancelled: &dyn Fn() -> bool) -> WaitResult {
         let until = deadline(timeout_ms);
         let mut st = lock(&self.state);
         loop {
@@ -190,24 +194,46 @@ impl Process {
                 st.wait_delivered = true;
                 return WaitResult::Done(exit);
             }
-            st = match until {
-                None => self.cond.wait(st).unwrap_or_else(PoisonError::into_inner),
-                Some(t) => {
-                    let now = Instant::now();
-                    if now >= t {
-                        return WaitResult::TimedOut;
-                    }
-                    self.cond
-                        .wait_timeout(st, t - now)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
-                }
+            st = match self.block(st, until, cancelled) {
+                Some(st) => st,
+                None => return WaitResult::TimedOut,
             };
         }
     }
 
+    /// One bounded sleep on the condition variable; None when the deadline passed or the
+    /// caller was cancelled.
+    fn block<'a>(
+        &self,
+        st: MutexGuard<'a, State>,
+        until: Option<Instant>,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Option<MutexGuard<'a, State>> {
+        if cancelled() {
+            return None;
+        }
+        let now = Instant::now();
+        let slice = match until {
+            Some(t) if now >= t => return None,
+            Some(t) => (t - now).min(CANCEL_POLL),
+            None => CANCEL_POLL,
+        };
+        Some(
+            self.cond
+                .wait_timeout(st, slice)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0,
+        )
+    }
+
     /// Takes up to `max` bytes; blocks until data, EOF or the timeout (then empty, !eof).
-    pub fn read(&self, which: Which, max: usize, timeout_ms: u64) -> Chunk {
+    pub fn read(
+        &self,
+        which: Which,
+        max: usize,
+        timeout_ms: u64,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Chunk {
         let until = deadline(timeout_ms);
         let mut st = lock(&self.state);
         loop {
@@ -225,20 +251,13 @@ impl Process {
                 self.cond.notify_all();
                 return Chunk { data, eof };
             }
-            st = match until {
-                None => self.cond.wait(st).unwrap_or_else(PoisonError::into_inner),
-                Some(t) => {
-                    let now = Instant::now();
-                    if now >= t {
-                        return Chunk {
-                            data: Vec::new(),
-                            eof: false,
-                        };
+            st = match self.block(st, until, cancelled) {
+                Some(st) => st,
+                None => {
+                    return Chunk {
+                        data: Vec::new(),
+                        eof: false,
                     }
-                    self.cond
-                        .wait_timeout(st, t - now)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
                 }
             };
         }
@@ -291,6 +310,10 @@ mod tests {
     use super::*;
     use std::os::fd::OwnedFd;
 
+    fn never() -> bool {
+        false
+    }
+
     fn pipe() -> (File, File) {
         let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe().expect("pipe");
         (File::from(r), File::from(w))
@@ -303,33 +326,37 @@ mod tests {
         p.attach_output(Which::Stdout, Some(r));
         p.attach_output(Which::Stderr, None);
         p.set_exit(Exit::exited(3));
-        assert_eq!(p.wait(50), WaitResult::TimedOut, "stdout still open");
+        assert_eq!(
+            p.wait(50, &never),
+            WaitResult::TimedOut,
+            "stdout still open"
+        );
         w.write_all(b"last words").expect("write");
         drop(w);
-        assert_eq!(p.wait(0), WaitResult::Done(Exit::exited(3)));
+        assert_eq!(p.wait(0, &never), WaitResult::Done(Exit::exited(3)));
         assert_eq!(
-            p.read(Which::Stdout, 4, 0),
+            p.read(Which::Stdout, 4, 0, &never),
             Chunk {
                 data: b"last".to_vec(),
                 eof: false
             }
         );
         assert_eq!(
-            p.read(Which::Stdout, 100, 0),
+            p.read(Which::Stdout, 100, 0, &never),
             Chunk {
                 data: b" words".to_vec(),
                 eof: false
             }
         );
         assert_eq!(
-            p.read(Which::Stdout, 100, 0),
+            p.read(Which::Stdout, 100, 0, &never),
             Chunk {
                 data: vec![],
                 eof: true
             }
         );
         assert!(!p.fully_delivered(), "stderr eof not delivered yet");
-        assert!(p.read(Which::Stderr, 100, 0).eof);
+        assert!(p.read(Which::Stderr, 100, 0, &never).eof);
         assert!(p.fully_delivered());
     }
 
@@ -338,7 +365,7 @@ mod tests {
         let p = Process::new(1, false, None, None);
         let (r, mut w) = pipe();
         p.attach_output(Which::Stdout, Some(r));
-        let c = p.read(Which::Stdout, 10, 20);
+        let c = p.read(Which::Stdout, 10, 20, &never);
         assert_eq!(
             c,
             Chunk {
@@ -347,7 +374,7 @@ mod tests {
             }
         );
         w.write_all(b"x").expect("write");
-        assert_eq!(p.read(Which::Stdout, 10, 0).data, b"x".to_vec());
+        assert_eq!(p.read(Which::Stdout, 10, 0, &never).data, b"x".to_vec());
     }
 
     #[test]
@@ -362,7 +389,7 @@ mod tests {
         });
         let mut got = Vec::new();
         loop {
-            let c = p.read(Which::Stdout, 100_000, 0);
+            let c = p.read(Which::Stdout, 100_000, 0, &never);
             got.extend_from_slice(&c.data);
             if c.eof {
                 break;
@@ -371,6 +398,20 @@ mod tests {
         writer.join().expect("writer");
         assert_eq!(got.len(), total);
         assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+    }
+
+    #[test]
+    fn cancelled_read_takes_nothing() {
+        let p = Process::new(1, false, None, None);
+        let (r, mut w) = pipe();
+        p.attach_output(Which::Stdout, Some(r));
+        let c = p.read(Which::Stdout, 10, 0, &|| true);
+        assert_eq!(c.data.len(), 0);
+        assert!(!c.eof);
+        w.write_all(b"y").expect("write");
+        drop(w);
+        assert_eq!(p.read(Which::Stdout, 10, 0, &never).data, b"y".to_vec());
+        assert_eq!(p.wait(0, &|| true), WaitResult::TimedOut);
     }
 
     #[test]

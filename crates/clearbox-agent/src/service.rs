@@ -35,6 +35,11 @@ pub struct Service {
     pub on_shutdown: Box<dyn Fn() + Send + Sync>,
 }
 
+/// The request's connection was closed (ttrpc drops the cancel sender).
+fn cancelled(ctx: &TtrpcContext) -> bool {
+    matches!(ctx.cancel_rx.try_recv(), Err(e) if e.is_disconnected())
+}
+
 fn key(container_id: &str, exec_id: &str) -> Key {
     (container_id.to_string(), exec_id.to_string())
 }
@@ -75,13 +80,18 @@ impl Service {
         }
     }
 
-    fn read(&self, req: &pb::ReadStreamRequest, which: Which) -> Result<pb::ReadStreamResponse> {
+    fn read(
+        &self,
+        ctx: &TtrpcContext,
+        req: &pb::ReadStreamRequest,
+        which: Which,
+    ) -> Result<pb::ReadStreamResponse> {
         let p = self.find(&req.container_id, &req.exec_id)?;
         let max = match req.max_len {
             0 => DEFAULT_READ_CHUNK,
             n => n.min(MAX_READ_CHUNK),
         };
-        let chunk = p.read(which, max as usize, req.wait_timeout_ms);
+        let chunk = p.read(which, max as usize, req.wait_timeout_ms, &|| cancelled(ctx));
         let mut r = pb::ReadStreamResponse::new();
         r.eof = chunk.eof;
         r.data = chunk.data;
@@ -204,12 +214,12 @@ impl Agent for Service {
 
     fn wait_process(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: pb::WaitProcessRequest,
     ) -> Result<pb::WaitProcessResponse> {
         self.touch();
         let p = self.find(&req.container_id, &req.exec_id)?;
-        match p.wait(req.timeout_ms) {
+        match p.wait(req.timeout_ms, &|| cancelled(ctx)) {
             WaitResult::TimedOut => Err(status(Code::DEADLINE_EXCEEDED, "process still running")),
             WaitResult::Done(exit) => {
                 self.maybe_release(&req.container_id, &req.exec_id, &p);
@@ -262,20 +272,20 @@ impl Agent for Service {
 
     fn read_stdout(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: pb::ReadStreamRequest,
     ) -> Result<pb::ReadStreamResponse> {
         self.touch();
-        self.read(&req, Which::Stdout)
+        self.read(ctx, &req, Which::Stdout)
     }
 
     fn read_stderr(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: pb::ReadStreamRequest,
     ) -> Result<pb::ReadStreamResponse> {
         self.touch();
-        self.read(&req, Which::Stderr)
+        self.read(ctx, &req, Which::Stderr)
     }
 
     fn tty_win_resize(

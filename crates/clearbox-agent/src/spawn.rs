@@ -141,9 +141,32 @@ pub fn spawn(
             h()?;
         }
         // SAFETY: plain syscalls in the forked child on memory owned by this closure
-        // (no allocation): setsid, ioctl on fd 0, chdir with a valid C string, setgroups on
-        // a live Vec, setgid/setuid/umask.
+        // (no allocation): close_range, signal, sigmask, setsid, ioctl on fd 0, chdir with a valid C string,
+        // setgroups on a live Vec, setgid/setuid/umask.
         unsafe {
+            // Nothing but stdio crosses exec, whatever the agent inherited. CLOEXEC instead
+            // of closing: std's exec-error pipe (already CLOEXEC) must stay open until exec.
+            // Errors (kernels before 5.11) are ignored: the agent's own fds are CLOEXEC.
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            // The agent blocks SIGCHLD/SIGTERM/SIGINT for its signalfd and may have
+            // inherited ignored signals: start the program with a clean slate (std keeps
+            // the parent's mask).
+            for sig in 1..32 {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+            }
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }

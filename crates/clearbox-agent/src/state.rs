@@ -67,23 +67,34 @@ impl State {
     }
 }
 
-/// Blocks SIGCHLD in the calling thread; call in `main` before any thread starts so every
-/// thread inherits the mask and SIGCHLD is only seen through the reaper's signalfd.
-pub fn block_sigchld() -> nix::Result<SigSet> {
+/// Blocks SIGCHLD (and, with `stop_signals`, SIGTERM/SIGINT) in the calling thread; call
+/// in `main` before any thread starts so every thread inherits the mask and these signals
+/// are only seen through the reaper's signalfd.
+pub fn block_signals(stop_signals: bool) -> nix::Result<SigSet> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);
+    if stop_signals {
+        set.add(Signal::SIGTERM);
+        set.add(Signal::SIGINT);
+    }
     set.thread_block()?;
     Ok(set)
 }
 
-/// Starts the reaper thread.
-pub fn start_reaper(state: Arc<State>, set: SigSet) -> std::io::Result<()> {
+/// Starts the reaper thread; `on_stop` runs on SIGTERM/SIGINT (if blocked in `set`).
+pub fn start_reaper(
+    state: Arc<State>,
+    set: SigSet,
+    on_stop: Box<dyn Fn() + Send>,
+) -> std::io::Result<()> {
     let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC).map_err(std::io::Error::from)?;
     std::thread::Builder::new()
         .name("reaper".into())
         .spawn(move || loop {
             match sfd.read_signal() {
-                Ok(_) => state.reap(),
+                Ok(Some(info)) if info.ssi_signo == Signal::SIGCHLD as u32 => state.reap(),
+                Ok(Some(_)) => on_stop(),
+                Ok(None) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
                     crate::error!("signalfd read: {e}");
@@ -91,6 +102,7 @@ pub fn start_reaper(state: Arc<State>, set: SigSet) -> std::io::Result<()> {
                 }
             }
         })?;
-    // Children that exited before the signalfd existed.
+    // Children that exited before the signalfd existed left a pending SIGCHLD: the first
+    // read returns at once.
     Ok(())
 }

@@ -24,9 +24,10 @@ impl Agent {
             .arg(&socket)
             .spawn()
             .expect("start agent");
+        // The socket file appears at bind(), just before listen(): wait until it accepts.
         let until = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(Instant::now() < until, "agent did not create its socket");
+        while UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < until, "agent is not accepting connections");
             std::thread::sleep(Duration::from_millis(5));
         }
         Self {
@@ -90,6 +91,23 @@ fn env_cwd_and_user_are_applied() {
         "bar\n/tmp\n65534\n65534\n"
     );
     assert!(out.status.success());
+    // The agent's blocked/ignored signals must not leak into programs.
+    let out = c
+        .run(
+            &ProcessId::guest("sig"),
+            &ProcessSpec::new(["cat", "/proc/self/status"]),
+        )
+        .expect("run");
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(status.contains("SigBlk:\t0000000000000000"), "{status}");
+    // Standard signals only: bit 31 (signal 32) is glibc-internal and may come from the
+    // environment the test runs in.
+    let ign = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:\t"))
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .expect("SigIgn line");
+    assert_eq!(ign & 0x7fff_ffff, 0, "{status}");
 }
 
 #[test]
@@ -165,6 +183,68 @@ fn output_right_before_exit_is_never_lost() {
 }
 
 #[test]
+fn orphans_are_reaped_and_background_output_is_kept() {
+    let agent = Agent::start();
+    let c = agent.client();
+    // The background child keeps stdout open: wait covers its output too.
+    let out = c
+        .run(
+            &ProcessId::guest("bg"),
+            &sh("(sleep 0.3; echo late) & echo early"),
+        )
+        .expect("run");
+    assert_eq!(out.stdout, b"early\nlate\n");
+    // An orphan (stdout detached) is re-parented to the agent and reaped there.
+    let out = c
+        .run(
+            &ProcessId::guest("orphan"),
+            &sh("sleep 0.2 >/dev/null 2>&1 & echo $!"),
+        )
+        .expect("run");
+    let pid: i32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("pid");
+    let until = Instant::now() + Duration::from_secs(5);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < until, "orphan {pid} not reaped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn read_abandoned_by_a_closed_connection_loses_nothing() {
+    let agent = Agent::start();
+    let id = ProcessId::guest("late");
+    let first = UnixStream::connect(&agent.socket).expect("connect");
+    let killer = first.try_clone().expect("dup");
+    let c1 = AgentClient::from_unix_stream(first).expect("client");
+    // Output appears only after the first connection is gone.
+    c1.exec(&id, &sh("sleep 1; echo payload")).expect("exec");
+    let pending = {
+        let c1 = c1.clone();
+        let id = id.clone();
+        std::thread::spawn(move || c1.read(&id, Stream::Stdout, 0, None))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    killer
+        .shutdown(std::net::Shutdown::Both)
+        .expect("close first connection");
+    assert!(
+        pending.join().expect("join").is_err(),
+        "read on a dead connection"
+    );
+    let c2 = agent.client();
+    // Wait first (consumes nothing): the output is then buffered in the agent, and an
+    // abandoned read that had not given up would have taken it already.
+    assert!(c2.wait(&id, None).expect("wait").success());
+    let out = c2
+        .read_to_end(&id, Stream::Stdout)
+        .expect("second connection reads");
+    assert_eq!(out, b"payload\n");
+}
+
+#[test]
 fn terminal_exec_and_resize() {
     let agent = Agent::start();
     let c = agent.client();
@@ -215,6 +295,10 @@ fn bad_requests_get_clear_errors() {
         .expect_err("dup");
     assert_eq!(e.code(), Some(Code::ALREADY_EXISTS), "{e}");
     c.signal(&ProcessId::guest("dup"), 9, true).expect("kill");
+    assert_eq!(
+        c.wait(&ProcessId::guest("dup"), None).expect("wait").signal,
+        Some(9)
+    );
     let e = c.start_container("missing").expect_err("no container");
     assert!(e.is_not_found(), "{e}");
 }
@@ -343,6 +427,19 @@ fn container_runs_chrooted_in_new_namespaces() {
     let e = c.remove_container("c2", false).expect_err("running");
     assert_eq!(e.code(), Some(Code::FAILED_PRECONDITION), "{e}");
     c.remove_container("c2", true).expect("force remove");
+
+    // Terminal container: the init gets a pty as its controlling terminal.
+    let spec3 = serde_json::json!({
+        "process": {"args": ["/bin/sh", "-c", "test -t 0 && test -t 1 && echo TTY"], "env": ["PATH=/bin"]}
+    });
+    c.create_container("c3", spec3.to_string().as_bytes(), &rootfs_loc, true, false)
+        .expect("create c3");
+    c.start_container("c3").expect("start c3");
+    let init3 = ProcessId::container("c3");
+    let out = c.read_to_end(&init3, Stream::Stdout).expect("tty output");
+    assert_eq!(out, b"TTY\r\n");
+    assert!(c.wait(&init3, None).expect("wait c3").success());
+    c.remove_container("c3", false).expect("remove c3");
 }
 
 fn nix_is_root() -> bool {

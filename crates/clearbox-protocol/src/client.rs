@@ -241,18 +241,27 @@ impl AgentClient {
         })
     }
 
-    /// `WriteStdin`: returns the number of bytes written.
+    /// `WriteStdin`, split into messages of at most [`crate::MAX_READ_CHUNK`] bytes (ttrpc
+    /// limits message size). Returns the bytes written; fewer than `data.len()` when the
+    /// process closed its stdin.
     pub fn write_stdin(&self, id: &ProcessId, data: &[u8]) -> Result<usize, AgentError> {
-        let (container_id, exec_id) = proc_fields(id);
-        let mut req = pb::WriteStdinRequest::new();
-        req.container_id = container_id;
-        req.exec_id = exec_id;
-        req.data = data.to_vec();
-        let r = self
-            .inner
-            .write_stdin(ctx(self.timeout), &req)
-            .map_err(|e| AgentError::from_ttrpc("WriteStdin", e))?;
-        Ok(usize::try_from(r.len).unwrap_or(usize::MAX))
+        let mut total = 0;
+        for chunk in data.chunks(crate::MAX_READ_CHUNK as usize) {
+            let mut req = pb::WriteStdinRequest::new();
+            req.container_id = id.container_id.clone();
+            req.exec_id = id.exec_id.clone();
+            req.data = chunk.to_vec();
+            let r = self
+                .inner
+                .write_stdin(ctx(self.timeout), &req)
+                .map_err(|e| AgentError::from_ttrpc("WriteStdin", e))?;
+            let n = usize::try_from(r.len).unwrap_or(usize::MAX);
+            total += n;
+            if n < chunk.len() {
+                break;
+            }
+        }
+        Ok(total)
     }
 
     /// `CloseStdin`: the process sees EOF on stdin (with a terminal: `^D`).

@@ -2,13 +2,54 @@
 //! and a typed, transport-agnostic client.
 //!
 //! * [`pb`] holds the generated protobuf messages and ttrpc bindings of `proto/agent.proto`
-//!   (package `clearbox.agent.v1`); read that file for the full contract, in particular the
-//!   **output contract**: `WaitProcess` returns only after the process's stdout/stderr were
-//!   drained to EOF inside the agent, and the host must read both streams until `eof`.
+//!   (package `clearbox.agent.v1`); read that file for the full contract.
 //! * [`AgentClient`] wraps the generated client: construct it from any connected byte-stream
-//!   fd ([`AgentClient::new`], [`AgentClient::from_unix_stream`]) — e.g. a vsock hybrid
-//!   socket after the `CONNECT 1024` handshake, or a Unix socket to a host-mode agent.
+//!   fd ([`AgentClient::new`], [`AgentClient::from_unix_stream`]) — a vsock hybrid socket
+//!   after the `CONNECT 1024` handshake, or a Unix socket to a host-mode agent
+//!   (`clearbox-agent --no-init --listen-unix PATH`).
 //! * [`server`] re-exports what the agent needs to serve the API.
+//!
+//! # Output contract
+//! Output written by a process just before it exits is never lost: `WaitProcess` returns
+//! only after the agent drained the process's stdout and stderr to EOF (into bounded
+//! buffers), and the host reads each stream until [`ReadChunk::Eof`]. [`AgentClient::run`]
+//! and [`AgentClient::read_to_end`] do this for you. An exec'd process is forgotten by the
+//! agent once its status and both EOFs were delivered.
+//!
+//! # Example
+//! ```no_run
+//! use std::io::{BufRead, BufReader, Write};
+//! use std::os::unix::net::UnixStream;
+//! use clearbox_protocol::{AgentClient, ProcessId, ProcessSpec, Stream, AGENT_VSOCK_PORT};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // vhost-device-vsock hybrid socket: handshake, then the raw stream carries ttrpc.
+//! let mut s = UnixStream::connect("/run/vm/vsock.sock")?;
+//! s.write_all(format!("CONNECT {AGENT_VSOCK_PORT}\n").as_bytes())?;
+//! let mut ok = Vec::new();
+//! BufReader::with_capacity(1, &s).read_until(b'\n', &mut ok)?; // "OK <port>\n"
+//! let agent = AgentClient::from_unix_stream(s)?;
+//!
+//! // One call: exec, drain stdout+stderr, wait.
+//! let out = agent.run(&ProcessId::guest("e1"), &ProcessSpec::new(["uname", "-r"]))?;
+//! assert!(out.status.success());
+//!
+//! // Step by step, with stdin.
+//! let id = ProcessId::guest("cat");
+//! let mut spec = ProcessSpec::new(["cat"]);
+//! spec.stdin = true;
+//! agent.exec(&id, &spec)?;
+//! agent.write_stdin(&id, b"hello")?;
+//! agent.close_stdin(&id)?;
+//! let stdout = agent.read_to_end(&id, Stream::Stdout)?;
+//! let _stderr = agent.read_to_end(&id, Stream::Stderr)?;
+//! let status = agent.wait(&id, None)?;
+//! # let _ = (stdout, status);
+//! # Ok(()) }
+//! ```
+//!
+//! Boot timing: [`AgentClient::version`] returns the agent's boot milestones
+//! (CLOCK_BOOTTIME ns: agent start, mounts done, listening, first request).
 
 mod client;
 mod error;
