@@ -234,8 +234,8 @@ fn child<'a>(
 ) -> Result<(), ()> {
     let tx_raw = tx.as_raw_fd();
     let dup = nix::unistd::dup(tx_raw).map_err(|_| ())?;
-    // SAFETY: `dup` returned a fresh descriptor that nothing else owns.
     let spare = Report {
+        // SAFETY: `dup` returned a fresh descriptor that nothing else owns.
         fd: unsafe { OwnedFd::from_raw_fd(dup) },
     };
     let report = Report { fd: tx };

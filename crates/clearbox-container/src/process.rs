@@ -164,9 +164,10 @@ pub fn set_user_and_caps(process: &Process) -> Result<(), Error> {
             caps::set(None, which, &s)
                 .map_err(|e| Error::Setup(format!("set {which:?} capabilities: {e}")))
         };
+        // capset needs effective ⊆ permitted at every step: lower effective first.
+        set(CapSet::Effective, c.effective())?;
         set(CapSet::Permitted, c.permitted())?;
         set(CapSet::Inheritable, c.inheritable())?;
-        set(CapSet::Effective, c.effective())?;
         // Ambient capabilities must be in permitted and inheritable; skip those that are not.
         let ambient = cap_set(c.ambient())?;
         caps::clear(None, CapSet::Ambient)

@@ -106,6 +106,7 @@ mod tests {
     use std::process::Command;
 
     #[test]
+    #[allow(clippy::zombie_processes)] // reaped by SignalGuard::wait
     fn exit_code_and_signal_death() {
         let c = Command::new("sh").args(["-c", "exit 42"]).spawn().unwrap();
         let g = SignalGuard::block().unwrap();

@@ -23,10 +23,11 @@ pub fn init(g: &GlobalOpts) -> anyhow::Result<()> {
     };
     // libcontainer/libcgroups warn about every cgroup v1 controller this host lacks; runc is
     // silent about those, so their warnings only show with --debug.
-    let quiet_deps = if level < Level::DEBUG {
-        ",libcgroups=error,libcontainer=error"
-    } else {
-        ""
+    // On stderr their errors would also repeat what clearbox's own one-line error says.
+    let quiet_deps = match (level < Level::DEBUG, g.log.is_some()) {
+        (false, _) => "",
+        (true, true) => ",libcgroups=error,libcontainer=error",
+        (true, false) => ",libcgroups=off,libcontainer=off",
     };
     let filter = tracing_subscriber::EnvFilter::new(format!(
         "{}{quiet_deps}",

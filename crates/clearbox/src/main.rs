@@ -9,7 +9,17 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // Usage errors in one line, like every other error.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("clearbox: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
     let log_to_file = cli.global.log.is_some();
     if let Err(e) = logging::init(&cli.global) {
         eprintln!("clearbox: {e:#}");
