@@ -87,6 +87,8 @@ pub enum Command {
     Features(liboci_cli::Features),
     /// Write a template config.json
     Spec(liboci_cli::Spec),
+    /// Tell what this host offers and lacks for VM isolation
+    Check(Check),
 }
 
 #[derive(Args, Debug)]
@@ -98,4 +100,11 @@ pub struct Kill {
     /// Signal every process of the container
     #[arg(short, long)]
     pub all: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct Check {
+    /// Output format: text or json
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
 }

@@ -1,5 +1,6 @@
 //! One module per command. `dispatch` builds the runtime and hands it to the command.
 
+mod check;
 mod create;
 mod delete;
 mod events;
@@ -69,6 +70,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Spec(a) => spec::run(a).map(|_| 0),
         Command::Features(_) => features::run().map(|_| 0),
+        Command::Check(a) => check::run(a),
         Command::Create(a) => create::run(&runtime(g)?, a).map(|_| 0),
         Command::Start(a) => start::run(&runtime(g)?, a).map(|_| 0),
         Command::State(a) => state::run(&runtime(g)?, a).map(|_| 0),

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds everything clearbox runs: the clearbox binary (release), the guest kernel (cached by
+# the hash of its config), the static guest agent and its initramfs. Installs the guest assets
+# to /usr/share/clearbox and the binary to /usr/local/bin. Run as root after install-deps.sh.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+log() { echo "build: $*" >&2; }
+
+log "clearbox (release)"
+cargo build --release -p clearbox >&2
+install -m 0755 target/release/clearbox /usr/local/bin/clearbox
+
+log "guest kernel (cached)"
+scripts/build-guest-kernel.sh >&2
+
+log "guest agent + initramfs"
+agent=$(scripts/build-agent.sh)
+scripts/build-initramfs.sh "$agent" >&2
+
+log "boot floor initramfs (benchmarks)"
+guest/init-floor/build.sh >&2
+
+log "done: /usr/local/bin/clearbox, /usr/share/clearbox/{vmlinux,initramfs.img}"

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run): installs what is missing, builds, checks
+# formatting and lints, runs the Rust tests (unit, CLI, agent, real VMs under TCG/KVM) and the
+# end-to-end suites with the real clients (podman, Docker, containerd). Run as root.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+log() { echo "== $*" >&2; }
+
+log "dependencies"
+scripts/install-deps.sh
+log "build"
+scripts/build.sh
+log "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+log "cargo test"
+cargo test --workspace -- --test-threads=2
+log "end-to-end suites (podman, docker, containerd, bad input)"
+RUNTIME="$root/target/release/clearbox" tests/e2e/run.sh
