@@ -10,7 +10,9 @@
 //! helper daemons (and their children), then shuts it down.
 //!
 //! Environment: CLEARBOX_KERNEL, CLEARBOX_INITRAMFS, CLEARBOX_FLOOR_INITRAMFS,
-//! CLEARBOX_MEM_MIB (default 256; pss uses 128), CLEARBOX_ACCEL.
+//! CLEARBOX_MEM_MIB (default 256; pss uses 128), CLEARBOX_ACCEL,
+//! CLEARBOX_CONSOLE_LOG (keep the guest console there), CLEARBOX_CMDLINE_EXTRA,
+//! CLEARBOX_TCG_TB_MIB (TCG translation cache size).
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
@@ -33,6 +35,19 @@ fn config(initrd: PathBuf, mem: u32) -> VmConfig {
         run_dir,
     );
     c.memory_mib = mem;
+    if let Some(log) = std::env::var_os("CLEARBOX_CONSOLE_LOG") {
+        c.serial_log = Some(log.into());
+    }
+    if let Ok(extra) = std::env::var("CLEARBOX_CMDLINE_EXTRA") {
+        c.cmdline_extra = extra.split_whitespace().map(str::to_string).collect();
+    }
+    if let Some(tb) = std::env::var("CLEARBOX_TCG_TB_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        let clearbox_vmm::Hypervisor::Qemu(q) = &mut c.hypervisor;
+        q.tcg_tb_size_mib = Some(tb);
+    }
     if let Ok(a) = std::env::var("CLEARBOX_ACCEL") {
         c.accel = a.parse().unwrap();
     }
@@ -53,12 +68,25 @@ fn agent_round() -> anyhow_free::Result<u128> {
     );
     let t0 = Instant::now();
     let vm = Vm::start(cfg)?;
-    let fd = vm.connect_agent(AGENT_PORT, Duration::from_secs(60))?;
+    let timeout = std::env::var("CLEARBOX_BOOT_TIMEOUT_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let fd = vm.connect_agent(AGENT_PORT, Duration::from_secs(timeout))?;
     let client = AgentClient::new(fd)?;
     let v = client.version()?;
     let ns = t0.elapsed().as_nanos();
     if v.api_version == 0 {
         return Err("agent answered api_version 0".into());
+    }
+    if let Some(m) = v.milestones.as_ref() {
+        // Guest-side view: when the agent listened vs. saw the first request.
+        eprintln!(
+            "guest ms: agent_start {:.1} listening {:.1} first_request {:.1}",
+            m.agent_start_ns as f64 / 1e6,
+            m.listening_ns as f64 / 1e6,
+            m.first_request_ns as f64 / 1e6
+        );
     }
     client.shutdown()?;
     drop(client);

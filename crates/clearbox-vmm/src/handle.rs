@@ -164,13 +164,42 @@ impl VmHandle {
                 console_tail: String::new(),
             });
         };
-        transport.connect_until(port, timeout, Some(pidfd.as_fd()))
+        let started = std::time::Instant::now();
+        if let AgentTransport::HybridVsock { .. } = transport {
+            let vsock = self
+                .state
+                .processes
+                .iter()
+                .find(|p| p.role == crate::vm::VSOCK_ROLE);
+            if let Some(p) = vsock {
+                crate::vsock::wait_hybrid_backend_ready(p.pid, timeout, Some(pidfd.as_fd()))?;
+            }
+        }
+        let left = timeout.saturating_sub(started.elapsed());
+        transport.connect_until(port, left, Some(pidfd.as_fd()))
     }
 
     /// SIGKILLs every recorded process that is still the same process, waits
     /// for each to exit (bounded), then removes the VM's files. Idempotent.
     pub fn kill_and_cleanup(self) -> Result<()> {
+        // Recorded processes (QEMU first), then their forked workers (a
+        // sandboxed virtiofsd), collected before the parents die and the
+        // workers get reparented out of sight.
+        let mut all = self.state.processes.clone();
         for p in &self.state.processes {
+            if proc::is_same_live_process(p.pid, p.start_time) {
+                all.extend(
+                    proc::descendants(p.pid)
+                        .into_iter()
+                        .map(|(pid, start_time)| ProcRecord {
+                            role: format!("{} child", p.role),
+                            pid,
+                            start_time,
+                        }),
+                );
+            }
+        }
+        for p in &all {
             kill_verified(p);
         }
         self.state.remove_files(&self.run_dir);
@@ -211,5 +240,14 @@ pub(crate) fn kill_verified(p: &ProcRecord) {
         Ok(true)
     ) {
         tracing::warn!(role = %p.role, pid = p.pid, "still alive 5 s after SIGKILL");
+        return;
+    }
+    // Our own child (we started it, or adopted it as a subreaper): reap the
+    // zombie. Anyone else's is reaped by its parent.
+    if proc::parent_of(p.pid) == Some(std::process::id() as i32) {
+        let _ = nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(p.pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
     }
 }

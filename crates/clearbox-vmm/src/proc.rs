@@ -137,6 +137,52 @@ pub(crate) fn is_same_live_process(pid: i32, start: u64) -> bool {
     parse_start_time(&stat) == Some(start) && state != Some("Z")
 }
 
+/// Parent pid of `pid` (also of a zombie).
+pub(crate) fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Live descendants of `root` (children first found, then theirs), from a
+/// /proc scan. A sandboxed virtiofsd forks a worker that the driver did not
+/// spawn itself; teardown must not miss it.
+pub(crate) fn descendants(root: i32) -> Vec<(i32, u64)> {
+    let mut table = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some(close) = stat.rfind(')') else {
+                continue;
+            };
+            let mut fields = stat[close + 1..].split_whitespace();
+            let ppid = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
+            if let (Some(ppid), Some(start)) = (ppid, parse_start_time(&stat)) {
+                table.push((pid, ppid, start));
+            }
+        }
+    }
+    let mut out: Vec<(i32, u64)> = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for &(pid, ppid, start) in &table {
+            if ppid == parent && !out.iter().any(|(p, _)| *p == pid) {
+                out.push((pid, start));
+                frontier.push(pid);
+            }
+        }
+    }
+    out
+}
+
 /// Last `max` bytes of a file, lossily decoded, trimmed; empty if unreadable.
 pub(crate) fn tail(path: &Path, max: usize) -> String {
     let Ok(bytes) = std::fs::read(path) else {
@@ -163,6 +209,31 @@ mod tests {
         let st = start_time(me).unwrap();
         assert!(is_same_live_process(me, st));
         assert!(!is_same_live_process(me, st + 1));
+    }
+
+    #[test]
+    fn finds_grandchildren() {
+        let mut child = spawn(
+            Command::new("sh").args(["-c", "sleep 5 & wait"]),
+            &SpawnOpts {
+                die_with_parent: true,
+                readonly_bind: None,
+            },
+        )
+        .unwrap();
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut found = Vec::new();
+        while found.is_empty() && std::time::Instant::now() < deadline {
+            found = descendants(pid);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (gc, start) = found[0];
+        assert!(is_same_live_process(gc, start));
+        // SAFETY: kill(2) on the grandchild we just found alive.
+        unsafe { libc::kill(gc, libc::SIGKILL) };
+        child.wait().unwrap();
     }
 
     #[test]

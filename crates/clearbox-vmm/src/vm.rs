@@ -15,6 +15,8 @@ use crate::proc::{self, SpawnOpts};
 use crate::qemu::{self, QemuPlan, VsockDevice};
 use crate::vsock::AgentTransport;
 
+pub(crate) const VSOCK_ROLE: &str = "vhost-device-vsock";
+
 /// A child process of this process, with a pidfd for event-driven waits.
 struct Proc {
     role: String,
@@ -36,7 +38,16 @@ impl Proc {
             tracing::debug!(role = %self.role, "did not exit with its frontend");
         }
         if let Ok(None) = self.child.try_wait() {
+            // Forked workers first seen now, before the parent dies.
+            let workers = proc::descendants(self.child.id() as i32);
             let _ = self.child.kill();
+            for (pid, start_time) in workers {
+                crate::handle::kill_verified(&ProcRecord {
+                    role: format!("{} child", self.role),
+                    pid,
+                    start_time,
+                });
+            }
         }
         let _ = self.child.wait();
     }
@@ -130,7 +141,7 @@ impl Vm {
                 let uds = run_dir.join("vsock.sock");
                 vm.track_files([socket.clone(), uds.clone()]);
                 let cmd = crate::helpers::vhost_device_vsock(&bin, &socket, &uds);
-                let idx = vm.spawn_helper("vhost-device-vsock", cmd, &opts, false)?;
+                let idx = vm.spawn_helper(VSOCK_ROLE, cmd, &opts, false)?;
                 sockets.push((idx, socket.clone()));
                 vm.state.transport = Some(AgentTransport::HybridVsock { uds });
                 Some(VsockDevice::VhostUser { socket })
@@ -363,13 +374,43 @@ impl Vm {
             .transport()
             .ok_or_else(|| Error::InvalidConfig("VM has no agent channel".into()))?;
         let dead = self.exit_fd();
-        match transport.connect_until(port, timeout, dead) {
+        let started = Instant::now();
+        let gate = match (
+            transport,
+            self.helpers.iter().find(|h| h.role == VSOCK_ROLE),
+        ) {
+            (AgentTransport::HybridVsock { .. }, Some(h)) => {
+                crate::vsock::wait_hybrid_backend_ready(h.child.id() as i32, timeout, dead)
+            }
+            _ => Ok(()),
+        };
+        let left = timeout.saturating_sub(started.elapsed());
+        match gate.and_then(|()| transport.connect_until(port, left, dead)) {
             Err(Error::VmExited { .. }) => Err(Error::VmExited {
                 status: "exited while connecting to the agent".into(),
                 console_tail: self.collect_last_words(),
             }),
+            Err(Error::Timeout(..)) if self.vsock_worker_died() => Err(Error::Handshake {
+                port,
+                reason: "vhost-device-vsock's vring worker thread died: the device is dead".into(),
+            }),
             other => other,
         }
+    }
+
+    /// vhost-user-backend runs the device in a thread named `vring_worker`;
+    /// when an event handler fails, that thread ends and the device never
+    /// answers again while the daemon lives on.
+    fn vsock_worker_died(&self) -> bool {
+        let Some(h) = self.helpers.iter().find(|h| h.role == VSOCK_ROLE) else {
+            return false;
+        };
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", h.child.id())) else {
+            return false;
+        };
+        !tasks.flatten().any(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "vring_worker")
+        })
     }
 
     /// Non-blocking: `Some` once QEMU has exited (helpers are then torn down

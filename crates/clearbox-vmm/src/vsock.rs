@@ -33,6 +33,9 @@ impl AgentTransport {
     /// Connects to guest `port`, retrying with a short backoff until the agent
     /// accepts or `timeout` passes. `dead` is polled between attempts: when it
     /// turns readable (a pidfd of the VM process) the wait ends at once.
+    /// For a VM prefer [`crate::Vm::connect_agent`] / [`crate::VmHandle::connect_agent`]:
+    /// they first wait out a vhost-device-vsock start-up race (see
+    /// `wait_hybrid_backend_ready`).
     pub fn connect_until(
         &self,
         port: u32,
@@ -55,21 +58,11 @@ impl AgentTransport {
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Retry(why)) => last = why,
             }
-            let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
-            match dead {
-                Some(fd) => {
-                    if crate::proc::wait_readable(fd, Some(pause))
-                        .map_err(|e| Error::Io("poll VM process", e))?
-                    {
-                        return Err(Error::VmExited {
-                            status: "exited while connecting to the agent".into(),
-                            console_tail: String::new(),
-                        });
-                    }
-                }
-                None => std::thread::sleep(pause),
-            }
-            backoff = (backoff * 2).min(Duration::from_millis(10));
+            pause(
+                backoff.min(deadline.saturating_duration_since(Instant::now())),
+                dead,
+            )?;
+            backoff = (backoff * 2).min(Duration::from_millis(5));
         }
     }
 
@@ -88,6 +81,61 @@ impl AgentTransport {
             AgentTransport::VhostVsock { cid } => vsock_connect(*cid, port),
         }
     }
+}
+
+/// Waits until the vhost-device-vsock daemon `pid` has its vrings set up.
+///
+/// vhost-device-vsock 0.3 has a fatal race: a host connection that arrives
+/// after QEMU sent the guest memory table but before the vrings are ready
+/// makes its worker thread fail (QueueNotReady) and exit, and the device
+/// never answers again. Before the memory table arrives it harmlessly closes
+/// host connections. So: wait until the daemon maps guest memory (visible in
+/// /proc/PID/maps), then give QEMU's vring setup, a few synchronous
+/// vhost-user messages sent right after it, a margin. The guest driver does
+/// this during kernel init, well before the agent listens, so the margin
+/// costs nothing. Returns at once when the memory was already mapped.
+pub(crate) fn wait_hybrid_backend_ready(
+    pid: i32,
+    timeout: Duration,
+    dead: Option<BorrowedFd<'_>>,
+) -> Result<()> {
+    const MARGIN: Duration = Duration::from_millis(50);
+    let deadline = Instant::now() + timeout;
+    let maps = format!("/proc/{pid}/maps");
+    let mut first = true;
+    loop {
+        let text = std::fs::read_to_string(&maps)
+            .map_err(|e| Error::Io("read vhost-device-vsock memory map", e))?;
+        if text.contains("/memfd:") {
+            if first {
+                return Ok(());
+            }
+            return pause(MARGIN, dead);
+        }
+        first = false;
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout(timeout, "the guest vsock driver".into()));
+        }
+        pause(Duration::from_millis(2), dead)?;
+    }
+}
+
+/// Sleeps `d`, waking early with an error if `dead` (a pidfd) turns readable.
+fn pause(d: Duration, dead: Option<BorrowedFd<'_>>) -> Result<()> {
+    match dead {
+        Some(fd) => {
+            if crate::proc::wait_readable(fd, Some(d))
+                .map_err(|e| Error::Io("poll VM process", e))?
+            {
+                return Err(Error::VmExited {
+                    status: "exited while connecting to the agent".into(),
+                    console_tail: String::new(),
+                });
+            }
+        }
+        None => std::thread::sleep(d),
+    }
+    Ok(())
 }
 
 fn hybrid_connect(uds: &std::path::Path, port: u32, timeout: Duration) -> Result<OwnedFd, Attempt> {

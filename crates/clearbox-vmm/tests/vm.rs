@@ -113,9 +113,14 @@ fn stdin_round_trip_and_signal() {
     assert_eq!(status.signal, Some(libc::SIGTERM), "{status:?}");
     assert_eq!(status.code, 128 + libc::SIGTERM);
 
-    client.shutdown().unwrap();
+    // Not asked to power off: shutdown() waits out the grace, then kills.
+    let pids = vm.processes();
+    let run_dir = vm.run_dir().to_path_buf();
     drop(client);
-    vm.shutdown(Duration::from_secs(30)).unwrap();
+    let status = vm.shutdown(Duration::from_millis(300)).unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    assert_nothing_left(&pids, &run_dir);
 }
 
 #[test]
@@ -264,17 +269,32 @@ fn detached_vm_is_torn_down_from_another_process() {
     const ROLE: &str = "CLEARBOX_VMM_TEST_DETACHED_RUN_DIR";
     if let Some(dir) = std::env::var_os(ROLE) {
         // Child role: start the VM, make sure the agent is up, leave it running.
-        let mut cfg = VmConfig::new(kernel(), test_initramfs(), dir);
+        let dir = std::path::PathBuf::from(dir);
+        let share = dir.parent().unwrap().join("share");
+        let mut cfg = VmConfig::new(kernel(), test_initramfs(), &dir);
         cfg.die_with_parent = false;
+        // With a share, so a virtiofsd (and the worker it forks) is included.
+        cfg.shares.push(FsShare {
+            tag: "s".into(),
+            host_dir: share,
+            read_only: true,
+        });
         let (vm, client) = boot(cfg);
         client.version().unwrap();
         drop(client);
         let _handle = vm.into_handle();
         return;
     }
+    // Adopt the VM's processes when the starter exits, as a runtime's
+    // long-lived parent would, so they are reaped rather than left as zombies
+    // of a PID 1 that may not reap.
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only sets a flag on this process.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
     let tmp = tempfile::tempdir().unwrap();
     let run_dir = run_dir(&tmp);
-    let st = std::process::Command::new(std::env::current_exe().unwrap())
+    std::fs::create_dir(tmp.path().join("share")).unwrap();
+    // Output captured: the child's own test summary must not look like ours.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "detached_vm_is_torn_down_from_another_process",
@@ -282,11 +302,21 @@ fn detached_vm_is_torn_down_from_another_process() {
             "--test-threads=1",
         ])
         .env(ROLE, &run_dir)
-        .status()
+        .output()
         .unwrap();
-    assert!(st.success(), "child process failed");
+    assert!(
+        out.status.success(),
+        "child process failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The starter is gone; the VM is not.
     let handle = VmHandle::load(&run_dir).unwrap();
     assert!(handle.is_running(), "detached VM died with its starter");
+    assert!(handle
+        .processes()
+        .iter()
+        .any(|p| p.role.starts_with("virtiofsd")));
     let pids: Vec<(String, u32)> = handle
         .processes()
         .iter()
