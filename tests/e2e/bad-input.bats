@@ -1,0 +1,367 @@
+#!/usr/bin/env bats
+# Bad input, driven at the runtime binary directly.
+# Contract for every case: non-zero exit, a one-line error on stderr, and
+# nothing left behind (state entry, process, mount, cgroup) — see
+# assert_nothing_left in helpers.bash.
+
+load helpers
+
+setup() {
+    setup_direct
+    B="$BATS_TEST_TMPDIR/bundle"
+}
+
+teardown() {
+    teardown_direct
+}
+
+# Known places where runc itself does not meet the contract. Only skipped when
+# the runtime under test *is* runc (reference run); clearbox must pass them.
+runc_deviation() {
+    if [ "$RUNTIME_NAME" = "runc" ]; then
+        skip "runc deviation: $*"
+    fi
+}
+
+# A created, then started container running `sleep 1000`.
+start_sleeper() {
+    local id="$1"
+    make_bundle "$B" sleep 1000
+    track "$id"
+    rt_detached create --bundle "$B" "$id"
+    assert_status 0
+    run --separate-stderr rt start "$id"
+    assert_status 0
+    [ "$(rt_status "$id")" = "running" ] || fail "container $id is not running: $(rt state "$id" 2>&1)"
+}
+
+@test "malformed config.json is rejected" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" true
+    printf '{"ociVersion": "1.0.2", "process": {"args": [' >"$B/config.json"
+    rt_detached create --bundle "$B" "$id"
+    assert_clean_error
+    assert_nothing_left "$id" "$B"
+}
+
+@test "config.json of the wrong JSON type is rejected" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" true
+    echo '[1, 2, 3]' >"$B/config.json"
+    rt_detached create --bundle "$B" "$id"
+    assert_clean_error
+    assert_nothing_left "$id" "$B"
+}
+
+@test "missing config.json is rejected" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" true
+    rm "$B/config.json"
+    rt_detached create --bundle "$B" "$id"
+    assert_clean_error
+    assert_nothing_left "$id" "$B"
+}
+
+@test "missing bundle directory is rejected" {
+    local id
+    id=$(new_id)
+    rt_detached create --bundle "$BATS_TEST_TMPDIR/does-not-exist" "$id"
+    assert_clean_error
+    assert_nothing_left "$id" "$BATS_TEST_TMPDIR/does-not-exist"
+}
+
+@test "missing rootfs is rejected" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" true
+    rm -rf "$B/rootfs"
+    rt_detached create --bundle "$B" "$id"
+    assert_clean_error
+    assert_nothing_left "$id" "$B"
+}
+
+@test "missing process executable: run fails cleanly" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" /no/such/binary
+    run --separate-stderr rt run --bundle "$B" "$id"
+    assert_clean_error
+    assert_nothing_left "$id" "$B"
+}
+
+@test "rootfs that is a regular file is rejected" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" true
+    rm -rf "$B/rootfs"
+    echo not-a-dir >"$B/rootfs"
+    rt_detached create --bundle "$B" "$id"
+    assert_clean_error
+    assert_nothing_left "$id" "$B"
+}
+
+@test "empty process.args is rejected" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" true
+    edit_config "$B" '.process.args = []'
+    rt_detached create --bundle "$B" "$id"
+    assert_clean_error
+    assert_nothing_left "$id" "$B"
+}
+
+@test "bind mount of a missing host path is rejected" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" true
+    edit_config "$B" --arg src "$BATS_TEST_TMPDIR/no-such-source" \
+        '.mounts += [{destination: "/data", type: "bind", source: $src, options: ["rbind", "rw"]}]'
+    rt_detached create --bundle "$B" "$id"
+    assert_clean_error
+    assert_nothing_left "$id" "$B"
+}
+
+@test "--pid-file in a missing directory fails and cleans up" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" sleep 1000
+    rt_detached create --bundle "$B" --pid-file "$BATS_TEST_TMPDIR/no/such/dir/pid" "$id"
+    assert_clean_error
+    assert_nothing_left "$id" "$B"
+}
+
+@test "terminal: true without --console-socket is rejected" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" sh
+    edit_config "$B" '.process.terminal = true'
+    rt_detached create --bundle "$B" "$id"
+    assert_clean_error
+    assert_nothing_left "$id" "$B"
+}
+
+@test "unreachable --console-socket fails and cleans up" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" sh
+    edit_config "$B" '.process.terminal = true'
+    rt_detached create --bundle "$B" --console-socket "$BATS_TEST_TMPDIR/no-such.sock" "$id"
+    assert_clean_error
+    assert_nothing_left "$id" "$B"
+}
+
+@test "id with a path escape (../x) is rejected" {
+    make_bundle "$B" true
+    rt_detached create --bundle "$B" "../x"
+    assert_clean_error
+    [ ! -e "$(dirname "$RT_ROOT")/x" ] || fail "runtime created $(dirname "$RT_ROOT")/x"
+    assert_nothing_left "../x" "$B"
+}
+
+@test "id with a slash (a/b) is rejected" {
+    make_bundle "$B" true
+    rt_detached create --bundle "$B" "a/b"
+    assert_clean_error
+    [ ! -e "$RT_ROOT/a" ] || fail "runtime created $RT_ROOT/a"
+    assert_nothing_left "a/b" "$B"
+}
+
+@test "empty id is rejected" {
+    make_bundle "$B" true
+    rt_detached create --bundle "$B" ""
+    assert_clean_error
+    assert_nothing_left "" "$B"
+}
+
+@test "1 KiB id is rejected" {
+    local id
+    id=$(printf 'a%.0s' $(seq 1024))
+    make_bundle "$B" true
+    rt_detached create --bundle "$B" "$id"
+    assert_clean_error
+    assert_nothing_left "$id" "$B"
+}
+
+@test "duplicate id is rejected and the first container is untouched" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" sleep 1000
+    make_bundle "$BATS_TEST_TMPDIR/bundle2" sleep 1000
+    track "$id"
+    rt_detached create --bundle "$B" "$id"
+    assert_status 0
+    rt_detached create --bundle "$BATS_TEST_TMPDIR/bundle2" "$id"
+    assert_clean_error
+    [ "$(rt_status "$id")" = "created" ] || fail "first container changed: $(rt state "$id" 2>&1)"
+    # Nothing of the second attempt may exist while the first is still there.
+    run --separate-stderr rt delete --force "$id"
+    assert_status 0
+    assert_nothing_left "$id" "$BATS_TEST_TMPDIR/bundle2"
+    assert_nothing_left "$id" "$B"
+}
+
+@test "kill with an unknown signal (SIGFOO) is rejected, container keeps running" {
+    local id
+    id=$(new_id)
+    start_sleeper "$id"
+    run --separate-stderr rt kill "$id" SIGFOO
+    assert_clean_error
+    [ "$(rt_status "$id")" = "running" ] || fail "container no longer running after bad kill"
+    run --separate-stderr rt delete --force "$id"
+    assert_status 0
+    assert_nothing_left "$id" "$B"
+}
+
+@test "kill with signal number out of range (99) is rejected" {
+    local id
+    id=$(new_id)
+    start_sleeper "$id"
+    run --separate-stderr rt kill "$id" 99
+    assert_clean_error
+    [ "$(rt_status "$id")" = "running" ] || fail "container no longer running after bad kill"
+    run --separate-stderr rt delete --force "$id"
+    assert_status 0
+    assert_nothing_left "$id" "$B"
+}
+
+@test "start twice is rejected" {
+    local id
+    id=$(new_id)
+    start_sleeper "$id"
+    run --separate-stderr rt start "$id"
+    assert_clean_error
+    [ "$(rt_status "$id")" = "running" ] || fail "container no longer running"
+    run --separate-stderr rt delete --force "$id"
+    assert_status 0
+    assert_nothing_left "$id" "$B"
+}
+
+@test "pause of a created (not started) container is rejected" {
+    runc_deviation "runc 1.1 freezes a created container and exits 0"
+    local id
+    id=$(new_id)
+    make_bundle "$B" sleep 1000
+    track "$id"
+    rt_detached create --bundle "$B" "$id"
+    assert_status 0
+    run --separate-stderr rt pause "$id"
+    assert_clean_error
+    [ "$(rt_status "$id")" = "created" ] || fail "state changed: $(rt state "$id" 2>&1)"
+    run --separate-stderr rt delete --force "$id"
+    assert_status 0
+    assert_nothing_left "$id" "$B"
+}
+
+@test "resume of a running (not paused) container is rejected" {
+    local id
+    id=$(new_id)
+    start_sleeper "$id"
+    run --separate-stderr rt resume "$id"
+    assert_clean_error
+    [ "$(rt_status "$id")" = "running" ] || fail "container no longer running"
+    run --separate-stderr rt delete --force "$id"
+    assert_status 0
+    assert_nothing_left "$id" "$B"
+}
+
+@test "delete of a running container without --force is rejected" {
+    local id
+    id=$(new_id)
+    start_sleeper "$id"
+    run --separate-stderr rt delete "$id"
+    assert_clean_error
+    [ "$(rt_status "$id")" = "running" ] || fail "container no longer running"
+    run --separate-stderr rt delete --force "$id"
+    assert_status 0
+    assert_nothing_left "$id" "$B"
+}
+
+@test "exec in a stopped container is rejected" {
+    local id
+    id=$(new_id)
+    start_sleeper "$id"
+    run --separate-stderr rt kill "$id" KILL
+    assert_status 0
+    wait_for eval '[ "$(rt_status "$id")" = "stopped" ]'
+    run --separate-stderr rt exec "$id" true
+    assert_clean_error
+    run --separate-stderr rt start "$id"
+    assert_clean_error
+    run --separate-stderr rt delete "$id"
+    assert_status 0
+    assert_nothing_left "$id" "$B"
+}
+
+@test "exec with a malformed --process file is rejected, container keeps running" {
+    local id
+    id=$(new_id)
+    start_sleeper "$id"
+    printf '{"args": [' >"$BATS_TEST_TMPDIR/process.json"
+    run --separate-stderr rt exec --process "$BATS_TEST_TMPDIR/process.json" "$id"
+    assert_clean_error
+    [ "$(rt_status "$id")" = "running" ] || fail "container no longer running"
+    run --separate-stderr rt delete --force "$id"
+    assert_status 0
+    assert_nothing_left "$id" "$B"
+}
+
+@test "exec of a missing binary fails, container keeps running" {
+    local id
+    id=$(new_id)
+    start_sleeper "$id"
+    run --separate-stderr rt exec "$id" /no/such/binary
+    assert_clean_error
+    [ "$(rt_status "$id")" = "running" ] || fail "container no longer running"
+    run --separate-stderr rt exec "$id" true
+    assert_status 0
+    run --separate-stderr rt delete --force "$id"
+    assert_status 0
+    assert_nothing_left "$id" "$B"
+}
+
+@test "state of an unknown id fails" {
+    local id
+    id=$(new_id nope)
+    run --separate-stderr rt state "$id"
+    assert_clean_error
+    assert_nothing_left "$id"
+}
+
+@test "kill of an unknown id fails" {
+    local id
+    id=$(new_id nope)
+    run --separate-stderr rt kill "$id" KILL
+    assert_clean_error
+    assert_nothing_left "$id"
+}
+
+@test "delete of an unknown id fails" {
+    local id
+    id=$(new_id nope)
+    run --separate-stderr rt delete "$id"
+    assert_clean_error
+    assert_nothing_left "$id"
+}
+
+@test "start/pause/resume/exec/ps of an unknown id fail" {
+    local id cmd
+    id=$(new_id nope)
+    for cmd in start pause resume "exec" ps; do
+        if [ "$cmd" = "exec" ]; then
+            run --separate-stderr rt exec "$id" true
+        else
+            run --separate-stderr rt "$cmd" "$id"
+        fi
+        assert_clean_error || fail "command: $cmd"
+    done
+    assert_nothing_left "$id"
+}
+
+@test "unknown command is rejected" {
+    run --separate-stderr rt no-such-command
+    [ "$status" -ne 0 ] || fail "unknown command exited 0"
+    [ -n "$stderr" ] || fail "no message on stderr"
+}

@@ -1,0 +1,194 @@
+#!/usr/bin/env bats
+# Docker 20.10 with the runtime under test registered as runtime "clearbox".
+#
+# A private dockerd (own data-root, exec-root, pidfile, unix socket) is started
+# in setup_file; it launches its own containerd (under exec-root). Settings that
+# work on this host: --iptables=false --bridge=none (no networking setup, so
+# every run uses --network none), native.cgroupdriver=cgroupfs (no systemd),
+# storage-driver overlay2. Isolation reaches clearbox via runtimeArgs
+# ["--isolation", X] in daemon.json.
+
+load helpers
+
+docker() {
+    t "$DOCKER_CLI" "$@"
+}
+
+drun() {
+    docker run --runtime=clearbox --network none "$@"
+}
+
+setup_file() {
+    require_runtime
+    require_image
+    mkdir -p "$E2E_WORKDIR"
+    DOCKER_DIR="$(mktemp -d "$E2E_WORKDIR/docker.XXXXXX")"
+    export DOCKER_DIR
+    export DOCKER_HOST="unix://$DOCKER_DIR/docker.sock"
+    export DOCKER_CONFIG="$DOCKER_DIR/cli-config"
+    mkdir -p "$DOCKER_CONFIG"
+    # The distro CLI matches the 20.10 daemon; any newer CLI negotiates down.
+    DOCKER_CLI="${DOCKER_CLI:-$( [ -x /usr/bin/docker ] && echo /usr/bin/docker || command -v docker)}"
+    export DOCKER_CLI
+
+    local rargs
+    rargs=$(printf '%s\n' "${RUNTIME_GLOBAL_ARGS[@]}" | jq -R . | jq -s -c 'map(select(. != ""))')
+    jq -n --arg path "$RUNTIME" --argjson rargs "$rargs" '{
+        runtimes: {clearbox: {path: $path, runtimeArgs: $rargs}},
+        "exec-opts": ["native.cgroupdriver=cgroupfs"],
+        "storage-driver": "overlay2",
+        iptables: false, bridge: "none", "ip-forward": false, "ip-masq": false,
+        "userland-proxy": false
+    }' >"$DOCKER_DIR/daemon.json"
+
+    setsid dockerd --config-file "$DOCKER_DIR/daemon.json" \
+        --data-root "$DOCKER_DIR/data" --exec-root "$DOCKER_DIR/exec" \
+        --pidfile "$DOCKER_DIR/dockerd.pid" -H "$DOCKER_HOST" \
+        </dev/null >"$DOCKER_DIR/dockerd.log" 2>&1 &
+    echo $! >"$DOCKER_DIR/dockerd.launch-pid"
+    local i
+    for i in $(seq 150); do
+        "$DOCKER_CLI" version >/dev/null 2>&1 && break
+        kill -0 "$(cat "$DOCKER_DIR/dockerd.launch-pid")" 2>/dev/null || break
+        sleep 0.2
+    done
+    "$DOCKER_CLI" version >/dev/null 2>&1 || {
+        echo "dockerd did not come up; log:" >&2
+        tail -20 "$DOCKER_DIR/dockerd.log" >&2
+        return 1
+    }
+    docker load -q -i "$IMAGE_DIR/clearbox-test.docker.tar" >/dev/null
+    docker image inspect "$IMAGE" >/dev/null
+}
+
+teardown_file() {
+    [ -n "${DOCKER_DIR:-}" ] || return 0
+    local pid i left
+    if "$DOCKER_CLI" version >/dev/null 2>&1; then
+        "$DOCKER_CLI" ps -aq | xargs -r timeout 30 "$DOCKER_CLI" rm -f >/dev/null 2>&1 || true
+    fi
+    pid=$(cat "$DOCKER_DIR/dockerd.pid" 2>/dev/null || cat "$DOCKER_DIR/dockerd.launch-pid")
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    # dockerd's own containerd and shims: anything whose command line names our dir.
+    left=$(procs_naming "$DOCKER_DIR")
+    for i in $(seq 50); do
+        [ -z "$left" ] && break
+        sleep 0.2
+        left=$(procs_naming "$DOCKER_DIR")
+    done
+    if [ -n "$left" ]; then
+        echo "leftover processes after dockerd stop:" >&2
+        echo "$left" >&2
+        echo "$left" | awk '{print $1}' | xargs -r kill -KILL 2>/dev/null || true
+    fi
+    grep -F " $DOCKER_DIR/" /proc/self/mountinfo | awk '{print $5}' | sort -r |
+        while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    rm -rf "$DOCKER_DIR"
+    rmdir_cgroup_parents docker
+    [ -z "$left" ]
+}
+
+@test "docker info lists the clearbox runtime" {
+    run --separate-stderr docker info --format '{{json .Runtimes}}'
+    assert_status 0
+    jq -e --arg p "$RUNTIME" '.clearbox.path == $p' <<<"$output" >/dev/null ||
+        fail "runtime not registered: $output"
+}
+
+@test "docker run --rm --runtime=clearbox prints hi" {
+    run --separate-stderr drun --rm "$IMAGE" echo hi
+    assert_status 0
+    [ "$output" = "hi" ] || fail "output: '$output' stderr: $stderr"
+}
+
+@test "docker run --rm leaves no state, mount, cgroup or process behind" {
+    local cid
+    run --separate-stderr drun --rm --cidfile "$BATS_TEST_TMPDIR/cid" "$IMAGE" true
+    assert_status 0
+    cid=$(cat "$BATS_TEST_TMPDIR/cid")
+    [ "${#cid}" -eq 64 ] || fail "bad cidfile: $cid"
+    # `docker run --rm` returns once the container exits; removal is async.
+    wait_for eval '! docker container inspect "$cid" >/dev/null 2>&1' || fail "container not removed"
+    [ ! -e "$DOCKER_DIR/exec/runtime-runc/moby/$cid" ] || fail "runtime state left"
+    ! grep -F "$cid" /proc/self/mountinfo || fail "mount left for $cid"
+    [ -z "$(find /sys/fs/cgroup/ -maxdepth 4 -type d -name "*$cid*" 2>/dev/null)" ] || fail "cgroup left"
+    [ -z "$(procs_naming "$cid")" ] || fail "process left: $(procs_naming "$cid")"
+}
+
+@test "docker run returns the container exit code (42)" {
+    run --separate-stderr drun --rm "$IMAGE" sh -c 'exit 42'
+    assert_status 42
+}
+
+@test "docker run -t under a pty" {
+    run in_pty "$DOCKER_CLI" run --rm -it --runtime=clearbox --network none "$IMAGE" \
+        sh -c 'test -t 0 && echo pty-ok'
+    assert_status 0
+    [[ "$(clean_output)" == *pty-ok* ]] || fail "output: $output"
+}
+
+@test "docker run -d, exec, stop, rm" {
+    local name=e2e-docker-d
+    run --separate-stderr drun -d --name "$name" "$IMAGE" \
+        sh -c 'trap "exit 0" TERM; while :; do sleep 0.1; done'
+    assert_status 0
+    run --separate-stderr docker exec "$name" sh -c 'echo exec-out; exit 3'
+    assert_status 3
+    [ "$output" = "exec-out" ] || fail "exec output: $output"
+    run --separate-stderr docker exec -e FOO=bar -u 1000 -w /tmp "$name" sh -c 'echo "$FOO $(id -u) $(pwd)"'
+    assert_status 0
+    [ "$output" = "bar 1000 /tmp" ] || fail "exec env/user/cwd: $output"
+    run --separate-stderr docker stop -t 10 "$name"
+    assert_status 0
+    run --separate-stderr docker inspect "$name" --format '{{.State.Status}} {{.State.ExitCode}}'
+    [ "$output" = "exited 0" ] || fail "after stop: $output"
+    run --separate-stderr docker rm "$name"
+    assert_status 0
+}
+
+@test "docker kill: exit status 137 is reported" {
+    local name=e2e-docker-kill
+    run --separate-stderr drun -d --name "$name" "$IMAGE" sleep 1000
+    assert_status 0
+    run --separate-stderr docker kill "$name"
+    assert_status 0
+    run --separate-stderr docker wait "$name"
+    assert_status 0
+    [ "$output" = "137" ] || fail "docker wait: $output"
+    run --separate-stderr docker rm "$name"
+    assert_status 0
+}
+
+@test "docker pause / unpause" {
+    local name=e2e-docker-pause
+    run --separate-stderr drun -d --name "$name" "$IMAGE" sleep 1000
+    assert_status 0
+    run --separate-stderr docker pause "$name"
+    assert_status 0
+    run --separate-stderr docker inspect "$name" --format '{{.State.Status}}'
+    [ "$output" = "paused" ] || fail "after pause: $output"
+    run --separate-stderr docker unpause "$name"
+    assert_status 0
+    run --separate-stderr docker exec "$name" true
+    assert_status 0
+    run --separate-stderr docker rm -f "$name"
+    assert_status 0
+}
+
+@test "docker -e, -u, -w, -v are honoured" {
+    local d="$BATS_TEST_TMPDIR/vol"
+    mkdir -p "$d"
+    echo from-host >"$d/in"
+    run --separate-stderr drun --rm -e FOO=bar -u 1000 -w /tmp -v "$d:/data" "$IMAGE" \
+        sh -c 'echo "$FOO $(id -u) $(pwd) $(cat /data/in)"'
+    assert_status 0
+    [ "$output" = "bar 1000 /tmp from-host" ] || fail "got: $output"
+    run --separate-stderr drun --rm -v "$d:/data" "$IMAGE" sh -c 'echo from-container >/data/out'
+    assert_status 0
+    [ "$(cat "$d/out")" = "from-container" ] || fail "write did not reach the host"
+}

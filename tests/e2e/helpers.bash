@@ -1,0 +1,425 @@
+# Shared helpers for the clearbox end-to-end suites (bats).
+#
+# Environment (all optional except that a runtime must be found):
+#   RUNTIME        path of the runc-compatible runtime under test
+#                  (default: $REPO/target/release/clearbox; no fallback)
+#   RUNTIME_NAME   display name (default: basename of RUNTIME)
+#   ISOLATION      vm | namespaces | fly, for runtimes named *clearbox* only:
+#                  direct calls: global `--isolation X` (+ CLEARBOX_ISOLATION);
+#                  Docker: daemon.json runtimeArgs ["--isolation", X];
+#                  podman: conmon_env_vars CLEARBOX_ISOLATION=X (reaches only
+#                    create/exec — podman runs start/kill/pause/delete with a
+#                    scrubbed env) + annotation io.clearbox.isolation=X;
+#                  containerd: CLEARBOX_ISOLATION in the private containerd's
+#                    env (inherited by shim + runtime) + annotation
+#                    io.clearbox.isolation=X.
+#   RUNTIME_ARGS   extra global flags for direct runtime calls (word-split)
+#   E2E_WORKDIR    cache + scratch dir (default /var/tmp/clearbox-e2e)
+#   E2E_TIMEOUT    per-command timeout in seconds (default 60)
+
+# Also sourced by bench/cli-run.sh (outside bats) for write_config/IMAGE_DIR.
+if declare -F bats_require_minimum_version >/dev/null; then
+    bats_require_minimum_version 1.5.0
+fi
+
+E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$E2E_DIR/../.." && pwd)"
+E2E_WORKDIR="${E2E_WORKDIR:-/var/tmp/clearbox-e2e}"
+E2E_TIMEOUT="${E2E_TIMEOUT:-60}"
+# shellcheck disable=SC2034 # used by the suites and bench/cli-run.sh
+IMAGE="localhost/clearbox-test:latest"
+IMAGE_DIR="$E2E_WORKDIR/image"
+export E2E_WORKDIR
+
+# --- runtime selection ------------------------------------------------------
+
+if [ -z "${RUNTIME:-}" ] && [ -x "$REPO/target/release/clearbox" ]; then
+    RUNTIME="$REPO/target/release/clearbox"
+fi
+RUNTIME="${RUNTIME:-}"
+if [ -n "$RUNTIME" ] && [ "${RUNTIME#/}" = "$RUNTIME" ]; then
+    # podman/docker/containerd need an absolute path.
+    RUNTIME="$(command -v "$RUNTIME" || echo "$RUNTIME")"
+fi
+RUNTIME_NAME="${RUNTIME_NAME:-$(basename "${RUNTIME:-none}")}"
+
+is_clearbox() { [[ "$RUNTIME_NAME" == *clearbox* ]]; }
+
+# Global flags for direct runtime invocations (and Docker runtimeArgs).
+RUNTIME_GLOBAL_ARGS=()
+if [ -n "${RUNTIME_ARGS:-}" ]; then
+    read -r -a RUNTIME_GLOBAL_ARGS <<<"$RUNTIME_ARGS"
+fi
+if [ -n "${ISOLATION:-}" ] && is_clearbox; then
+    RUNTIME_GLOBAL_ARGS+=(--isolation "$ISOLATION")
+    export CLEARBOX_ISOLATION="$ISOLATION"
+fi
+
+# Called at the top of every setup/setup_file: fail loudly, never skip.
+require_runtime() {
+    if [ -z "$RUNTIME" ]; then
+        echo "no runtime: set RUNTIME=/path/to/runtime or build $REPO/target/release/clearbox" >&2
+        return 1
+    fi
+    if [ ! -x "$RUNTIME" ]; then
+        echo "RUNTIME=$RUNTIME is not an executable file" >&2
+        return 1
+    fi
+}
+
+require_image() {
+    "$E2E_DIR/build-image.sh" >/dev/null || {
+        echo "build-image.sh failed" >&2
+        return 1
+    }
+}
+
+# Bounded command: a hung runtime fails the test instead of hanging the run.
+t() { timeout -k 5 "$E2E_TIMEOUT" "$@"; }
+
+# Run a command under a real pseudo-terminal (tests/e2e/pty-run.py).
+# Output is the terminal transcript (CRLF line endings). in_pty_input TEXT ARGV
+# types TEXT (\n escapes allowed) into the terminal first.
+in_pty() {
+    python3 "$E2E_DIR/pty-run.py" --timeout "$E2E_TIMEOUT" -- "$@" </dev/null
+}
+in_pty_input() {
+    local text="$1"
+    shift
+    python3 "$E2E_DIR/pty-run.py" --input "$text" --timeout "$E2E_TIMEOUT" -- "$@" </dev/null
+}
+
+# Remove (empty) parent cgroups an engine created, e.g. libpod_parent, docker,
+# <containerd namespace>, in every v1 hierarchy and the v2 mount.
+rmdir_cgroup_parents() {
+    local name cg
+    for name in "$@"; do
+        for cg in /sys/fs/cgroup/*/"$name" /sys/fs/cgroup/unified/"$name"; do
+            [ -d "$cg" ] || continue
+            find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
+        done
+    done
+    return 0
+}
+
+# procs_naming STRING — "pid cmdline" of live (non-zombie) processes whose
+# command line contains STRING, excluding this shell.
+procs_naming() {
+    local needle="$1" p stat args
+    for p in /proc/[0-9]*; do
+        [ "${p#/proc/}" = "$$" ] && continue
+        [ "${p#/proc/}" = "$BASHPID" ] && continue
+        read -r stat <"$p/stat" 2>/dev/null || continue
+        stat="${stat##*) }"
+        [ "${stat:0:1}" = "Z" ] && continue
+        mapfile -d '' -t _argv <"$p/cmdline" 2>/dev/null || continue
+        args="${_argv[*]}"
+        [[ "$args" == *"$needle"* ]] && echo "${p#/proc/} ${args:0:200}"
+    done
+    return 0
+}
+
+# --- assertions (no bats-assert dependency) ---------------------------------
+
+fail() {
+    echo "FAIL: $*" >&2
+    return 1
+}
+
+# assert_status EXPECTED — uses $status/$output/$stderr from `run`.
+assert_status() {
+    if [ "$status" -ne "$1" ]; then
+        echo "expected exit status $1, got $status" >&2
+        echo "--- stdout:" >&2
+        printf '%s\n' "$output" >&2
+        echo "--- stderr:" >&2
+        printf '%s\n' "${stderr:-}" >&2
+        return 1
+    fi
+}
+
+assert_output_contains() {
+    if [[ "$output" != *"$1"* ]]; then
+        echo "expected output to contain '$1'; output was:" >&2
+        printf '%s\n' "$output" >&2
+        echo "--- stderr:" >&2
+        printf '%s\n' "${stderr:-}" >&2
+        return 1
+    fi
+}
+
+# Output with CR and NUL stripped (pty transcripts).
+clean_output() { printf '%s' "$output" | tr -d '\r\000'; }
+
+# Failure contract for bad input: non-zero exit, a one-line message on stderr.
+# Requires `run --separate-stderr`.
+assert_clean_error() {
+    if [ "$status" -eq 0 ]; then
+        echo "expected a non-zero exit, got 0; stdout: $output; stderr: ${stderr:-}" >&2
+        return 1
+    fi
+    if [ "$status" -ge 124 ] && [ "$status" -le 137 ] && [ "$status" -ne 125 ] && [ "$status" -ne 126 ] && [ "$status" -ne 127 ]; then
+        echo "runtime timed out or was killed (status $status)" >&2
+        return 1
+    fi
+    local lines
+    lines=$(printf '%s\n' "${stderr:-}" | grep -c '[^[:space:]]' || true)
+    if [ "$lines" -eq 0 ]; then
+        echo "expected an error message on stderr, got nothing (status $status)" >&2
+        return 1
+    fi
+    if [ "$lines" -ne 1 ]; then
+        echo "expected a one-line error on stderr, got $lines lines:" >&2
+        printf '%s\n' "$stderr" >&2
+        return 1
+    fi
+}
+
+# --- direct runtime driving (bad-input / lifecycle) -------------------------
+
+# Per-test scratch: RT_ROOT (runtime --root) and bundles under BATS_TEST_TMPDIR.
+setup_direct() {
+    require_runtime || return 1
+    require_image || return 1
+    RT_ROOT="$BATS_TEST_TMPDIR/rt-root"
+    mkdir -p "$RT_ROOT"
+    CREATED_IDS=()
+    snapshot_host
+}
+
+# rt ARGS... — the runtime with the test's --root and global flags.
+rt() { t "$RUNTIME" --root "$RT_ROOT" "${RUNTIME_GLOBAL_ARGS[@]}" "$@"; }
+
+# Unique container id for this test.
+new_id() { echo "e2e-${BATS_SUITE_TEST_NUMBER:-0}-$$-${1:-c}"; }
+
+# make_bundle DIR [ARGS...] — OCI bundle with a copy of the test rootfs,
+# running ARGS (default: sh). No terminal, writable rootfs, own cgroup
+# path /<id> is left to the runtime default.
+make_bundle() {
+    local dir="$1"
+    shift
+    [ "$#" -gt 0 ] || set -- sh
+    mkdir -p "$dir"
+    cp -a "$IMAGE_DIR/rootfs" "$dir/rootfs"
+    local args
+    args=$(printf '%s\n' "$@" | jq -R . | jq -s -c .)
+    write_config "$dir" "$args"
+}
+
+# Snapshot of the host state assert_nothing_left compares against.
+snapshot_host() {
+    ls /sys/class/net >"$BATS_TEST_TMPDIR/netdevs.before" 2>/dev/null || true
+}
+
+# Minimal runtime-spec config (same shape as `runc spec`).
+write_config() {
+    local dir="$1" args="$2"
+    jq -n --argjson args "$args" '{
+      ociVersion: "1.0.2",
+      process: {
+        terminal: false,
+        user: {uid: 0, gid: 0},
+        args: $args,
+        env: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+        cwd: "/",
+        capabilities: {
+          bounding: ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+          effective: ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+          permitted: ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+          ambient: ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+        },
+        rlimits: [{type: "RLIMIT_NOFILE", hard: 1024, soft: 1024}],
+        noNewPrivileges: true
+      },
+      root: {path: "rootfs", readonly: false},
+      hostname: "clearbox-e2e",
+      mounts: [
+        {destination: "/proc", type: "proc", source: "proc"},
+        {destination: "/dev", type: "tmpfs", source: "tmpfs",
+         options: ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {destination: "/dev/pts", type: "devpts", source: "devpts",
+         options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {destination: "/dev/shm", type: "tmpfs", source: "shm",
+         options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {destination: "/sys", type: "sysfs", source: "sysfs",
+         options: ["nosuid", "noexec", "nodev", "ro"]}
+      ],
+      linux: {
+        resources: {devices: [{allow: false, access: "rwm"}]},
+        namespaces: [{type: "pid"}, {type: "network"}, {type: "ipc"},
+                     {type: "uts"}, {type: "mount"}],
+        maskedPaths: ["/proc/acpi", "/proc/kcore", "/proc/keys",
+                      "/proc/latency_stats", "/proc/timer_list",
+                      "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+        readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                        "/proc/sysrq-trigger"]
+      }
+    }' >"$dir/config.json"
+}
+
+# edit_config DIR [JQ-ARGS...] FILTER — edit config.json in place with jq.
+edit_config() {
+    local dir="$1"
+    shift
+    jq "$@" "$dir/config.json" >"$dir/config.json.new" && mv "$dir/config.json.new" "$dir/config.json"
+}
+
+# Remember an id so teardown_direct force-deletes it.
+track() { CREATED_IDS+=("$1"); }
+
+# Poll until CMD succeeds (max ~5 s).
+wait_for() {
+    local _
+    for _ in $(seq 50); do
+        "$@" && return 0
+        sleep 0.1
+    done
+    "$@"
+}
+
+# rt_detached ARGS... — like `run --separate-stderr rt ARGS...`, for commands
+# that leave a container process holding the runtime's stdio (create,
+# run --detach, exec --detach): the container's stdin/stdout go to /dev/null so
+# the capture does not wait for the container to exit. Sets status/stderr/output.
+rt_detached() {
+    local errf="$BATS_TEST_TMPDIR/rt-detached.err"
+    status=0
+    rt "$@" </dev/null >/dev/null 2>"$errf" || status=$?
+    stderr="$(cat "$errf")"
+    output=""
+}
+
+# status of ID from `state` (empty if unknown).
+rt_status() { rt state "$1" 2>/dev/null | jq -r .status 2>/dev/null; }
+
+teardown_direct() {
+    local id
+    for id in "${CREATED_IDS[@]}"; do
+        timeout -k 2 10 "$RUNTIME" --root "$RT_ROOT" "${RUNTIME_GLOBAL_ARGS[@]}" \
+            delete --force "$id" >/dev/null 2>&1 || true
+    done
+}
+
+# assert_nothing_left ID [BUNDLE] — the runtime left no trace of ID:
+#  * no entry for ID under --root (RT_ROOT), also catching path escapes ("../x")
+#  * no live process whose root is the bundle rootfs, whose cwd is the bundle
+#    or its rootfs, or whose command line names the bundle or the id
+#  * no mount referencing the bundle or the id's state dir (/proc/self/mountinfo)
+#  * no cgroup directory named ID under /sys/fs/cgroup/*/ or .../unified
+#  * no files besides config.json/rootfs at the bundle's top level, no socket
+#    anywhere in the bundle
+#  * no file named after the id in /tmp, /run, /var/run, /dev/shm (depth 2)
+#  * no network device created since setup that looks like the runtime's
+#    (tap*, *clearbox*, cb-*, or naming the id)
+assert_nothing_left() {
+    local id="$1" bundle="${2:-}" problems=() p args stat line
+
+    if [ -n "$id" ]; then
+        if [ -e "$RT_ROOT/$id" ] || [ -L "$RT_ROOT/$id" ]; then
+            problems+=("state entry $RT_ROOT/$id exists")
+        fi
+    fi
+    # Everything under RT_ROOT must belong to other (tracked) ids.
+    if [ -d "$RT_ROOT" ]; then
+        local e name known
+        for e in "$RT_ROOT"/* "$RT_ROOT"/.[!.]*; do
+            [ -e "$e" ] || [ -L "$e" ] || continue
+            name="$(basename "$e")"
+            known=0
+            for p in "${CREATED_IDS[@]}"; do
+                if [ "$p" = "$name" ] && [ "$p" != "$id" ]; then known=1; fi
+            done
+            # runc keeps no per-root files besides container dirs; tolerate lock files
+            # named *.lock only if the runtime documents them (none today).
+            [ "$known" -eq 1 ] || problems+=("unexpected entry in --root: $name")
+        done
+    fi
+
+    for p in /proc/[0-9]*; do
+        [ -r "$p/stat" ] || continue
+        read -r stat <"$p/stat" 2>/dev/null || continue
+        stat="${stat##*) }"
+        [ "${stat:0:1}" = "Z" ] && continue
+        [ "${p#/proc/}" = "$$" ] && continue
+        [ "${p#/proc/}" = "$BASHPID" ] && continue
+        if [ -n "$bundle" ]; then
+            if [ "$p/root" -ef "$bundle/rootfs" ] 2>/dev/null; then
+                problems+=("process ${p#/proc/} has its root in the bundle")
+                continue
+            fi
+            if [ "$p/cwd" -ef "$bundle" ] 2>/dev/null || [ "$p/cwd" -ef "$bundle/rootfs" ] 2>/dev/null; then
+                problems+=("process ${p#/proc/} has its cwd in the bundle")
+                continue
+            fi
+        fi
+        args=""
+        mapfile -d '' -t _argv <"$p/cmdline" 2>/dev/null || continue
+        args="${_argv[*]}"
+        [ -n "$args" ] || continue
+        if [ -n "$bundle" ] && [[ "$args" == *"$bundle"* ]]; then
+            problems+=("process ${p#/proc/} names the bundle: $args")
+        elif [ "${#id}" -ge 8 ] && [[ "$args" == *"$id"* ]] && [[ "$args" != *bats* ]]; then
+            problems+=("process ${p#/proc/} names the id: ${args:0:200}")
+        fi
+    done
+
+    while IFS= read -r line; do
+        if [ -n "$bundle" ] && [[ "$line" == *"$bundle"* ]]; then
+            problems+=("mount left: $line")
+        elif [ -n "$id" ] && [[ "$line" == *"$RT_ROOT/$id"* ]]; then
+            problems+=("mount left: $line")
+        fi
+    done </proc/self/mountinfo
+
+    if [ -n "$id" ] && [ "${#id}" -lt 256 ]; then
+        local base cg
+        base="$(basename -- "$id")"
+        for cg in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/; do
+            [ -d "$cg" ] || continue
+            while IFS= read -r line; do
+                [ -n "$line" ] && problems+=("cgroup left: $line")
+            done < <(find "$cg" -maxdepth 4 -type d \( -name "$base" -o -name "*$base.scope" \) 2>/dev/null)
+        done
+    fi
+
+    if [ -n "$bundle" ] && [ -d "$bundle" ]; then
+        for p in "$bundle"/* "$bundle"/.[!.]*; do
+            [ -e "$p" ] || [ -L "$p" ] || continue
+            case "$(basename "$p")" in
+                config.json | rootfs) ;;
+                *) problems+=("file left in bundle: $p") ;;
+            esac
+        done
+        while IFS= read -r line; do
+            problems+=("socket left in bundle: $line")
+        done < <(find "$bundle" -xdev -type s 2>/dev/null)
+    fi
+
+    if [ "${#id}" -ge 8 ] && [ "${#id}" -lt 256 ]; then
+        while IFS= read -r line; do
+            [[ "$line" == "$BATS_TEST_TMPDIR"* ]] && continue
+            [[ "$line" == "${BATS_RUN_TMPDIR:-/nonexistent}"* ]] && continue
+            problems+=("file named after the id: $line")
+        done < <(find /tmp /run /var/run /dev/shm -maxdepth 2 -name "*$id*" 2>/dev/null)
+    fi
+
+    if [ -f "$BATS_TEST_TMPDIR/netdevs.before" ]; then
+        local dev
+        for dev in /sys/class/net/*; do
+            dev="${dev##*/}"
+            [ "$dev" = "*" ] && continue
+            grep -qx -- "$dev" "$BATS_TEST_TMPDIR/netdevs.before" && continue
+            case "$dev" in
+                tap* | *clearbox* | cb-* | cbx*) problems+=("network device left: $dev") ;;
+                *) [ -n "$id" ] && [[ "$dev" == *"${id:0:8}"* ]] && problems+=("network device left: $dev") ;;
+            esac
+        done
+    fi
+
+    if [ "${#problems[@]}" -gt 0 ]; then
+        echo "runtime left traces of '${id:0:64}':" >&2
+        printf '  %s\n' "${problems[@]}" >&2
+        return 1
+    fi
+}

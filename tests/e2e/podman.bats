@@ -1,0 +1,223 @@
+#!/usr/bin/env bats
+# podman (4.3) driving the runtime under test via --runtime.
+#
+# Host settings that work here (no systemd PID 1, hybrid cgroups, no
+# CAP_SYS_RESOURCE, no CNI/netavark setup):
+#   --cgroup-manager cgroupfs --events-backend file, netns = "none",
+#   default_ulimits nofile <= 20000 (hard limit) and nproc <= 32768 (podman
+#   lowers its own RLIMIT_NPROC to 32768, and runc cannot raise it back).
+# Isolation: podman runs start/kill/pause/delete with a scrubbed environment,
+# and create/exec via conmon with only conmon_env_vars, so CLEARBOX_ISOLATION
+# is put into conmon_env_vars AND the io.clearbox.isolation annotation is set
+# on every run (highest precedence, lands in config.json).
+
+load helpers
+
+podman_argv() {
+    PODMAN_ARGV=("${PODMAN_BIN:-$(command -v podman)}"
+        --root "$PODMAN_DIR/root" --runroot "$PODMAN_DIR/runroot"
+        --storage-driver "$PODMAN_STORAGE_DRIVER"
+        --cgroup-manager cgroupfs --events-backend file
+        --runtime "$RUNTIME")
+}
+
+podman() {
+    podman_argv
+    t "${PODMAN_ARGV[@]}" "$@"
+}
+
+# podman run/create with the isolation annotation when ISOLATION is set.
+prun() {
+    local sub="$1"
+    shift
+    if [ -n "${CLEARBOX_ISOLATION:-}" ]; then
+        podman "$sub" --annotation "io.clearbox.isolation=$CLEARBOX_ISOLATION" "$@"
+    else
+        podman "$sub" "$@"
+    fi
+}
+
+setup_file() {
+    require_runtime
+    require_image
+    mkdir -p "$E2E_WORKDIR"
+    PODMAN_DIR="$(mktemp -d "$E2E_WORKDIR/podman.XXXXXX")"
+    export PODMAN_DIR
+    local env_vars='"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"'
+    if [ -n "${CLEARBOX_ISOLATION:-}" ]; then
+        env_vars="$env_vars, \"CLEARBOX_ISOLATION=$CLEARBOX_ISOLATION\""
+    fi
+    cat >"$PODMAN_DIR/containers.conf" <<EOF
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=16384:16384"]
+netns = "none"
+log_driver = "k8s-file"
+
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+tmp_dir = "$PODMAN_DIR/tmp"
+volume_path = "$PODMAN_DIR/volumes"
+conmon_env_vars = [$env_vars]
+EOF
+    export CONTAINERS_CONF="$PODMAN_DIR/containers.conf"
+    # Do not read /etc/containers/storage.conf's options for our private store.
+    cat >"$PODMAN_DIR/storage.conf" <<EOF
+[storage]
+driver = "overlay"
+graphroot = "$PODMAN_DIR/root"
+runroot = "$PODMAN_DIR/runroot"
+EOF
+    export CONTAINERS_STORAGE_CONF="$PODMAN_DIR/storage.conf"
+    export PODMAN_STORAGE_DRIVER=overlay
+    if ! podman load -q -i "$IMAGE_DIR/clearbox-test.oci.tar" >"$PODMAN_DIR/load.log" 2>&1; then
+        # overlay can fail on some backing filesystems; vfs always works.
+        podman system reset -f >/dev/null 2>&1 || true
+        export PODMAN_STORAGE_DRIVER=vfs
+        podman load -q -i "$IMAGE_DIR/clearbox-test.oci.tar" >"$PODMAN_DIR/load.log" 2>&1 || {
+            cat "$PODMAN_DIR/load.log" >&2
+            return 1
+        }
+    fi
+    podman image exists "$IMAGE" || {
+        echo "image $IMAGE missing after load" >&2
+        return 1
+    }
+}
+
+teardown_file() {
+    [ -n "${PODMAN_DIR:-}" ] || return 0
+    podman rm -af -t 0 >/dev/null 2>&1 || true
+    podman rmi -af >/dev/null 2>&1 || true
+    # c/storage may keep its overlay home mounted; unmount everything below us.
+    grep -F " $PODMAN_DIR/" /proc/self/mountinfo | awk '{print $5}' | sort -r |
+        while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    rm -rf "$PODMAN_DIR"
+    rmdir_cgroup_parents libpod_parent
+}
+
+@test "podman run --rm prints hello" {
+    run --separate-stderr prun run --rm "$IMAGE" echo hello
+    assert_status 0
+    [ "$output" = "hello" ] || fail "output: '$output' stderr: $stderr"
+}
+
+@test "podman run returns the container exit code (42)" {
+    run --separate-stderr prun run --rm "$IMAGE" sh -c 'exit 42'
+    assert_status 42
+}
+
+@test "podman run -it under a pty: output arrives, stdin is a tty" {
+    podman_argv
+    run in_pty "${PODMAN_ARGV[@]}" run --rm -it ${CLEARBOX_ISOLATION:+--annotation io.clearbox.isolation=$CLEARBOX_ISOLATION} \
+        "$IMAGE" sh -c 'test -t 0 && test -t 1 && echo pty-ok; tty'
+    assert_status 0
+    local out
+    out="$(clean_output)"
+    [[ "$out" == *pty-ok* ]] || fail "no pty-ok in: $out"
+    [[ "$out" == */dev/pts/* ]] || fail "tty not a pts: $out"
+}
+
+@test "podman run -it: input typed on the pty reaches the container" {
+    podman_argv
+    run in_pty_input 'echo typed-$((6*7))\nexit 5\n' "${PODMAN_ARGV[@]}" run --rm -it \
+        ${CLEARBOX_ISOLATION:+--annotation io.clearbox.isolation=$CLEARBOX_ISOLATION} "$IMAGE" sh
+    assert_status 5
+    [[ "$output" == *typed-42* ]] || fail "typed command output missing: $output"
+}
+
+@test "podman run -d, exec, exec -it, stop, rm" {
+    local name=e2e-detached
+    run --separate-stderr prun run -d --name "$name" "$IMAGE" \
+        sh -c 'trap "exit 0" TERM; while :; do sleep 0.1; done'
+    assert_status 0
+    run --separate-stderr podman exec "$name" sh -c 'echo exec-out; exit 3'
+    assert_status 3
+    [ "$output" = "exec-out" ] || fail "exec output: $output"
+    podman_argv
+    run in_pty "${PODMAN_ARGV[@]}" exec -it "$name" sh -c 'test -t 0 && echo exec-pty-ok'
+    assert_status 0
+    [[ "$(clean_output)" == *exec-pty-ok* ]] || fail "exec -it output: $output"
+    run --separate-stderr podman stop -t 10 "$name"
+    assert_status 0
+    run --separate-stderr podman inspect "$name" --format '{{.State.Status}} {{.State.ExitCode}}'
+    assert_status 0
+    [ "$output" = "exited 0" ] || fail "after stop (TERM handler exits 0): $output"
+    run --separate-stderr podman rm "$name"
+    assert_status 0
+    run --separate-stderr podman container exists "$name"
+    [ "$status" -ne 0 ] || fail "container still exists after rm"
+}
+
+@test "podman pause / unpause" {
+    local name=e2e-pause
+    run --separate-stderr prun run -d --name "$name" "$IMAGE" sleep 1000
+    assert_status 0
+    run --separate-stderr podman pause "$name"
+    assert_status 0
+    run --separate-stderr podman inspect "$name" --format '{{.State.Status}}'
+    [ "$output" = "paused" ] || fail "after pause: $output"
+    run --separate-stderr podman unpause "$name"
+    assert_status 0
+    run --separate-stderr podman inspect "$name" --format '{{.State.Status}}'
+    [ "$output" = "running" ] || fail "after unpause: $output"
+    run --separate-stderr podman exec "$name" true
+    assert_status 0
+    run --separate-stderr podman rm -f -t 0 "$name"
+    assert_status 0
+}
+
+@test "podman kill: container dies and the exit status is reported" {
+    local name=e2e-kill
+    run --separate-stderr prun run -d --name "$name" "$IMAGE" sleep 1000
+    assert_status 0
+    run --separate-stderr podman kill "$name"
+    assert_status 0
+    run --separate-stderr podman wait "$name"
+    assert_status 0
+    [ "$output" = "137" ] || fail "podman wait: $output"
+    run --separate-stderr podman inspect "$name" --format '{{.State.Status}} {{.State.ExitCode}}'
+    [ "$output" = "exited 137" ] || fail "inspect after kill: $output"
+    run --separate-stderr podman rm "$name"
+    assert_status 0
+}
+
+@test "podman -e, -u 1000, -w are honoured" {
+    run --separate-stderr prun run --rm -e FOO=bar-baz -u 1000 -w /tmp "$IMAGE" \
+        sh -c 'echo "$FOO $(id -u) $(id -g) $(pwd)"'
+    assert_status 0
+    [ "$output" = "bar-baz 1000 1000 /tmp" ] || fail "got: $output"
+    run --separate-stderr prun run --rm -u nobody "$IMAGE" id -u
+    assert_status 0
+    [ "$output" = "65534" ] || fail "nobody uid: $output"
+}
+
+@test "podman -v hostdir:/data is readable and writable" {
+    local d="$BATS_TEST_TMPDIR/vol"
+    mkdir -p "$d"
+    echo from-host >"$d/in"
+    run --separate-stderr prun run --rm -v "$d:/data" "$IMAGE" \
+        sh -c 'cat /data/in && echo from-container >/data/out'
+    assert_status 0
+    [ "$output" = "from-host" ] || fail "read: $output"
+    [ "$(cat "$d/out")" = "from-container" ] || fail "write did not reach the host"
+}
+
+@test "podman run --rm leaves no container, state, mount or cgroup behind" {
+    local cid d
+    run --separate-stderr prun run --rm --name e2e-gone --cidfile "$BATS_TEST_TMPDIR/cid" "$IMAGE" true
+    assert_status 0
+    cid=$(cat "$BATS_TEST_TMPDIR/cid")
+    [ "${#cid}" -eq 64 ] || fail "bad cidfile: $cid"
+    run --separate-stderr podman ps -a --format '{{.Names}}'
+    assert_status 0
+    [[ "$output" != *e2e-gone* ]] || fail "container left: $output"
+    # podman passes no --root, so the runtime uses its default state dir.
+    for d in /run/clearbox /run/runc /run/crun; do
+        [ ! -e "$d/$cid" ] || fail "runtime state left: $d/$cid"
+    done
+    ! grep -F "$cid" /proc/self/mountinfo || fail "mount left for $cid"
+    [ -z "$(find /sys/fs/cgroup/ -maxdepth 4 -type d -name "*$cid*" 2>/dev/null)" ] ||
+        fail "cgroup left: $(find /sys/fs/cgroup/ -maxdepth 4 -type d -name "*$cid*")"
+    [ -z "$(procs_naming "$cid")" ] || fail "process left: $(procs_naming "$cid")"
+}
