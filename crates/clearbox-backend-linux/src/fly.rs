@@ -41,6 +41,23 @@ impl Backend for FlyBackend {
             .process()
             .as_ref()
             .ok_or_else(|| BackendError::msg("config.json has no process"))?;
+        // fly performs no mounts (no mount namespace to keep them in), but a bind source that
+        // does not exist is still an error in the spec, as with every other isolation.
+        for m in o.spec.mounts().iter().flatten() {
+            let bind = m.typ().as_deref() == Some("bind")
+                || m.options()
+                    .iter()
+                    .flatten()
+                    .any(|opt| opt == "bind" || opt == "rbind");
+            if let (true, Some(src)) = (bind, m.source()) {
+                if !src.exists() {
+                    return Err(BackendError::msg(format!(
+                        "mount source {} does not exist",
+                        src.display()
+                    )));
+                }
+            }
+        }
         let mut create_hooks = hooks(o.spec, |h| h.create_runtime());
         #[allow(deprecated)]
         create_hooks.extend(hooks(o.spec, |h| h.prestart()));

@@ -90,7 +90,15 @@ impl Backend for NamespacesBackend {
             sub_cgroup: o.sub_cgroup,
         });
         let _ = std::fs::remove_file(&file);
-        result.map_err(err)
+        // libcontainer words every failure of a tenant as "failed to create container".
+        result.map_err(|e| {
+            let mut be = err(e);
+            be.message = match be.message.strip_prefix("failed to create container: ") {
+                Some(rest) => format!("exec failed: {rest}"),
+                None => format!("exec failed: {}", be.message),
+            };
+            be
+        })
     }
 
     fn pids(&self, c: &ContainerCtx<'_>) -> Result<Vec<i32>, BackendError> {

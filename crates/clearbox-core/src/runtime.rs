@@ -455,8 +455,17 @@ pub fn load_bundle(bundle: &Path) -> Result<(PathBuf, Spec), Error> {
         path: canonical.clone(),
         source,
     })?;
-    if spec.process().is_none() {
+    let Some(process) = spec.process() else {
         return Err(bundle_err("config.json has no process".into()));
+    };
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(bundle_err("config.json: process.args is empty".into()));
+    }
+    if !process.cwd().is_absolute() {
+        return Err(bundle_err(format!(
+            "config.json: process.cwd {:?} is not absolute",
+            process.cwd()
+        )));
     }
     Ok((canonical, spec))
 }
