@@ -68,6 +68,7 @@ impl Backend for FlyBackend {
             rootfs: o.rootfs,
             dir: o.dir,
             process,
+            mounts: o.spec.mounts().as_deref().unwrap_or_default(),
             console_socket: o.console_socket,
             preserve_fds: o.preserve_fds,
             oom_score_adj: process.oom_score_adj(),
@@ -90,15 +91,15 @@ impl Backend for FlyBackend {
     }
 
     fn kill(&self, c: &ContainerCtx<'_>, signal: i32, all: bool) -> Result<(), BackendError> {
-        fly::signal(pid_of(c)?, signal, all).map_err(err)
+        fly::signal(pid_of(c)?, &c.state.rootfs, signal, all).map_err(err)
     }
 
     fn pause(&self, c: &ContainerCtx<'_>) -> Result<(), BackendError> {
-        fly::signal(pid_of(c)?, libc_sig::SIGSTOP, true).map_err(err)
+        fly::signal(pid_of(c)?, &c.state.rootfs, libc_sig::SIGSTOP, true).map_err(err)
     }
 
     fn resume(&self, c: &ContainerCtx<'_>) -> Result<(), BackendError> {
-        fly::signal(pid_of(c)?, libc_sig::SIGCONT, true).map_err(err)
+        fly::signal(pid_of(c)?, &c.state.rootfs, libc_sig::SIGCONT, true).map_err(err)
     }
 
     fn delete(&self, c: &ContainerCtx<'_>, _force: bool) -> Result<(), BackendError> {
@@ -112,6 +113,7 @@ impl Backend for FlyBackend {
         fly::delete(
             c.id,
             &c.state.bundle,
+            &c.state.rootfs,
             c.dir,
             ours.then_some(pid),
             pid,
@@ -121,11 +123,18 @@ impl Backend for FlyBackend {
     }
 
     fn exec(&self, c: &ContainerCtx<'_>, o: &ExecOpts<'_>) -> Result<i32, BackendError> {
-        fly::exec(o.process, &c.state.rootfs, o.console_socket, o.preserve_fds).map_err(err)
+        fly::exec(
+            o.process,
+            &c.state.rootfs,
+            pid_of(c)?,
+            o.console_socket,
+            o.preserve_fds,
+        )
+        .map_err(err)
     }
 
     fn pids(&self, c: &ContainerCtx<'_>) -> Result<Vec<i32>, BackendError> {
-        Ok(fly::process_tree(pid_of(c)?))
+        Ok(fly::processes(pid_of(c)?, &c.state.rootfs))
     }
 
     fn stats(&self, _c: &ContainerCtx<'_>) -> Result<serde_json::Value, BackendError> {

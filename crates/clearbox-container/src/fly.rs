@@ -18,8 +18,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
 use nix::unistd::{chdir, chroot, fork, pipe2, ForkResult, Pid};
-use oci_spec::runtime::{Hook, Process};
+use oci_spec::runtime::{Hook, Mount, Process};
 
+use crate::fly_mounts;
 use crate::process::{self as proc_setup, ExecImage};
 use crate::Error;
 
@@ -34,6 +35,7 @@ pub struct CreateParams<'a> {
     /// The container's private state directory (holds the exec fifo).
     pub dir: &'a Path,
     pub process: &'a Process,
+    pub mounts: &'a [Mount],
     pub console_socket: Option<&'a Path>,
     pub preserve_fds: i32,
     pub oom_score_adj: Option<i32>,
@@ -48,6 +50,7 @@ pub fn create(p: &CreateParams<'_>) -> Result<i32, Error> {
     let pid = spawn(
         p.process,
         p.rootfs,
+        Enter::NewMounts(p.mounts),
         p.console_socket,
         p.preserve_fds,
         |report| {
@@ -143,15 +146,30 @@ pub fn start(
 pub fn exec(
     process: &Process,
     rootfs: &Path,
+    init_pid: i32,
     console_socket: Option<&Path>,
     preserve_fds: i32,
 ) -> Result<i32, Error> {
-    spawn(process, rootfs, console_socket, preserve_fds, |report| {
-        Ok(Box::new(move |_image: &ExecImage| {
-            report.ready();
-            Ok(())
-        }))
-    })
+    let enter = Enter::Join(init_pid);
+    spawn(
+        process,
+        rootfs,
+        enter,
+        console_socket,
+        preserve_fds,
+        |report| {
+            Ok(Box::new(move |_image: &ExecImage| {
+                report.ready();
+                Ok(())
+            }))
+        },
+    )
+}
+
+/// How the child gets its mounts: a new mount namespace for the init, the init's for an exec.
+enum Enter<'a> {
+    NewMounts(&'a [Mount]),
+    Join(i32),
 }
 
 /// A gate run in the child after setup and before the user switch and exec.
@@ -184,6 +202,7 @@ impl Report {
 fn spawn<'a>(
     process: &'a Process,
     rootfs: &'a Path,
+    enter: Enter<'a>,
     console_socket: Option<&'a Path>,
     preserve_fds: i32,
     prepare: impl FnOnce(Report) -> Result<Gate<'a>, Error>,
@@ -194,7 +213,15 @@ fn spawn<'a>(
     match unsafe { fork() }.map_err(|e| Error::sys("fork", e))? {
         ForkResult::Child => {
             drop(rx);
-            let code = match child(process, rootfs, console_socket, preserve_fds, tx, prepare) {
+            let code = match child(
+                process,
+                rootfs,
+                enter,
+                console_socket,
+                preserve_fds,
+                tx,
+                prepare,
+            ) {
                 Ok(()) => 0,
                 Err(()) => 1,
             };
@@ -227,6 +254,7 @@ fn spawn<'a>(
 fn child<'a>(
     process: &'a Process,
     rootfs: &'a Path,
+    enter: Enter<'a>,
     console_socket: Option<&'a Path>,
     preserve_fds: i32,
     tx: OwnedFd,
@@ -249,6 +277,10 @@ fn child<'a>(
         }
         proc_setup::set_rlimits(process.rlimits().as_deref().unwrap_or_default())?;
         let gate = prepare(report)?;
+        match enter {
+            Enter::NewMounts(mounts) => fly_mounts::setup(rootfs, mounts)?,
+            Enter::Join(pid) => fly_mounts::join(pid)?,
+        }
         proc_setup::cloexec_from(preserve_fds, &[])?;
         chroot(rootfs).map_err(|e| Error::sys(format!("chroot {}", rootfs.display()), e))?;
         chdir(process.cwd())
@@ -323,10 +355,32 @@ pub fn process_tree(pid: i32) -> Vec<i32> {
     out
 }
 
+/// Every process of the container: those chrooted into its rootfs, plus the init's
+/// descendants (which includes processes that left the chroot's view, e.g. by exec'ing a setuid
+/// helper that chroots elsewhere).
+pub fn processes(pid: i32, rootfs: &Path) -> Vec<i32> {
+    let mut all = process_tree(pid);
+    if rootfs != Path::new("/") {
+        for p in fly_mounts::processes_rooted_at(rootfs) {
+            if !all.contains(&p) && alive(p) {
+                all.push(p);
+            }
+        }
+    }
+    all
+}
+
 /// Signals the init, or with `all` every process of the container.
-pub fn signal(pid: i32, sig: i32, all: bool) -> Result<(), Error> {
+pub fn signal(pid: i32, rootfs: &Path, sig: i32, all: bool) -> Result<(), Error> {
+    if pid <= 0 {
+        return Err(Error::Setup(format!("invalid init pid {pid}")));
+    }
     let sig = Signal::try_from(sig).map_err(|e| Error::sys("signal", e))?;
-    let targets = if all { process_tree(pid) } else { vec![pid] };
+    let targets = if all {
+        processes(pid, rootfs)
+    } else {
+        vec![pid]
+    };
     for p in targets {
         match kill(Pid::from_raw(p), sig) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
@@ -337,10 +391,13 @@ pub fn signal(pid: i32, sig: i32, all: bool) -> Result<(), Error> {
 }
 
 /// Kills every process of the container and waits (bounded) until they are gone.
-pub fn destroy(pid: i32) -> Result<(), Error> {
+pub fn destroy(pid: i32, rootfs: &Path) -> Result<(), Error> {
+    if pid <= 0 {
+        return Err(Error::Setup(format!("invalid init pid {pid}")));
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let tree = process_tree(pid);
+        let tree = processes(pid, rootfs);
         if tree.is_empty() {
             return Ok(());
         }
@@ -363,13 +420,14 @@ pub fn destroy(pid: i32) -> Result<(), Error> {
 pub fn delete(
     id: &str,
     bundle: &Path,
+    rootfs: &Path,
     dir: &Path,
     pid: Option<i32>,
     recorded_pid: i32,
     poststop: &[Hook],
 ) -> Result<(), Error> {
     if let Some(pid) = pid {
-        destroy(pid)?;
+        destroy(pid, rootfs)?;
     }
     let _ = fs::remove_file(dir.join(FIFO));
     run_hooks(

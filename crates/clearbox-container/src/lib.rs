@@ -9,6 +9,7 @@
 //!   no new namespaces or cgroups.
 
 pub mod fly;
+pub mod fly_mounts;
 pub mod namespaces;
 pub mod process;
 

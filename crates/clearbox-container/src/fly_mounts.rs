@@ -1,0 +1,193 @@
+//! The mounts of a fly container.
+//!
+//! fly creates no namespace but one: a private mount namespace (a slave of the host's), so the
+//! bind mounts it sets up under the rootfs never show in, or propagate back to, the host's mount
+//! table, and vanish with the container's last process — nothing to clean up, nothing to leak.
+//! Processes share the host's pid, network, IPC, UTS, user and cgroup namespaces.
+//!
+//! OCI mounts map to host resources, since a fly container sees the host:
+//! `bind`/`rbind` bind their source; `proc` is a new procfs (of the host pid namespace); `sysfs`
+//! binds the host's /sys; a tmpfs on `/dev` binds the host's /dev (so pty names resolve), and
+//! the mounts below `/dev` are then already there; other tmpfs are new tmpfs; cgroup mounts live
+//! under /sys. Anything else is skipped with a debug log.
+
+use std::path::Path;
+
+use nix::mount::{mount, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use oci_spec::runtime::Mount;
+
+use crate::Error;
+
+/// Enters a new mount namespace that receives but never sends mount events, and mounts the
+/// spec's mounts under `rootfs`.
+pub fn setup(rootfs: &Path, mounts: &[Mount]) -> Result<(), Error> {
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| Error::sys("unshare mount namespace", e))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys("make / a slave mount", e))?;
+    let mut dev_bound = false;
+    for m in mounts {
+        let dest_rel = m.destination().strip_prefix("/").unwrap_or(m.destination());
+        let dest = rootfs.join(dest_rel);
+        let opts: Vec<&str> = m.options().iter().flatten().map(String::as_str).collect();
+        let ro = opts.contains(&"ro");
+        let typ = m.typ().as_deref().unwrap_or("");
+        let is_bind = typ == "bind" || opts.iter().any(|o| *o == "bind" || *o == "rbind");
+        if is_bind {
+            let src = m
+                .source()
+                .as_ref()
+                .ok_or_else(|| Error::Setup(format!("bind mount {dest_rel:?} has no source")))?;
+            prepare_target(&dest, src.is_dir())?;
+            let rec = opts.contains(&"rbind");
+            bind(src, &dest, rec, ro)?;
+            continue;
+        }
+        if m.destination().starts_with("/dev/") && dev_bound {
+            continue;
+        }
+        match typ {
+            "proc" => {
+                prepare_target(&dest, true)?;
+                mount(
+                    Some("proc"),
+                    &dest,
+                    Some("proc"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV,
+                    None::<&str>,
+                )
+                .map_err(|e| Error::sys(format!("mount proc on {}", dest.display()), e))?;
+            }
+            "sysfs" => {
+                prepare_target(&dest, true)?;
+                bind(Path::new("/sys"), &dest, true, ro)?;
+            }
+            "tmpfs" if m.destination() == Path::new("/dev") => {
+                prepare_target(&dest, true)?;
+                bind(Path::new("/dev"), &dest, true, false)?;
+                dev_bound = true;
+            }
+            "tmpfs" => {
+                prepare_target(&dest, true)?;
+                let (flags, data) = tmpfs_options(&opts);
+                mount(
+                    Some("tmpfs"),
+                    &dest,
+                    Some("tmpfs"),
+                    flags,
+                    Some(data.as_str()),
+                )
+                .map_err(|e| Error::sys(format!("mount tmpfs on {}", dest.display()), e))?;
+            }
+            other => tracing::debug!(typ = other, dest = %dest.display(), "fly: mount skipped"),
+        }
+    }
+    Ok(())
+}
+
+/// Joins the mount namespace of the container's init (for `exec`).
+pub fn join(init_pid: i32) -> Result<(), Error> {
+    let path = format!("/proc/{init_pid}/ns/mnt");
+    let f = std::fs::File::open(&path).map_err(|e| Error::io(format!("open {path}"), e))?;
+    setns(f, CloneFlags::CLONE_NEWNS).map_err(|e| Error::sys("join the container's mounts", e))
+}
+
+fn bind(src: &Path, dest: &Path, recursive: bool, ro: bool) -> Result<(), Error> {
+    let mut flags = MsFlags::MS_BIND;
+    if recursive {
+        flags |= MsFlags::MS_REC;
+    }
+    mount(Some(src), dest, None::<&str>, flags, None::<&str>)
+        .map_err(|e| Error::sys(format!("bind {} on {}", src.display(), dest.display()), e))?;
+    if ro {
+        mount(
+            None::<&str>,
+            dest,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| Error::sys(format!("remount {} read-only", dest.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Creates the mount point (a directory, or an empty file for a file bind) if missing.
+fn prepare_target(dest: &Path, dir: bool) -> Result<(), Error> {
+    if dest.exists() {
+        return Ok(());
+    }
+    let made = if dir {
+        std::fs::create_dir_all(dest)
+    } else {
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io("create mount point", e))?;
+        }
+        std::fs::File::create(dest).map(|_| ())
+    };
+    made.map_err(|e| Error::io(format!("create mount point {}", dest.display()), e))
+}
+
+fn tmpfs_options(opts: &[&str]) -> (MsFlags, String) {
+    let mut flags = MsFlags::empty();
+    let mut data: Vec<&str> = Vec::new();
+    for o in opts {
+        match *o {
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            "rw" | "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => {}
+            other => data.push(other),
+        }
+    }
+    (flags, data.join(","))
+}
+
+/// Processes of a fly container: those whose root directory is the container's rootfs.
+pub fn processes_rooted_at(rootfs: &Path) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if std::fs::read_link(format!("/proc/{pid}/root"))
+            .ok()
+            .as_deref()
+            == Some(rootfs)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tmpfs_flags_and_data() {
+        let (f, d) = tmpfs_options(&["nosuid", "strictatime", "mode=755", "size=65536k"]);
+        assert!(f.contains(MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME));
+        assert_eq!(d, "mode=755,size=65536k");
+    }
+
+    #[test]
+    fn own_root_is_found() {
+        let me = std::process::id() as i32;
+        assert!(processes_rooted_at(Path::new("/")).contains(&me));
+    }
+}
