@@ -9,6 +9,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE at start-up; ignored dispositions survive exec, so every container
+    // process would inherit it. Restore the default, as runc's processes have it (and a closed
+    // stdout then ends clearbox quietly instead of panicking).
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => e.exit(),
