@@ -17,6 +17,12 @@ export CARGO_PROFILE_RELEASE_LTO=fat
 export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
 export CARGO_PROFILE_RELEASE_STRIP=symbols
 export CARGO_PROFILE_RELEASE_PANIC=abort
+# The agent sets up containers with libcontainer, which links libseccomp: link it statically
+# too (libseccomp-sys reads these; Debian's libseccomp-dev ships libseccomp.a).
+export LIBSECCOMP_LINK_TYPE=static
+export LIBSECCOMP_LIB_PATH="${LIBSECCOMP_LIB_PATH:-/usr/lib/x86_64-linux-gnu}"
+[[ -f $LIBSECCOMP_LIB_PATH/libseccomp.a ]] ||
+    { echo "build-agent.sh: no libseccomp.a in $LIBSECCOMP_LIB_PATH (install libseccomp-dev)" >&2; exit 1; }
 
 cargo build --manifest-path "$root/Cargo.toml" --release --target "$target" \
     -p clearbox-agent >&2

@@ -1,50 +1,84 @@
-//! Containers, the simple way (until the agent uses `clearbox-container`): the spec's
-//! process runs chrooted into the rootfs, in new PID, mount, UTS and IPC namespaces, with
-//! proc/dev/sys mounted inside, optionally in a cgroup v2 directory (stats, pause, kill-all).
+//! Containers in the guest, set up by the same library as the host's `isolation=namespaces`:
+//! `clearbox_container::namespaces` (youki's libcontainer: namespaces, mounts, pivot_root,
+//! user, capabilities, rlimits, seccomp, cgroups). Create and exec run in a helper process
+//! (see `helper`); start, kill, pause/resume, ps, stats and delete call the library directly.
+//!
+//! Layout under the run directory (`/run/clearbox` in the VM):
+//!   bundles/<id>/config.json   the spec as prepared by `bundle::prepare`
+//!   bundles/<id>/exec-<n>.json process files of execs (removed once started)
+//!   containers/<id>/           libcontainer's state root for <id>
+//!   console/<n>.sock           console sockets receiving pty masters (short-lived)
+//!   virtiofs/<tag>/            mount point of each virtio-fs tag
+//!   shared -> virtiofs/clearbox  the host's per-sandbox share (tag `clearbox`)
 
-use std::ffi::CString;
-use std::fs::File;
-use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use clearbox_container::namespaces as ns;
+use clearbox_container::Status;
 use clearbox_protocol::pb::agent as pb;
 use clearbox_protocol::server::{Code, Error, Result};
-use nix::sched::CloneFlags;
+use serde_json::Value;
 
+use crate::bundle;
+use crate::helper::{HelperError, Request};
 use crate::process::Process;
-use crate::service::{chain, register, status};
-use crate::spawn::{self, ChildHook};
-use crate::spec::{self, Spec};
-use crate::state::State;
+use crate::service::{chain, status};
+use crate::state::{Key, State};
+use crate::wiring::{new_process, Wiring, WiringError};
 
-/// Parent directory of per-container cgroups; unset = no cgroups.
-static CGROUP_ROOT: OnceLock<PathBuf> = OnceLock::new();
-/// Where virtio-fs tags get mounted.
-const VIRTIOFS_DIR: &str = "/run/clearbox/virtiofs";
+/// The virtio-fs tag the host shares per sandbox; also reachable as `<run dir>/shared`.
+pub const SHARED_TAG: &str = "clearbox";
+/// `<run dir>/shared` points here (relative, so it holds for any run dir).
+const SHARED_LINK_TARGET: &str = "virtiofs/clearbox";
+/// Parent cgroup of containers without `linux.cgroupsPath`.
+pub const DEFAULT_CGROUP_PARENT: &str = "clearbox";
 
-pub fn set_cgroup_root(p: PathBuf) {
-    let _ = CGROUP_ROOT.set(p);
+/// Where the agent keeps container files, and how containers are set up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub run_dir: PathBuf,
+    /// Parent of default cgroups: a spec without `linux.cgroupsPath` gets `/<parent>/<id>`.
+    pub cgroup_parent: String,
+    /// Enter container roots without pivot_root (needed while "/" is the initramfs).
+    pub no_pivot: bool,
+    /// Security modules of this kernel (labels for absent ones are dropped from specs).
+    pub lsm: bundle::Lsm,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Created,
-    Running,
+static CONFIG: OnceLock<Config> = OnceLock::new();
+/// Names exec process files and console sockets uniquely.
+pub(crate) static SEQ: AtomicU64 = AtomicU64::new(0);
+
+pub fn configure(c: Config) {
+    let _ = CONFIG.set(c);
+}
+
+pub(crate) fn config() -> &'static Config {
+    CONFIG.get_or_init(|| Config {
+        run_dir: PathBuf::from("/run/clearbox"),
+        cgroup_parent: DEFAULT_CGROUP_PARENT.into(),
+        no_pivot: false,
+        lsm: bundle::Lsm::detect(),
+    })
 }
 
 pub struct Container {
-    spec: Spec,
-    rootfs: PathBuf,
-    terminal: bool,
-    stdin: bool,
-    phase: Phase,
-    init: Option<Arc<Process>>,
-    cgroup: Option<PathBuf>,
+    bundle: PathBuf,
+    state_root: PathBuf,
+    /// The prepared spec (execs inherit its privileges).
+    config: Value,
+    started: bool,
+    init: Arc<Process>,
 }
+
+/// Keys being created (CreateContainer: `(id, "")`, ExecProcess: `(id, exec)`) while their
+/// helper runs without the table lock.
+#[derive(Default)]
+pub struct Pending(HashSet<Key>);
 
 fn internal(what: &str, e: impl std::fmt::Display) -> Error {
     status(Code::INTERNAL, format!("{what}: {e}"))
@@ -52,6 +86,19 @@ fn internal(what: &str, e: impl std::fmt::Display) -> Error {
 
 fn not_found(id: &str) -> Error {
     status(Code::NOT_FOUND, format!("no container {id:?}"))
+}
+
+fn lib_err(what: &str, id: &str, e: &clearbox_container::Error) -> Error {
+    status(Code::INTERNAL, format!("{what} {id:?}: {}", chain(e)))
+}
+
+fn helper_err(what: &str, id: &str, e: &HelperError) -> Error {
+    let code = match e {
+        // The library refused: almost always the spec or process (missing binary, bad mount).
+        HelperError::Setup(_) => Code::INVALID_ARGUMENT,
+        _ => Code::INTERNAL,
+    };
+    status(code, format!("{what} {id:?}: {}", chain(e)))
 }
 
 fn valid_id(id: &str) -> bool {
@@ -64,11 +111,18 @@ fn valid_id(id: &str) -> bool {
         && id != ".."
 }
 
-fn cstr(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| status(Code::INVALID_ARGUMENT, "path has NUL"))
+/// True when "/" is the initramfs (rootfs), where pivot_root(2) fails with EINVAL.
+pub fn root_is_initramfs() -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines().any(|l| {
+        let mut halves = l.splitn(2, " - ");
+        let (pre, post) = (halves.next().unwrap_or(""), halves.next().unwrap_or(""));
+        pre.split_whitespace().nth(4) == Some("/")
+            && matches!(post.split_whitespace().next(), Some("rootfs"))
+    })
 }
 
+/// Mounts virtio-fs `tag` once and returns its mount point.
 fn mount_virtiofs(tag: &str) -> Result<PathBuf> {
     if !valid_id(tag) {
         return Err(status(
@@ -76,7 +130,8 @@ fn mount_virtiofs(tag: &str) -> Result<PathBuf> {
             format!("bad virtio-fs tag {tag:?}"),
         ));
     }
-    let target = Path::new(VIRTIOFS_DIR).join(tag);
+    let run = &config().run_dir;
+    let target = run.join("virtiofs").join(tag);
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     let already = mounts.lines().any(|l| {
         let mut f = l.split_whitespace();
@@ -93,7 +148,44 @@ fn mount_virtiofs(tag: &str) -> Result<PathBuf> {
         )
         .map_err(|e| internal(&format!("mount virtio-fs {tag}"), e))?;
     }
+    if tag == SHARED_TAG {
+        let link = run.join("shared");
+        if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(SHARED_LINK_TARGET)) {
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(SHARED_LINK_TARGET, &link)
+                .map_err(|e| internal(&format!("symlink {}", link.display()), e))?;
+        }
+    }
     Ok(target)
+}
+
+fn resolve_rootfs(r: &pb::Rootfs) -> Result<PathBuf> {
+    let path = if r.virtiofs_tag.is_empty() {
+        PathBuf::from(&r.path)
+    } else {
+        mount_virtiofs(&r.virtiofs_tag)?.join(r.path.trim_start_matches('/'))
+    };
+    if !path.is_absolute() || !path.is_dir() {
+        return Err(status(
+            Code::INVALID_ARGUMENT,
+            format!("rootfs {} is not a directory", path.display()),
+        ));
+    }
+    Ok(path)
+}
+
+/// Reserves `key` in the pending set; fails if it exists or is being created.
+fn reserve(state: &State, key: &Key, exists: impl FnOnce(&crate::state::Table) -> bool) -> bool {
+    let mut t = state.table();
+    if exists(&t) || t.pending.0.contains(key) {
+        return false;
+    }
+    t.pending.0.insert(key.clone());
+    true
+}
+
+fn unreserve(state: &State, key: &Key) {
+    state.table().pending.0.remove(key);
 }
 
 pub fn create(state: &State, req: &pb::CreateContainerRequest) -> Result<()> {
@@ -104,437 +196,318 @@ pub fn create(state: &State, req: &pb::CreateContainerRequest) -> Result<()> {
             format!("bad container id {id:?}"),
         ));
     }
-    let spec = Spec::from_json(&req.oci_spec_json)
-        .map_err(|e| status(Code::INVALID_ARGUMENT, format!("spec: {}", chain(&e))))?;
-    let rootfs_req = req.rootfs.clone().unwrap_or_default();
-    let rootfs = if rootfs_req.virtiofs_tag.is_empty() {
-        PathBuf::from(&rootfs_req.path)
-    } else {
-        mount_virtiofs(&rootfs_req.virtiofs_tag)?.join(rootfs_req.path.trim_start_matches('/'))
-    };
-    if !rootfs.is_absolute() || !rootfs.is_dir() {
-        return Err(status(
-            Code::INVALID_ARGUMENT,
-            format!("rootfs {} is not a directory", rootfs.display()),
-        ));
-    }
-    let mut spec = spec;
-    if rootfs_req.readonly {
-        spec.root.get_or_insert_with(Default::default).readonly = true;
-    }
-    let stdio = req.stdio.clone().unwrap_or_default();
-    let terminal = stdio.terminal || spec.process.as_ref().is_some_and(|p| p.terminal);
-
-    let mut t = state.table();
-    if t.containers.contains_key(id) {
+    let key: Key = (id.to_string(), String::new());
+    if !reserve(state, &key, |t| t.containers.contains_key(id)) {
         return Err(status(
             Code::ALREADY_EXISTS,
             format!("container {id:?} exists"),
         ));
     }
-    let cgroup = match CGROUP_ROOT.get() {
-        Some(root) => {
-            let dir = root.join(id);
-            match std::fs::create_dir_all(&dir) {
-                Ok(()) => Some(dir),
-                Err(e) => {
-                    crate::error!("no cgroup for {id}: {e}");
-                    None
-                }
-            }
-        }
-        None => None,
+    let result = create_reserved(state, req, id);
+    unreserve(state, &key);
+    result
+}
+
+fn create_reserved(state: &State, req: &pb::CreateContainerRequest, id: &str) -> Result<()> {
+    let cfg = config();
+    let rootfs_req = req.rootfs.clone().unwrap_or_default();
+    let rootfs = resolve_rootfs(&rootfs_req)?;
+    let stdio = req.stdio.clone().unwrap_or_default();
+    let spec_terminal = spec_terminal(&req.oci_spec_json);
+    let terminal = stdio.terminal || spec_terminal;
+    let prepared = bundle::prepare(
+        &req.oci_spec_json,
+        id,
+        &rootfs,
+        rootfs_req.readonly,
+        terminal,
+        &cfg.cgroup_parent,
+        cfg.lsm,
+    )
+    .map_err(|e| status(Code::INVALID_ARGUMENT, format!("spec: {}", chain(&e))))?;
+    let bundle_dir = cfg.run_dir.join("bundles").join(id);
+    let state_root = cfg.run_dir.join("containers").join(id);
+    let cleanup = || {
+        let _ = std::fs::remove_dir_all(&bundle_dir);
+        let _ = std::fs::remove_dir_all(&state_root);
     };
+    // Leftovers of an earlier container with this id (e.g. a failed remove) would confuse
+    // libcontainer.
+    cleanup();
+    let written = std::fs::create_dir_all(&bundle_dir).and_then(|()| {
+        let json = serde_json::to_vec_pretty(&prepared.config).map_err(std::io::Error::from)?;
+        std::fs::write(bundle_dir.join("config.json"), json)
+    });
+    if let Err(e) = written {
+        cleanup();
+        return Err(internal("write bundle", e));
+    }
+    let size = prepared
+        .process
+        .console_size
+        .map(|c| (c.height, c.width))
+        .filter(|s| s.0 > 0 && s.1 > 0);
+    let wiring = match Wiring::new(terminal, stdio.stdin, size) {
+        Ok(w) => w,
+        Err(e) => {
+            cleanup();
+            return Err(e);
+        }
+    };
+    let req_h = Request::Create {
+        id: id.to_string(),
+        bundle: bundle_dir.clone(),
+        state_root: state_root.clone(),
+        console_socket: wiring.console_path(),
+        no_pivot: cfg.no_pivot,
+    };
+    let since = Instant::now();
+    let (pid, ends) = match wiring.run(&req_h) {
+        Ok(v) => v,
+        Err(e) => {
+            let err = match e {
+                WiringError::Helper(e) => helper_err("create container", id, &e),
+                WiringError::Console(_, e) => {
+                    // The init exists and waits for start: take it down with its cgroup.
+                    let _ = ns::delete(&state_root, id, true);
+                    e
+                }
+            };
+            cleanup();
+            return Err(err);
+        }
+    };
+    let init = new_process(pid, terminal, ends);
+    let mut t = state.table();
+    t.register_since((id.to_string(), String::new()), Arc::clone(&init), since);
     t.containers.insert(
         id.to_string(),
         Container {
-            spec,
-            rootfs,
-            terminal,
-            stdin: stdio.stdin,
-            phase: Phase::Created,
-            init: None,
-            cgroup,
+            bundle: bundle_dir,
+            state_root,
+            config: prepared.config,
+            started: false,
+            init,
         },
     );
+    crate::debug!("container {id}: created, init pid {pid}");
     Ok(())
 }
 
-/// Everything the forked child needs, prepared before fork (no allocation after it).
-struct ChildPlan {
-    cgroup_procs: Option<CString>,
-    rootfs: CString,
-    proc_dir: Option<CString>,
-    dev_dir: Option<CString>,
-    sys_dir: Option<CString>,
-    hostname: Option<CString>,
-    readonly: bool,
+fn spec_terminal(json: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(json)
+        .ok()
+        .and_then(|v| v.pointer("/process/terminal").and_then(Value::as_bool))
+        .unwrap_or(false)
 }
 
-fn plan(c: &Container) -> Result<ChildPlan> {
-    let sub = |name: &str| -> Result<Option<CString>> {
-        let p = c.rootfs.join(name);
-        if p.is_dir() {
-            cstr(&p).map(Some)
-        } else {
-            Ok(None)
-        }
-    };
-    Ok(ChildPlan {
-        cgroup_procs: c
-            .cgroup
-            .as_ref()
-            .map(|d| cstr(&d.join("cgroup.procs")))
-            .transpose()?,
-        rootfs: cstr(&c.rootfs)?,
-        proc_dir: sub("proc")?,
-        dev_dir: sub("dev")?,
-        sys_dir: sub("sys")?,
-        hostname: c
-            .spec
-            .hostname
-            .as_ref()
-            .map(|h| CString::new(h.as_bytes()))
-            .transpose()
-            .map_err(|_| status(Code::INVALID_ARGUMENT, "hostname has NUL"))?,
-        readonly: c.spec.root.as_ref().is_some_and(|r| r.readonly),
+/// What library calls need about a container, copied out of the table.
+struct Handle {
+    state_root: PathBuf,
+    started: bool,
+    init: Arc<Process>,
+}
+
+fn handle(state: &State, id: &str) -> Result<Handle> {
+    let t = state.table();
+    let c = t.containers.get(id).ok_or_else(|| not_found(id))?;
+    Ok(Handle {
+        state_root: c.state_root.clone(),
+        started: c.started,
+        init: Arc::clone(&c.init),
     })
 }
 
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn join_cgroup(procs: &Option<CString>) -> io::Result<()> {
-    if let Some(path) = procs {
-        // SAFETY: open/write/close on a valid C string and a static buffer; async-signal-safe.
-        unsafe {
-            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            check(fd)?;
-            let rc = libc::write(fd, b"0".as_ptr().cast(), 1);
-            libc::close(fd);
-            if rc < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
+fn running(h: &Handle, id: &str) -> Result<()> {
+    if h.init.has_exited() {
+        return Err(status(
+            Code::FAILED_PRECONDITION,
+            format!("container {id:?} is not running"),
+        ));
     }
     Ok(())
-}
-
-fn mount_raw(
-    src: *const libc::c_char,
-    dst: &CString,
-    fstype: *const libc::c_char,
-    flags: libc::c_ulong,
-) -> io::Result<()> {
-    // SAFETY: all pointers are NUL-terminated strings alive for the call, or null (allowed
-    // by mount(2) for the source/type of bind and remount operations); no data argument.
-    check(unsafe { libc::mount(src, dst.as_ptr(), fstype, flags, std::ptr::null()) })
-}
-
-/// Child side of StartContainer: runs in the new PID namespace, before exec.
-fn init_hook(p: ChildPlan) -> ChildHook {
-    Box::new(move || {
-        join_cgroup(&p.cgroup_procs)?;
-        // SAFETY: unshare/sethostname/chroot/chdir with valid C strings; the child is
-        // single-threaded after fork.
-        unsafe {
-            check(libc::unshare(
-                libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC,
-            ))?;
-        }
-        let root = c"/";
-        // SAFETY: valid static C string, null source/type allowed for propagation changes.
-        check(unsafe {
-            libc::mount(
-                std::ptr::null(),
-                root.as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            )
-        })?;
-        mount_raw(
-            p.rootfs.as_ptr(),
-            &p.rootfs,
-            std::ptr::null(),
-            libc::MS_BIND | libc::MS_REC,
-        )?;
-        if let Some(d) = &p.proc_dir {
-            mount_raw(
-                c"proc".as_ptr(),
-                d,
-                c"proc".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            )?;
-        }
-        if let Some(d) = &p.dev_dir {
-            mount_raw(
-                c"/dev".as_ptr(),
-                d,
-                std::ptr::null(),
-                libc::MS_BIND | libc::MS_REC,
-            )?;
-        }
-        if let Some(d) = &p.sys_dir {
-            mount_raw(
-                c"/sys".as_ptr(),
-                d,
-                std::ptr::null(),
-                libc::MS_BIND | libc::MS_REC,
-            )?;
-        }
-        if p.readonly {
-            mount_raw(
-                std::ptr::null(),
-                &p.rootfs,
-                std::ptr::null(),
-                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
-            )?;
-        }
-        // SAFETY: see above.
-        unsafe {
-            if let Some(h) = &p.hostname {
-                check(libc::sethostname(h.as_ptr(), h.as_bytes().len()))?;
-            }
-            check(libc::chroot(p.rootfs.as_ptr()))?;
-            check(libc::chdir(c"/".as_ptr()))?;
-        }
-        Ok(())
-    })
-}
-
-/// Runs `f` on a fresh thread whose PID namespace for children was changed by `enter`, so
-/// the forked child lands in that namespace without affecting the agent's other threads.
-fn spawn_in_pidns(
-    enter: impl FnOnce() -> nix::Result<()> + Send,
-    f: impl FnOnce() -> std::result::Result<spawn::Spawned, spawn::SpawnError> + Send,
-) -> Result<spawn::Spawned> {
-    std::thread::scope(|s| {
-        let h = s.spawn(move || {
-            enter().map_err(|e| internal("entering pid namespace", e))?;
-            f().map_err(|e| status(Code::INVALID_ARGUMENT, chain(&e)))
-        });
-        h.join()
-            .unwrap_or_else(|_| Err(status(Code::INTERNAL, "spawn thread failed")))
-    })
 }
 
 pub fn start(state: &State, id: &str) -> Result<()> {
-    let mut t = state.table();
-    let c = t.containers.get(id).ok_or_else(|| not_found(id))?;
-    if c.phase != Phase::Created {
+    let h = handle(state, id)?;
+    if h.started {
         return Err(status(
             Code::FAILED_PRECONDITION,
             format!("container {id:?} already started"),
         ));
     }
-    let mut process: spec::Process = c.spec.process.clone().unwrap_or_default();
-    process.terminal = c.terminal;
-    let (terminal, stdin) = (c.terminal, c.stdin);
-    let hook = init_hook(plan(c)?);
-    // Table lock held across spawn: see `state` module docs.
-    let spawned = spawn_in_pidns(
-        || nix::sched::unshare(CloneFlags::CLONE_NEWPID),
-        || spawn::spawn(&process, terminal, stdin, Some(hook), true),
-    )?;
-    let p = register(&mut t, (id.to_string(), String::new()), spawned, terminal);
-    crate::debug!("container {id}: init pid {}", p.pid);
-    if let Some(c) = t.containers.get_mut(id) {
-        c.phase = Phase::Running;
-        c.init = Some(p);
+    running(&h, id)?;
+    ns::start(&h.state_root, id).map_err(|e| lib_err("start container", id, &e))?;
+    if let Some(c) = state.table().containers.get_mut(id) {
+        c.started = true;
     }
+    crate::debug!("container {id}: started");
     Ok(())
 }
 
-fn running_init(c: &Container, id: &str) -> Result<Arc<Process>> {
-    match &c.init {
-        Some(p) if !p.has_exited() => Ok(Arc::clone(p)),
-        _ => Err(status(
+pub fn exec(
+    state: &State,
+    id: &str,
+    exec_id: &str,
+    process_json: &[u8],
+    terminal: bool,
+    open_stdin: bool,
+) -> Result<()> {
+    let key: Key = (id.to_string(), exec_id.to_string());
+    let (h, bundle_dir, init_config) = {
+        let t = state.table();
+        let c = t.containers.get(id).ok_or_else(|| not_found(id))?;
+        (
+            Handle {
+                state_root: c.state_root.clone(),
+                started: c.started,
+                init: Arc::clone(&c.init),
+            },
+            c.bundle.clone(),
+            c.config.clone(),
+        )
+    };
+    if !h.started {
+        return Err(status(
             Code::FAILED_PRECONDITION,
-            format!("container {id:?} is not running"),
-        )),
+            format!("container {id:?} is not started"),
+        ));
     }
-}
-
-pub fn exec(state: &State, id: &str, exec_id: &str, p: &spec::Process, stdin: bool) -> Result<()> {
-    let mut t = state.table();
-    let c = t.containers.get(id).ok_or_else(|| not_found(id))?;
-    let init = running_init(c, id)?;
-    let key = (id.to_string(), exec_id.to_string());
-    if t.procs.contains_key(&key) {
+    running(&h, id)?;
+    if matches!(ns::status(&h.state_root, id), Ok(Status::Paused)) {
+        return Err(status(
+            Code::FAILED_PRECONDITION,
+            format!("container {id:?} is paused"),
+        ));
+    }
+    let process = bundle::exec_process(process_json, terminal, &init_config, config().lsm)
+        .map_err(|e| status(Code::INVALID_ARGUMENT, format!("process: {}", chain(&e))))?;
+    let size = process
+        .get("consoleSize")
+        .and_then(|s| Some((s.get("height")?.as_u64()?, s.get("width")?.as_u64()?)))
+        .and_then(|(h, w)| Some((u16::try_from(h).ok()?, u16::try_from(w).ok()?)))
+        .filter(|s| s.0 > 0 && s.1 > 0);
+    if !reserve(state, &key, |t| t.procs.contains_key(&key)) {
         return Err(status(
             Code::ALREADY_EXISTS,
             format!("exec {exec_id:?} exists in {id:?}"),
         ));
     }
-    let ns = |name: &str| {
-        File::open(format!("/proc/{}/ns/{name}", init.pid))
-            .map_err(|e| internal(&format!("open {name} ns"), e))
-    };
-    let (mnt, uts, ipc, pidns) = (ns("mnt")?, ns("uts")?, ns("ipc")?, ns("pid")?);
-    let cgroup_procs = c
-        .cgroup
-        .as_ref()
-        .map(|d| cstr(&d.join("cgroup.procs")))
-        .transpose()?;
-    let rootfs = cstr(&c.rootfs)?;
-    let hook: ChildHook = Box::new(move || {
-        join_cgroup(&cgroup_procs)?;
-        // SAFETY: setns on fds owned by this closure, chroot on a valid C string; the child
-        // is single-threaded after fork, as setns(CLONE_NEWNS) requires.
-        unsafe {
-            check(libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS))?;
-            check(libc::setns(uts.as_raw_fd(), libc::CLONE_NEWUTS))?;
-            check(libc::setns(ipc.as_raw_fd(), libc::CLONE_NEWIPC))?;
-            check(libc::chroot(rootfs.as_ptr()))?;
-        }
+    let file = bundle_dir.join(format!("exec-{}.json", SEQ.fetch_add(1, Ordering::Relaxed)));
+    let result = (|| {
+        let json = serde_json::to_vec(&process).map_err(|e| internal("encode process", e))?;
+        std::fs::write(&file, json).map_err(|e| internal("write process file", e))?;
+        let wiring = Wiring::new(terminal, open_stdin, size)?;
+        let req_h = Request::Exec {
+            id: id.to_string(),
+            state_root: h.state_root.clone(),
+            process_file: file.clone(),
+            console_socket: wiring.console_path(),
+        };
+        let since = Instant::now();
+        let (pid, ends) = wiring.run(&req_h).map_err(|e| match e {
+            WiringError::Helper(e) => helper_err("exec in container", id, &e),
+            WiringError::Console(pid, e) => {
+                // SAFETY: kill(2) with integers; the process was just started for us.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                e
+            }
+        })?;
+        let p = new_process(pid, terminal, ends);
+        state.table().register_since(key.clone(), p, since);
+        crate::debug!("container {id}: exec {exec_id:?} pid {pid}");
         Ok(())
-    });
-    let terminal = p.terminal;
-    let spawned = spawn_in_pidns(
-        || nix::sched::setns(&pidns, CloneFlags::CLONE_NEWPID),
-        || spawn::spawn(p, terminal, stdin, Some(hook), true),
-    )?;
-    let proc_ = register(&mut t, key, spawned, terminal);
-    crate::debug!("container {id}: exec {exec_id:?} pid {}", proc_.pid);
-    Ok(())
-}
-
-fn pid_ns_of(pid: i32) -> Option<PathBuf> {
-    std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
-}
-
-fn container_pids(c: &Container) -> Vec<i32> {
-    if let Some(dir) = &c.cgroup {
-        if let Ok(s) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-            return s.lines().filter_map(|l| l.trim().parse().ok()).collect();
-        }
-    }
-    let Some(init) = c.init.as_ref().filter(|p| !p.has_exited()) else {
-        return Vec::new();
-    };
-    let Some(ns) = pid_ns_of(init.pid) else {
-        return Vec::new();
-    };
-    crate::stats::all_pids()
-        .into_iter()
-        .filter(|p| pid_ns_of(*p).as_ref() == Some(&ns))
-        .collect()
+    })();
+    let _ = std::fs::remove_file(&file);
+    unreserve(state, &key);
+    result
 }
 
 pub fn pids(state: &State, id: &str) -> Result<Vec<i32>> {
-    let t = state.table();
-    let c = t.containers.get(id).ok_or_else(|| not_found(id))?;
-    Ok(container_pids(c))
-}
-
-fn signal_all(c: &Container, sig: i32) {
-    if sig == libc::SIGKILL {
-        if let Some(dir) = &c.cgroup {
-            if std::fs::write(dir.join("cgroup.kill"), "1").is_ok() {
-                return;
-            }
-        }
+    let h = handle(state, id)?;
+    if h.init.has_exited() {
+        return Ok(Vec::new());
     }
-    for pid in container_pids(c) {
-        // SAFETY: kill(2) with plain integers.
-        unsafe { libc::kill(pid, sig) };
-    }
+    ns::pids(&h.state_root, id).map_err(|e| lib_err("list processes of", id, &e))
 }
 
 pub fn kill_all(state: &State, id: &str, sig: i32) -> Result<()> {
-    let t = state.table();
-    let c = t.containers.get(id).ok_or_else(|| not_found(id))?;
-    running_init(c, id)?;
-    signal_all(c, sig);
-    Ok(())
+    let h = handle(state, id)?;
+    running(&h, id)?;
+    ns::kill(&h.state_root, id, sig, true).map_err(|e| lib_err("signal container", id, &e))
+}
+
+pub fn freeze(state: &State, id: &str, frozen: bool) -> Result<()> {
+    let h = handle(state, id)?;
+    running(&h, id)?;
+    let r = if frozen {
+        ns::pause(&h.state_root, id)
+    } else {
+        ns::resume(&h.state_root, id)
+    };
+    r.map_err(|e| {
+        let what = if frozen { "pause" } else { "resume" };
+        status(
+            Code::FAILED_PRECONDITION,
+            format!("{what} container {id:?}: {}", chain(&e)),
+        )
+    })
+}
+
+pub fn stats(state: &State, id: &str) -> Result<pb::StatsResponse> {
+    let h = handle(state, id)?;
+    let u = ns::usage(&h.state_root, id).map_err(|e| lib_err("stats of", id, &e))?;
+    let mut r = pb::StatsResponse::new();
+    r.cpu_usage_usec = u.cpu_usage_usec;
+    r.cpu_user_usec = u.cpu_user_usec;
+    r.cpu_system_usec = u.cpu_system_usec;
+    r.memory_usage_bytes = u.memory_usage_bytes;
+    r.memory_limit_bytes = u.memory_limit_bytes;
+    r.pids_current = u.pids_current;
+    r.source = "cgroup".into();
+    Ok(r)
 }
 
 pub fn remove(state: &State, id: &str, force: bool) -> Result<()> {
-    let init = {
-        let t = state.table();
-        let c = t.containers.get(id).ok_or_else(|| not_found(id))?;
-        match &c.init {
-            Some(p) if !p.has_exited() => {
-                if !force {
-                    return Err(status(
-                        Code::FAILED_PRECONDITION,
-                        format!("container {id:?} is running (use force)"),
-                    ));
-                }
-                signal_all(c, libc::SIGKILL);
-                Some(Arc::clone(p))
-            }
-            _ => None,
-        }
-    };
+    let h = handle(state, id)?;
+    let alive = !h.init.has_exited();
+    // A created, never started container may go without force (as with runc).
+    if alive && h.started && !force {
+        return Err(status(
+            Code::FAILED_PRECONDITION,
+            format!("container {id:?} is running (use force)"),
+        ));
+    }
+    // Kills what is left (SIGKILL to the whole cgroup) and removes the cgroup.
+    ns::delete(&h.state_root, id, true).map_err(|e| lib_err("delete container", id, &e))?;
     // Wait (without the table lock: the reaper needs it) for the init to be reaped.
-    if let Some(p) = init {
-        let until = Instant::now() + Duration::from_secs(10);
-        while !p.has_exited() {
-            if Instant::now() > until {
-                return Err(status(
-                    Code::DEADLINE_EXCEEDED,
-                    format!("container {id:?} did not die"),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(5));
+    let until = Instant::now() + Duration::from_secs(10);
+    while !h.init.has_exited() {
+        if Instant::now() > until {
+            return Err(status(
+                Code::DEADLINE_EXCEEDED,
+                format!("container {id:?} did not die"),
+            ));
         }
+        std::thread::sleep(Duration::from_millis(5));
     }
     let mut t = state.table();
     let c = t.containers.remove(id).ok_or_else(|| not_found(id))?;
     t.procs.retain(|k, _| k.0 != id);
     drop(t);
-    if let Some(dir) = c.cgroup {
-        // The cgroup empties asynchronously after the last task was reaped.
-        let until = Instant::now() + Duration::from_secs(2);
-        while std::fs::remove_dir(&dir).is_err() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
+    let _ = std::fs::remove_dir_all(&c.bundle);
+    let _ = std::fs::remove_dir_all(&c.state_root);
+    crate::debug!("container {id}: removed");
     Ok(())
 }
 
-pub fn freeze(state: &State, id: &str, frozen: bool) -> Result<()> {
-    let t = state.table();
-    let c = t.containers.get(id).ok_or_else(|| not_found(id))?;
-    running_init(c, id)?;
-    let Some(dir) = &c.cgroup else {
-        return Err(status(
-            Code::FAILED_PRECONDITION,
-            "pause needs a cgroup (cgroup2 not available)",
-        ));
-    };
-    std::fs::write(dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })
-        .map_err(|e| internal("cgroup.freeze", e))?;
-    let want = if frozen { "frozen 1" } else { "frozen 0" };
-    let until = Instant::now() + Duration::from_secs(2);
-    loop {
-        let events = std::fs::read_to_string(dir.join("cgroup.events")).unwrap_or_default();
-        if events.lines().any(|l| l == want) {
-            return Ok(());
+/// Force-removes every container (host mode shutdown: leave no cgroups or files behind).
+pub fn remove_all(state: &State) {
+    let ids: Vec<String> = state.table().containers.keys().cloned().collect();
+    for id in ids {
+        if let Err(e) = remove(state, &id, true) {
+            crate::error!("removing container {id}: {e:?}");
         }
-        if Instant::now() > until {
-            return Err(status(
-                Code::DEADLINE_EXCEEDED,
-                "cgroup did not reach the freezer state",
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-pub fn stats(state: &State, id: &str) -> Result<pb::StatsResponse> {
-    let t = state.table();
-    let c = t.containers.get(id).ok_or_else(|| not_found(id))?;
-    match &c.cgroup {
-        Some(dir) => Ok(crate::stats::cgroup(dir)),
-        None => crate::stats::guest().map_err(|e| internal("stats", e)),
     }
 }
 
@@ -549,5 +522,12 @@ mod tests {
         assert!(!valid_id(".."));
         assert!(!valid_id("a/b"));
         assert!(!valid_id("a b"));
+    }
+
+    #[test]
+    fn terminal_flag_is_read_from_the_spec() {
+        assert!(spec_terminal(br#"{"process":{"terminal":true}}"#));
+        assert!(!spec_terminal(br#"{"process":{}}"#));
+        assert!(!spec_terminal(b"nonsense"));
     }
 }

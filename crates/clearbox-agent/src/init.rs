@@ -108,10 +108,14 @@ pub fn mount_all() -> Result<(), InitError> {
 }
 
 /// Enables every available controller for children of the root cgroup and creates the
-/// parent of per-container cgroups. Returns that parent, or None without cgroup2.
-pub fn setup_cgroups() -> Option<std::path::PathBuf> {
+/// parent of per-container cgroups (`/sys/fs/cgroup/<parent>`) with them enabled too, so
+/// libcontainer finds the controllers it needs for the containers below it.
+pub fn setup_cgroups(parent: &str) {
     let root = Path::new("/sys/fs/cgroup");
-    let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).ok()?;
+    let Ok(controllers) = std::fs::read_to_string(root.join("cgroup.controllers")) else {
+        crate::error!("no cgroup2 at {}", root.display());
+        return;
+    };
     let enable: String = controllers
         .split_whitespace()
         .map(|c| format!("+{c} "))
@@ -119,12 +123,14 @@ pub fn setup_cgroups() -> Option<std::path::PathBuf> {
     if let Err(e) = std::fs::write(root.join("cgroup.subtree_control"), enable.trim()) {
         crate::error!("enabling cgroup controllers: {e}");
     }
-    let parent = root.join("clearbox");
-    std::fs::create_dir_all(&parent).ok()?;
+    let parent = root.join(parent);
+    if let Err(e) = std::fs::create_dir_all(&parent) {
+        crate::error!("creating {}: {e}", parent.display());
+        return;
+    }
     if let Err(e) = std::fs::write(parent.join("cgroup.subtree_control"), enable.trim()) {
         crate::debug!("enabling controllers in {}: {e}", parent.display());
     }
-    Some(parent)
 }
 
 /// `clearbox.debug=1` on the kernel command line.

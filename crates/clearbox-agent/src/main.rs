@@ -1,10 +1,18 @@
 //! clearbox-agent: PID 1 inside a clearbox VM. Mounts the basics, reaps orphans and serves
 //! the agent API (`clearbox-protocol`) on vsock port 1024.
 //!
-//! Host test mode: `clearbox-agent --no-init --listen-unix PATH [--debug]
-//! [--cgroup-root DIR]` serves the same API on a Unix socket without any PID-1 duties.
+//! Host test mode: `clearbox-agent --no-init --listen-unix PATH [--debug] [--run-dir DIR]
+//! [--cgroup-parent NAME]` serves the same API on a Unix socket without any PID-1 duties.
+//! `--run-dir` (default: a fresh `clearbox-agent-<pid>` in the temp dir, removed on exit)
+//! holds bundles and container state; `--cgroup-parent` (default `clearbox`) is the parent
+//! cgroup of containers whose spec has no `linux.cgroupsPath`.
+//!
+//! `clearbox-agent __clearbox-container-helper` is the agent's own container-setup helper
+//! (see `helper`), never started by anyone else.
 
+mod bundle;
 mod container;
+mod helper;
 mod init;
 mod log;
 mod milestones;
@@ -14,6 +22,7 @@ mod spawn;
 mod spec;
 mod state;
 mod stats;
+mod wiring;
 
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -30,10 +39,11 @@ struct Args {
     no_init: bool,
     listen_unix: Option<PathBuf>,
     debug: bool,
-    cgroup_root: Option<PathBuf>,
+    run_dir: Option<PathBuf>,
+    cgroup_parent: Option<String>,
 }
 
-/// Hand-rolled: four flags do not justify an argument-parser in the static init binary.
+/// Hand-rolled: five flags do not justify an argument-parser in the static init binary.
 /// As PID 1 the kernel passes unknown cmdline words as arguments, so those are ignored.
 fn parse_args(args: impl Iterator<Item = String>, strict: bool) -> anyhow::Result<Args> {
     let mut a = Args::default();
@@ -45,8 +55,13 @@ fn parse_args(args: impl Iterator<Item = String>, strict: bool) -> anyhow::Resul
             "--listen-unix" => {
                 a.listen_unix = Some(it.next().context("--listen-unix needs a path")?.into())
             }
-            "--cgroup-root" => {
-                a.cgroup_root = Some(it.next().context("--cgroup-root needs a path")?.into())
+            "--run-dir" => a.run_dir = Some(it.next().context("--run-dir needs a path")?.into()),
+            "--cgroup-parent" => {
+                let name = it.next().context("--cgroup-parent needs a name")?;
+                if name.is_empty() || name.contains("..") || name.starts_with('/') {
+                    bail!("--cgroup-parent must be a relative cgroup name, got {name:?}");
+                }
+                a.cgroup_parent = Some(name)
             }
             other if strict => bail!("unknown argument {other:?}"),
             _ => {}
@@ -92,9 +107,7 @@ fn run(is_pid1: bool) -> anyhow::Result<()> {
             crate::error!("sethostname: {e}");
         }
         init::loopback_up();
-        if let Some(root) = init::setup_cgroups() {
-            container::set_cgroup_root(root);
-        }
+        init::setup_cgroups(container::DEFAULT_CGROUP_PARENT);
     } else {
         if args.listen_unix.is_none() {
             bail!("not running as PID 1: use --no-init --listen-unix PATH");
@@ -102,10 +115,28 @@ fn run(is_pid1: bool) -> anyhow::Result<()> {
         // Orphans of our children are re-parented to us, like in the VM.
         // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-        if let Some(root) = args.cgroup_root.clone() {
-            container::set_cgroup_root(root);
-        }
     }
+    let mut host_files = HostFiles::default();
+    let run_dir = match (&args.run_dir, as_init) {
+        (Some(d), _) => d.clone(),
+        (None, true) => PathBuf::from("/run/clearbox"),
+        (None, false) => {
+            let d = std::env::temp_dir().join(format!("clearbox-agent-{}", std::process::id()));
+            host_files.run_dir = Some(d.clone());
+            d
+        }
+    };
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("creating run dir {}", run_dir.display()))?;
+    container::configure(container::Config {
+        run_dir: run_dir.clone(),
+        cgroup_parent: args
+            .cgroup_parent
+            .clone()
+            .unwrap_or_else(|| container::DEFAULT_CGROUP_PARENT.to_string()),
+        no_pivot: container::root_is_initramfs(),
+        lsm: bundle::Lsm::detect(),
+    });
     milestones::mark(Milestone::MountsDone);
     debug!("mounts done");
 
@@ -124,7 +155,11 @@ fn run(is_pid1: bool) -> anyhow::Result<()> {
     .context("starting reaper")?;
 
     let listener = match &args.listen_unix {
-        Some(path) => unix_listener(path)?,
+        Some(path) => {
+            let l = unix_listener(path)?;
+            host_files.socket = Some(path.clone());
+            l
+        }
         None => vsock_listener(AGENT_VSOCK_PORT)?,
     };
     let shutdown_tx = Mutex::new(shutdown_tx);
@@ -155,6 +190,7 @@ fn run(is_pid1: bool) -> anyhow::Result<()> {
     if as_init {
         init::power_off();
     }
+    container::remove_all(&state);
     let pids: Vec<i32> = state.table().procs.values().map(|p| p.pid).collect();
     for pid in &pids {
         // SAFETY: kill(2) with integers; every tracked process leads its own group.
@@ -165,13 +201,35 @@ fn run(is_pid1: bool) -> anyhow::Result<()> {
     for pid in pids {
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
     }
-    if let Some(path) = &args.listen_unix {
-        let _ = std::fs::remove_file(path);
-    }
+    drop(host_files);
     Ok(())
 }
 
+/// Host mode: files the agent created itself, removed however `run` ends.
+#[derive(Default)]
+struct HostFiles {
+    socket: Option<PathBuf>,
+    run_dir: Option<PathBuf>,
+}
+
+impl Drop for HostFiles {
+    fn drop(&mut self) {
+        if let Some(p) = &self.socket {
+            let _ = std::fs::remove_file(p);
+        }
+        if let Some(d) = &self.run_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
 fn main() {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == helper::HELPER_ARG)
+    {
+        std::process::exit(helper::main());
+    }
     milestones::mark(Milestone::AgentStart);
     let is_pid1 = std::process::id() == 1;
     if is_pid1 {
@@ -204,12 +262,24 @@ mod tests {
     #[test]
     fn parses_host_mode_flags() {
         let a = parse_args(
-            args(&["--no-init", "--listen-unix", "/tmp/s", "--debug"]),
+            args(&[
+                "--no-init",
+                "--listen-unix",
+                "/tmp/s",
+                "--debug",
+                "--run-dir",
+                "/tmp/r",
+                "--cgroup-parent",
+                "t/x",
+            ]),
             true,
         )
         .expect("parse");
         assert!(a.no_init && a.debug);
         assert_eq!(a.listen_unix, Some(PathBuf::from("/tmp/s")));
+        assert_eq!(a.run_dir, Some(PathBuf::from("/tmp/r")));
+        assert_eq!(a.cgroup_parent.as_deref(), Some("t/x"));
+        assert!(parse_args(args(&["--cgroup-parent", "/abs"]), true).is_err());
     }
 
     #[test]

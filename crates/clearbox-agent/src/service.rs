@@ -164,7 +164,8 @@ impl Agent for Service {
                 &self.state,
                 &req.container_id,
                 &req.exec_id,
-                &p,
+                &req.process_json,
+                terminal,
                 stdio.stdin,
             )?;
             return empty();
@@ -178,7 +179,7 @@ impl Agent for Service {
             ));
         }
         // Table lock held across spawn: see `state` module docs.
-        let s = spawn::spawn(&p, terminal, stdio.stdin, None, false)
+        let s = spawn::spawn(&p, terminal, stdio.stdin)
             .map_err(|e| status(Code::INVALID_ARGUMENT, chain(&e)))?;
         let proc_ = register(&mut t, k, s, terminal);
         crate::debug!("exec {:?}: pid {} {:?}", req.exec_id, proc_.pid, p.args);

@@ -17,10 +17,6 @@ use nix::pty::{openpty, Winsize};
 
 use crate::spec;
 
-/// Child-side hook run after fork, before credentials are dropped (e.g. entering a
-/// container's namespaces). Must be async-signal-safe: no allocation, no locks.
-pub type ChildHook = Box<dyn Fn() -> io::Result<()> + Send + Sync>;
-
 #[derive(Debug)]
 pub struct Spawned {
     pub pid: i32,
@@ -60,13 +56,7 @@ fn dup(fd: &OwnedFd) -> Result<OwnedFd, SpawnError> {
 /// Spawns `p`. `terminal`: allocate a pty (stdout = merged output, no stderr stream).
 /// `open_stdin`: keep a writer for stdin, else stdin is /dev/null (with a terminal, stdin
 /// is always the pty; the writer is kept only when `open_stdin`).
-pub fn spawn(
-    p: &spec::Process,
-    terminal: bool,
-    open_stdin: bool,
-    hook: Option<ChildHook>,
-    chdir_in_hook: bool,
-) -> Result<Spawned, SpawnError> {
+pub fn spawn(p: &spec::Process, terminal: bool, open_stdin: bool) -> Result<Spawned, SpawnError> {
     let mut cmd = Command::new(OsStr::from_bytes(p.args[0].as_bytes()));
     cmd.args(&p.args[1..]).env_clear();
     for kv in &p.env {
@@ -77,9 +67,7 @@ pub fn spawn(
             _ => {}
         }
     }
-    if !chdir_in_hook {
-        cmd.current_dir(&p.cwd);
-    }
+    cmd.current_dir(&p.cwd);
 
     let mut out = Spawned {
         pid: 0,
@@ -126,22 +114,9 @@ pub fn spawn(
     let gid = p.user.gid;
     let gids: Vec<libc::gid_t> = p.user.additional_gids.clone();
     let umask = p.user.umask;
-    let cwd = if chdir_in_hook {
-        Some(
-            std::ffi::CString::new(p.cwd.as_bytes()).map_err(|e| SpawnError::Exec {
-                program: p.args[0].clone(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, e),
-            })?,
-        )
-    } else {
-        None
-    };
     let child_setup = move || -> io::Result<()> {
-        if let Some(h) = &hook {
-            h()?;
-        }
         // SAFETY: plain syscalls in the forked child on memory owned by this closure
-        // (no allocation): close_range, signal, sigmask, setsid, ioctl on fd 0, chdir with a valid C string,
+        // (no allocation): close_range, signal, sigmask, setsid, ioctl on fd 0,
         // setgroups on a live Vec, setgid/setuid/umask.
         unsafe {
             // Nothing but stdio crosses exec, whatever the agent inherited. CLOEXEC instead
@@ -173,11 +148,6 @@ pub fn spawn(
             if terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
-            if let Some(dir) = &cwd {
-                if libc::chdir(dir.as_ptr()) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
             if libc::setgroups(gids.len(), gids.as_ptr()) < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -190,8 +160,7 @@ pub fn spawn(
         }
         Ok(())
     };
-    // SAFETY: `child_setup` only performs async-signal-safe syscalls (see above) and runs the
-    // optional hook, whose contract (ChildHook) is the same.
+    // SAFETY: `child_setup` only performs async-signal-safe syscalls (see above).
     unsafe {
         cmd.pre_exec(child_setup);
     }
@@ -214,7 +183,7 @@ mod tests {
     #[test]
     fn exec_failure_is_reported() {
         let p = spec::Process::from_json(br#"{"args":["/nonexistent/binary"]}"#).expect("spec");
-        let err = spawn(&p, false, false, None, false).expect_err("must fail");
+        let err = spawn(&p, false, false).expect_err("must fail");
         assert!(matches!(err, SpawnError::Exec { .. }));
     }
 
@@ -222,7 +191,7 @@ mod tests {
     fn pipes_carry_output() {
         let p = spec::Process::from_json(br#"{"args":["sh","-c","echo out; echo err >&2"]}"#)
             .expect("spec");
-        let s = spawn(&p, false, false, None, false).expect("spawn");
+        let s = spawn(&p, false, false).expect("spawn");
         let mut o = String::new();
         s.stdout
             .expect("stdout")

@@ -1,6 +1,4 @@
-//! Resource usage from cgroup v2 files or /proc.
-
-use std::path::Path;
+//! Whole-guest resource usage from /proc (containers: `clearbox_container::namespaces::usage`).
 
 use clearbox_protocol::pb::agent::StatsResponse;
 
@@ -57,37 +55,6 @@ pub fn guest() -> std::io::Result<StatsResponse> {
     Ok(r)
 }
 
-fn kv(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once(' ')?;
-        (k == key).then(|| v.trim().parse().ok()).flatten()
-    })
-}
-
-fn read_u64(p: &Path) -> Option<u64> {
-    std::fs::read_to_string(p).ok()?.trim().parse().ok()
-}
-
-/// Numbers of one cgroup v2 directory.
-pub fn cgroup(dir: &Path) -> StatsResponse {
-    let mut r = StatsResponse::new();
-    if let Ok(cpu) = std::fs::read_to_string(dir.join("cpu.stat")) {
-        r.cpu_usage_usec = kv(&cpu, "usage_usec").unwrap_or(0);
-        r.cpu_user_usec = kv(&cpu, "user_usec").unwrap_or(0);
-        r.cpu_system_usec = kv(&cpu, "system_usec").unwrap_or(0);
-    }
-    r.memory_usage_bytes = read_u64(&dir.join("memory.current")).unwrap_or(0);
-    // "max" does not parse: unlimited = 0.
-    r.memory_limit_bytes = read_u64(&dir.join("memory.max")).unwrap_or(0);
-    r.pids_current = read_u64(&dir.join("pids.current")).unwrap_or_else(|| {
-        std::fs::read_to_string(dir.join("cgroup.procs"))
-            .map(|s| s.lines().count() as u64)
-            .unwrap_or(0)
-    });
-    r.source = "cgroup".into();
-    r
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,13 +63,6 @@ mod tests {
     fn parses_proc_stat() {
         let s = "cpu  100 5 50 1000 0 2 3 0 0 0\ncpu0 1 2 3 4\n";
         assert_eq!(parse_proc_stat_cpu(s), Some((1_050_000, 550_000)));
-    }
-
-    #[test]
-    fn parses_cgroup_kv() {
-        let s = "usage_usec 42\nuser_usec 40\nsystem_usec 2\n";
-        assert_eq!(kv(s, "user_usec"), Some(40));
-        assert_eq!(kv(s, "nr_periods"), None);
     }
 
     #[test]

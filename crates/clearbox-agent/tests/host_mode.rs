@@ -1,56 +1,15 @@
 //! Drives the real agent binary in host mode (`--no-init --listen-unix`) through
-//! `clearbox_protocol::AgentClient`.
+//! `clearbox_protocol::AgentClient`: plain guest processes.
+
+mod common;
 
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clearbox_protocol::server::Code;
-use clearbox_protocol::{AgentClient, ProcessId, ProcessSpec, ReadChunk, RootfsLocation, Stream};
-
-struct Agent {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Agent {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("agent.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_clearbox-agent"))
-            .args(["--no-init", "--listen-unix"])
-            .arg(&socket)
-            .spawn()
-            .expect("start agent");
-        // The socket file appears at bind(), just before listen(): wait until it accepts.
-        let until = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < until, "agent is not accepting connections");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Self {
-            child,
-            socket,
-            _dir: dir,
-        }
-    }
-
-    fn client(&self) -> AgentClient {
-        let s = UnixStream::connect(&self.socket).expect("connect");
-        AgentClient::from_unix_stream(s)
-            .expect("client")
-            .with_timeout(Duration::from_secs(20))
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use clearbox_protocol::{AgentClient, ProcessId, ProcessSpec, ReadChunk, Stream};
+use common::Agent;
 
 fn sh(script: &str) -> ProcessSpec {
     ProcessSpec::new(["sh", "-c", script])
@@ -343,106 +302,6 @@ fn shutdown_stops_host_mode_agent() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(!agent.socket.exists(), "socket left behind");
-}
-
-fn busybox_rootfs(dir: &Path) {
-    for d in ["bin", "proc", "dev", "sys", "tmp"] {
-        std::fs::create_dir_all(dir.join(d)).expect("mkdir");
-    }
-    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("copy busybox");
-    for app in ["sh", "echo", "hostname", "sleep", "cat", "ls", "ps"] {
-        std::os::unix::fs::symlink("busybox", dir.join("bin").join(app)).expect("symlink");
-    }
-}
-
-#[test]
-fn container_runs_chrooted_in_new_namespaces() {
-    if !Path::new("/bin/busybox").exists() || !nix_is_root() {
-        panic!("this test needs root and /bin/busybox (busybox-static)");
-    }
-    let agent = Agent::start();
-    let c = agent.client();
-    let rootfs = tempfile::tempdir().expect("rootfs");
-    busybox_rootfs(rootfs.path());
-    let spec = serde_json::json!({
-        "ociVersion": "1.0.2",
-        "hostname": "box1",
-        "root": {"path": "rootfs"},
-        "process": {
-            "args": ["/bin/sh", "-c", "echo pid=$$; hostname; test -e /bin/busybox && echo chrooted; read x; echo got=$x"],
-            "env": ["PATH=/bin"],
-            "cwd": "/"
-        }
-    });
-    let rootfs_loc = RootfsLocation::GuestPath(rootfs.path().to_string_lossy().into_owned());
-    c.create_container("c1", spec.to_string().as_bytes(), &rootfs_loc, false, true)
-        .expect("create");
-    let e = c
-        .create_container("c1", spec.to_string().as_bytes(), &rootfs_loc, false, true)
-        .expect_err("dup");
-    assert!(e.code() == Some(Code::ALREADY_EXISTS), "{e}");
-    c.start_container("c1").expect("start");
-    let init = ProcessId::container("c1");
-
-    // Exec joins the container's namespaces and root.
-    let out = c
-        .run(
-            &ProcessId::container_exec("c1", "x1"),
-            &ProcessSpec::new([
-                "/bin/sh",
-                "-c",
-                "hostname; test -e /bin/busybox && echo inside",
-            ]),
-        )
-        .expect("exec in container");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "box1\ninside\n");
-
-    let pids = c.list_processes("c1").expect("ps");
-    assert!(!pids.is_empty(), "container has processes");
-
-    c.write_stdin(&init, b"hello\n").expect("stdin");
-    let out =
-        String::from_utf8_lossy(&c.read_to_end(&init, Stream::Stdout).expect("out")).into_owned();
-    assert_eq!(out, "pid=1\nbox1\nchrooted\ngot=hello\n");
-    assert_eq!(c.wait(&init, None).expect("wait").code, 0);
-    c.remove_container("c1", false).expect("remove");
-    assert!(c
-        .remove_container("c1", false)
-        .expect_err("gone")
-        .is_not_found());
-
-    // Force-remove a running container.
-    let spec2 = serde_json::json!({
-        "process": {"args": ["/bin/sleep", "100"], "env": ["PATH=/bin"]}
-    });
-    c.create_container(
-        "c2",
-        spec2.to_string().as_bytes(),
-        &rootfs_loc,
-        false,
-        false,
-    )
-    .expect("create c2");
-    c.start_container("c2").expect("start c2");
-    let e = c.remove_container("c2", false).expect_err("running");
-    assert_eq!(e.code(), Some(Code::FAILED_PRECONDITION), "{e}");
-    c.remove_container("c2", true).expect("force remove");
-
-    // Terminal container: the init gets a pty as its controlling terminal.
-    let spec3 = serde_json::json!({
-        "process": {"args": ["/bin/sh", "-c", "test -t 0 && test -t 1 && echo TTY"], "env": ["PATH=/bin"]}
-    });
-    c.create_container("c3", spec3.to_string().as_bytes(), &rootfs_loc, true, false)
-        .expect("create c3");
-    c.start_container("c3").expect("start c3");
-    let init3 = ProcessId::container("c3");
-    let out = c.read_to_end(&init3, Stream::Stdout).expect("tty output");
-    assert_eq!(out, b"TTY\r\n");
-    assert!(c.wait(&init3, None).expect("wait c3").success());
-    c.remove_container("c3", false).expect("remove c3");
-}
-
-fn nix_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    // A run directory given with --run-dir belongs to the caller: it stays.
+    assert!(agent.dir.path().join("run").is_dir());
 }

@@ -3,6 +3,7 @@
 //! libcontainer keeps its own bookkeeping under `<state_root>/<id>` (the caller gives each
 //! container a private `state_root`); everything here is addressed by that root and the id.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt};
@@ -29,12 +30,46 @@ pub struct CreateParams<'a> {
     pub foreground: bool,
 }
 
+/// Descriptors that become the process's stdin/stdout/stderr (each `None`: inherited from the
+/// caller). Ignored for a process that gets a terminal through a console socket.
+#[derive(Debug, Default)]
+pub struct Stdio {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+fn with_stdio(mut b: ContainerBuilder, stdio: Stdio) -> ContainerBuilder {
+    if let Some(fd) = stdio.stdin {
+        b = b.with_stdin(fd);
+    }
+    if let Some(fd) = stdio.stdout {
+        b = b.with_stdout(fd);
+    }
+    if let Some(fd) = stdio.stderr {
+        b = b.with_stderr(fd);
+    }
+    b
+}
+
 /// Creates the container; its init waits on libcontainer's notify socket for [`start`].
 /// Returns the init's pid.
 pub fn create(p: &CreateParams<'_>) -> Result<i32, Error> {
+    create_with_stdio(p, Stdio::default())
+}
+
+/// [`create`] with the init's stdio connected to `stdio`.
+///
+/// The init is cloned by libcontainer's intermediate process as a sibling of it, so it is a
+/// child of the caller; with `foreground == false` the caller may exit and leave the init to
+/// its (sub)reaper. libcontainer changes caller-wide state (dumpable flag, oom_score_adj, the
+/// current directory while connecting a console socket) and clones without fork handlers, so a
+/// multi-threaded caller should run this in a helper process.
+pub fn create_with_stdio(p: &CreateParams<'_>, stdio: Stdio) -> Result<i32, Error> {
     std::fs::create_dir_all(p.state_root)
         .map_err(|e| Error::io(format!("create {}", p.state_root.display()), e))?;
-    let container = ContainerBuilder::new(p.id.to_string(), SyscallType::default())
+    let builder = ContainerBuilder::new(p.id.to_string(), SyscallType::default());
+    let container = with_stdio(builder, stdio)
         .with_root_path(p.state_root)?
         .with_console_socket(p.console_socket)
         .with_preserved_fds(p.preserve_fds)
@@ -113,7 +148,14 @@ pub struct ExecParams<'a> {
 /// Runs a process in the container's namespaces and cgroup; returns its pid (a child of the
 /// caller unless `detach`).
 pub fn exec(p: &ExecParams<'_>) -> Result<i32, Error> {
-    let pid = ContainerBuilder::new(p.id.to_string(), SyscallType::default())
+    exec_with_stdio(p, Stdio::default())
+}
+
+/// [`exec`] with the process's stdio connected to `stdio` (same caveats as
+/// [`create_with_stdio`]).
+pub fn exec_with_stdio(p: &ExecParams<'_>, stdio: Stdio) -> Result<i32, Error> {
+    let builder = ContainerBuilder::new(p.id.to_string(), SyscallType::default());
+    let pid = with_stdio(builder, stdio)
         .with_root_path(p.state_root)?
         .with_console_socket(p.console_socket)
         .with_preserved_fds(p.preserve_fds)
@@ -156,6 +198,100 @@ pub fn stats(state_root: &Path, id: &str) -> Result<serde_json::Value, Error> {
     serde_json::to_value(stats).map_err(|e| Error::Cgroups(Box::new(e)))
 }
 
+/// Resource usage of a container's cgroup in fixed units, whatever the cgroup version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu_usage_usec: u64,
+    pub cpu_user_usec: u64,
+    pub cpu_system_usec: u64,
+    pub memory_usage_bytes: u64,
+    /// 0 = unlimited.
+    pub memory_limit_bytes: u64,
+    pub pids_current: u64,
+}
+
+/// Any limit from here up means "no limit" (v2 `max` parses as u64::MAX, v1 reports the
+/// largest page-aligned i64).
+const UNLIMITED_FROM: u64 = 1 << 62;
+/// cgroup v1 `cpuacct.stat` counts USER_HZ (100 on every Linux architecture) ticks.
+const USEC_PER_TICK: u64 = 10_000;
+
+fn usage_from(stats: &libcgroups::stats::Stats, unified: bool) -> Usage {
+    let cpu = &stats.cpu.usage;
+    let (total, user, system) = if unified {
+        // cpu.stat: microseconds.
+        (cpu.usage_total, cpu.usage_user, cpu.usage_kernel)
+    } else {
+        // cpuacct.usage: nanoseconds; cpuacct.stat: ticks.
+        (
+            cpu.usage_total / 1000,
+            cpu.usage_user.saturating_mul(USEC_PER_TICK),
+            cpu.usage_kernel.saturating_mul(USEC_PER_TICK),
+        )
+    };
+    let limit = stats.memory.memory.limit;
+    Usage {
+        cpu_usage_usec: total,
+        cpu_user_usec: user,
+        cpu_system_usec: system,
+        memory_usage_bytes: stats.memory.memory.usage,
+        memory_limit_bytes: if limit >= UNLIMITED_FROM { 0 } else { limit },
+        pids_current: stats.pids.current,
+    }
+}
+
+fn flat_keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// The numbers of a cgroup v2 directory, read directly: libcgroups' v2 stats fail as a whole
+/// when a file they also read is missing (e.g. `cpu.pressure` on kernels without PSI, such
+/// as the clearbox guest kernel).
+fn usage_v2(dir: &Path) -> Result<Usage, Error> {
+    let cpu = std::fs::read_to_string(dir.join("cpu.stat"))
+        .map_err(|e| Error::io(format!("read {}", dir.join("cpu.stat").display()), e))?;
+    Ok(Usage {
+        cpu_usage_usec: flat_keyed(&cpu, "usage_usec").unwrap_or(0),
+        cpu_user_usec: flat_keyed(&cpu, "user_usec").unwrap_or(0),
+        cpu_system_usec: flat_keyed(&cpu, "system_usec").unwrap_or(0),
+        memory_usage_bytes: read_u64(&dir.join("memory.current")).unwrap_or(0),
+        // "max" does not parse: unlimited = 0.
+        memory_limit_bytes: read_u64(&dir.join("memory.max")).unwrap_or(0),
+        pids_current: read_u64(&dir.join("pids.current")).unwrap_or_else(|| {
+            std::fs::read_to_string(dir.join("cgroup.procs"))
+                .map(|s| s.lines().count() as u64)
+                .unwrap_or(0)
+        }),
+    })
+}
+
+/// [`stats`] reduced to the common numbers, in fixed units.
+pub fn usage(state_root: &Path, id: &str) -> Result<Usage, Error> {
+    let unified = matches!(
+        libcgroups::common::get_cgroup_setup(),
+        Ok(libcgroups::common::CgroupSetup::Unified)
+    );
+    if unified {
+        let c = load(state_root, id)?;
+        if !c.systemd() {
+            let rel = c.spec()?.cgroup_path;
+            let dir = Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT)
+                .join(rel.strip_prefix("/").unwrap_or(&rel));
+            return usage_v2(&dir);
+        }
+    }
+    let m = cgroup_manager(state_root, id)?;
+    let stats = m.stats().map_err(|e| Error::Cgroups(Box::new(e)))?;
+    Ok(usage_from(&stats, unified))
+}
+
 /// Applies new resource limits to the container's cgroup.
 pub fn update(state_root: &Path, id: &str, resources: &LinuxResources) -> Result<(), Error> {
     let m = cgroup_manager(state_root, id)?;
@@ -175,4 +311,64 @@ pub fn update(state_root: &Path, id: &str, resources: &LinuxResources) -> Result
 /// Where libcontainer keeps the state of `id` below `state_root`.
 pub fn container_dir(state_root: &Path, id: &str) -> PathBuf {
     state_root.join(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_units_follow_the_cgroup_version() {
+        let mut s = libcgroups::stats::Stats::default();
+        s.cpu.usage.usage_total = 5_000_000;
+        s.cpu.usage.usage_user = 3;
+        s.cpu.usage.usage_kernel = 1;
+        s.memory.memory.usage = 4096;
+        s.memory.memory.limit = u64::MAX;
+        s.pids.current = 2;
+        let v2 = usage_from(&s, true);
+        assert_eq!(
+            (v2.cpu_usage_usec, v2.cpu_user_usec, v2.memory_limit_bytes),
+            (5_000_000, 3, 0)
+        );
+        let v1 = usage_from(&s, false);
+        assert_eq!(
+            (v1.cpu_usage_usec, v1.cpu_user_usec, v1.cpu_system_usec),
+            (5_000, 30_000, 10_000)
+        );
+        s.memory.memory.limit = 1 << 20;
+        assert_eq!(
+            flat_keyed("usage_usec 42\nuser_usec 40\n", "user_usec"),
+            Some(40)
+        );
+        assert_eq!(flat_keyed("usage_usec 42\n", "nr_periods"), None);
+        assert_eq!(usage_from(&s, true).memory_limit_bytes, 1 << 20);
+        assert_eq!(usage_from(&s, true).pids_current, 2);
+    }
+
+    #[test]
+    fn v2_files_are_read_without_psi() {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            d.path().join("cpu.stat"),
+            "usage_usec 900\nuser_usec 600\nsystem_usec 300\n",
+        )
+        .expect("write");
+        std::fs::write(d.path().join("memory.current"), "8192\n").expect("write");
+        std::fs::write(d.path().join("memory.max"), "max\n").expect("write");
+        std::fs::write(d.path().join("cgroup.procs"), "1\n2\n").expect("write");
+        let u = usage_v2(d.path()).expect("usage");
+        assert_eq!(
+            u,
+            Usage {
+                cpu_usage_usec: 900,
+                cpu_user_usec: 600,
+                cpu_system_usec: 300,
+                memory_usage_bytes: 8192,
+                memory_limit_bytes: 0,
+                pids_current: 2,
+            }
+        );
+        assert!(usage_v2(&d.path().join("missing")).is_err());
+    }
 }
