@@ -24,7 +24,14 @@ fn host_hooks_run_in_order_with_state_on_stdin() {
                 "poststop": [hook("poststop")],
             });
         });
-        let o = env.run(&["--isolation", iso, "create", "-b", b.to_str().unwrap(), "h1"]);
+        let o = env.run(&[
+            "--isolation",
+            iso,
+            "create",
+            "-b",
+            b.to_str().unwrap(),
+            "h1",
+        ]);
         assert!(o.status.success(), "{iso}: {}", stderr(&o));
         assert!(env.run(&["start", "h1"]).status.success(), "{iso}");
         let o = env.run(&["delete", "--force", "h1"]);
@@ -32,11 +39,17 @@ fn host_hooks_run_in_order_with_state_on_stdin() {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let names: Vec<&str> = text.lines().filter_map(|l| l.split(' ').next()).collect();
         for expected in ["createRuntime", "prestart", "poststart", "poststop"] {
-            assert!(names.contains(&expected), "{iso}: {expected} missing in {names:?}");
+            assert!(
+                names.contains(&expected),
+                "{iso}: {expected} missing in {names:?}"
+            );
         }
         let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
         assert!(pos("prestart") < pos("poststart"), "{iso}: {names:?}");
         assert!(pos("poststart") < pos("poststop"), "{iso}: {names:?}");
-        assert!(text.contains("\"id\":\"h1\""), "{iso}: no state on stdin: {text}");
+        assert!(
+            text.contains("\"id\":\"h1\""),
+            "{iso}: no state on stdin: {text}"
+        );
     }
 }
