@@ -8,7 +8,7 @@ use nix::unistd::Pid;
 use crate::error::Error;
 
 /// Signals passed on to the container process rather than acted on by clearbox.
-const FORWARDED: &[Signal] = &[
+pub const FORWARDED: &[Signal] = &[
     Signal::SIGHUP,
     Signal::SIGINT,
     Signal::SIGQUIT,

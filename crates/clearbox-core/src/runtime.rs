@@ -20,8 +20,9 @@ use crate::state::{Locked, State, StateStore, Status};
 /// Where a copy of the container's config.json is kept, inside its state directory.
 pub const SPEC_COPY: &str = "config.json";
 
-/// The default isolation until the VM backend is wired in.
-pub const DEFAULT_ISOLATION: Isolation = Isolation::Namespaces;
+/// The default isolation: every container in its own VM (the VM backend passes the lifecycle,
+/// podman, Docker and containerd suites end to end).
+pub const DEFAULT_ISOLATION: Isolation = Isolation::Vm;
 
 /// Arguments of `create` (and `run`).
 #[derive(Debug, Default)]

@@ -89,6 +89,17 @@ pub enum Command {
     Spec(liboci_cli::Spec),
     /// Tell what this host offers and lacks for VM isolation
     Check(Check),
+    /// Internal: the host shim of one process of a VM container (started by create/exec)
+    #[command(name = "__vm-shim", hide = true)]
+    VmShim(VmShim),
+}
+
+#[derive(Args, Debug)]
+pub struct VmShim {
+    /// Request file written by the parent (read and removed by the shim)
+    pub request: PathBuf,
+    /// Descriptor of the pipe on which the shim reports readiness
+    pub ready_fd: i32,
 }
 
 #[derive(Args, Debug)]

@@ -11,6 +11,7 @@ mod list;
 mod pause;
 mod ps;
 mod run;
+mod shim;
 mod spec;
 mod start;
 mod state;
@@ -18,6 +19,7 @@ mod update;
 
 use anyhow::{bail, Result};
 use clearbox_backend_linux::{fly::FlyBackend, namespaces::NamespacesBackend};
+use clearbox_backend_vm::VmBackend;
 use clearbox_core::{Backend, BackendRegistry, Config, Error, Isolation, Runtime};
 
 use crate::cli::{Cli, Command, GlobalOpts};
@@ -26,6 +28,7 @@ use crate::cli::{Cli, Command, GlobalOpts};
 struct Backends {
     namespaces: NamespacesBackend,
     fly: FlyBackend,
+    vm: VmBackend,
 }
 
 impl BackendRegistry for Backends {
@@ -33,11 +36,7 @@ impl BackendRegistry for Backends {
         match isolation {
             Isolation::Namespaces => Ok(&self.namespaces),
             Isolation::Fly => Ok(&self.fly),
-            Isolation::Vm => Err(Error::IsolationUnavailable(
-                Isolation::Vm,
-                "the VM backend is not part of this build yet; use --isolation namespaces or fly"
-                    .into(),
-            )),
+            Isolation::Vm => Ok(&self.vm),
         }
     }
 }
@@ -45,6 +44,7 @@ impl BackendRegistry for Backends {
 static BACKENDS: Backends = Backends {
     namespaces: NamespacesBackend,
     fly: FlyBackend,
+    vm: VmBackend,
 };
 
 fn runtime(g: &GlobalOpts) -> Result<Runtime<'static>> {
@@ -84,6 +84,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Resume(a) => pause::resume(&runtime(g)?, a).map(|_| 0),
         Command::Events(a) => events::run(&runtime(g)?, a).map(|_| 0),
         Command::Update(a) => update::run(&runtime(g)?, a).map(|_| 0),
+        Command::VmShim(a) => Ok(shim::run(a)),
     }
 }
 

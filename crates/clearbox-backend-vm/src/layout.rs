@@ -1,0 +1,141 @@
+//! Where a VM container keeps its host files, and the record that lets any later `clearbox`
+//! process find them.
+//!
+//! * `<state dir>/vm-box.json`: the [`Record`].
+//! * `<state dir>/start.fifo`: `start` writes one byte to it once the agent started the init, so
+//!   the shim begins relaying.
+//! * `<state dir>/shim*.log`: the shims' own logs (their stderr is the container's).
+//! * `<base>` = `/run/clearbox-vm/<hash of the state dir>`: short on purpose, because Unix socket
+//!   paths are limited to 108 bytes and podman's container ids alone are 64. It holds `vm/` (the
+//!   VMM's run dir: sockets, logs, pid record) and `shared/` (the only directory virtiofsd
+//!   exports: `rootfs` and `mounts/<n>`, bind mounts of the bundle's rootfs and of each bind
+//!   mount source). The base is kept *outside* the state directory so that nothing that removes
+//!   the state directory recursively can ever descend into the user's rootfs through a bind
+//!   mount that was left behind.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+pub(crate) const RECORD: &str = "vm-box.json";
+pub(crate) const START_FIFO: &str = "start.fifo";
+/// virtio-fs tag of the per-container share.
+pub(crate) const SHARE_TAG: &str = "clearbox";
+/// Where the agent mounts a virtio-fs tag in the guest (`/run/clearbox/virtiofs/<tag>`).
+pub(crate) const GUEST_SHARE: &str = "/run/clearbox/virtiofs/clearbox";
+
+/// Everything of a VM container that lives outside its state directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Record {
+    /// Container id as the agent knows it (the host id when the agent accepts it).
+    pub guest_id: String,
+    pub base: PathBuf,
+    /// The VMM's run dir (`VmHandle::load` reads it).
+    pub vm_run_dir: PathBuf,
+    /// The directory virtiofsd exports.
+    pub shared: PathBuf,
+    /// Mount points created below `shared`, in the order they were mounted.
+    #[serde(default)]
+    pub mounts: Vec<PathBuf>,
+}
+
+impl Record {
+    pub(crate) fn new(state_dir: &Path, id: &str) -> Self {
+        let base = base_parent().join(format!("{:016x}", hash(state_dir)));
+        Record {
+            guest_id: guest_id(id),
+            vm_run_dir: base.join("vm"),
+            shared: base.join("shared"),
+            base,
+            mounts: Vec::new(),
+        }
+    }
+
+    pub(crate) fn load(state_dir: &Path) -> Result<Option<Self>, Error> {
+        let path = state_dir.join(RECORD);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Record(path, Box::new(e))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Record(path, Box::new(e))),
+        }
+    }
+
+    pub(crate) fn save(&self, state_dir: &Path) -> Result<(), Error> {
+        let path = state_dir.join(RECORD);
+        let tmp = state_dir.join(".vm-box.json.tmp");
+        let text =
+            serde_json::to_vec(self).map_err(|e| Error::Record(path.clone(), Box::new(e)))?;
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::Record(path, Box::new(e)))
+    }
+}
+
+/// Parent of every container's base directory: `/run/clearbox-vm` for root, else the user's
+/// runtime directory.
+fn base_parent() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/run/clearbox-vm");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("clearbox-vm"),
+        _ => PathBuf::from(format!("/tmp/clearbox-vm-{}", nix::unistd::geteuid())),
+    }
+}
+
+/// A stable name for a state directory. The record stores the result, so the hash only has to
+/// be unique among live containers, not stable across releases.
+fn hash(dir: &Path) -> u64 {
+    let mut h = DefaultHasher::new();
+    dir.as_os_str().as_bytes().hash(&mut h);
+    h.finish()
+}
+
+/// The agent accepts ids of up to 128 bytes of `[A-Za-z0-9_.-]`; the host accepts `+` and 255
+/// bytes. One container per VM, so any fixed name works when the host id does not fit.
+fn guest_id(id: &str) -> String {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && id != "."
+        && id != "..";
+    if ok {
+        id.to_string()
+    } else {
+        "container".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_paths_are_short_and_distinct() {
+        let a = Record::new(Path::new(&format!("/run/clearbox/{}", "a".repeat(64))), "x");
+        let b = Record::new(Path::new(&format!("/run/clearbox/{}", "b".repeat(64))), "x");
+        assert_ne!(a.base, b.base);
+        // The VMM needs run_dir + "/vsock.sock_1024" below 108 bytes.
+        assert!(
+            a.vm_run_dir.as_os_str().len() + 16 < 100,
+            "{:?}",
+            a.vm_run_dir
+        );
+    }
+
+    #[test]
+    fn guest_ids_fit_the_agent() {
+        assert_eq!(guest_id("abc-1.2_x"), "abc-1.2_x");
+        assert_eq!(guest_id("a+b"), "container");
+        assert_eq!(guest_id(&"x".repeat(200)), "container");
+    }
+}

@@ -1,0 +1,542 @@
+//! `isolation = "vm"`: each container runs in its own lightweight VM (QEMU microvm, minimal
+//! guest kernel, the clearbox agent as PID 1).
+//!
+//! # Process model: daemonless, one shim per container process
+//! `create` starts a host *shim* (`clearbox __vm-shim`, see [`shim`]) in a new session with the
+//! caller's stdio. The shim starts the VM — QEMU, vhost-device-vsock and virtiofsd are its
+//! children and die with it (PR_SET_PDEATHSIG) — connects to the agent, sends CreateContainer
+//! and tells `create` "ok"; its pid is the container's pid. `start` sends StartContainer from the
+//! CLI process and wakes the shim (a FIFO in the state dir), which then relays stdio and signals
+//! until the init exits, and exits with the init's status. `exec` starts another shim for the
+//! exec'd process. `kill`, `pause`, `resume`, `ps`, `events --stats` talk to the agent directly.
+//! `delete` kills the shim and whatever of the VM is left (found through the VMM's record, so any
+//! process can do it), unmounts the share and removes every file.
+//!
+//! # Files
+//! See `layout.rs` for where things live; the rootfs reaches the guest through one virtio-fs
+//! share (`share.rs`) and the spec is rewritten for the guest (`guest_spec.rs`).
+//!
+//! # Limits
+//! * No network device: a container gets a fresh network namespace in the guest (loopback only);
+//!   a host netns path in the spec (podman, CNI) is dropped.
+//! * `update`, `--preserve-fds`, and the `createContainer`/`startContainer` hooks (which would
+//!   have to run inside the guest) are not supported.
+//! * `ps` lists the host shims (init first, then one per exec), not guest pids; the host sees no
+//!   other process of the container. Host cgroups (`cgroupsPath`) are applied inside the guest
+//!   only; QEMU is not placed in a host cgroup.
+
+// Tests may unwrap: a panic is the failure report there.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod error;
+mod guest_spec;
+mod hooks;
+mod layout;
+mod share;
+pub mod shim;
+mod sizing;
+mod spawn;
+
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use clearbox_core::backend::default_status;
+use clearbox_core::runtime::SPEC_COPY;
+use clearbox_core::{
+    Backend, BackendError, Config, ContainerCtx, CreateOpts, ExecOpts, Isolation, Status,
+};
+use clearbox_protocol::{AgentClient, ProcessId};
+use clearbox_vmm::{VmHandle, AGENT_PORT};
+use oci_spec::runtime::{LinuxResources, Spec};
+
+pub use error::Error;
+pub use sizing::{DEFAULT_MEMORY_MIB, OVERHEAD_MIB};
+pub use spawn::SHIM_SUBCOMMAND;
+
+use layout::{Record, START_FIFO};
+
+/// How long CLI commands wait for a running VM's agent to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The VM backend.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct VmBackend;
+
+impl Backend for VmBackend {
+    fn isolation(&self) -> Isolation {
+        Isolation::Vm
+    }
+
+    fn create(&self, o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, BackendError> {
+        Ok(create(o)?)
+    }
+
+    fn start(&self, c: &ContainerCtx<'_>) -> Result<(), BackendError> {
+        Ok(start(c)?)
+    }
+
+    fn status(&self, c: &ContainerCtx<'_>) -> Result<Status, BackendError> {
+        // The shim lives exactly as long as the init: its liveness is the container's.
+        Ok(default_status(c.state))
+    }
+
+    fn kill(&self, c: &ContainerCtx<'_>, signal: i32, all: bool) -> Result<(), BackendError> {
+        Ok(kill(c, signal, all)?)
+    }
+
+    fn pause(&self, c: &ContainerCtx<'_>) -> Result<(), BackendError> {
+        let (rec, agent) = connect(c)?;
+        agent.pause_container(&rec.guest_id).map_err(Error::from)?;
+        Ok(())
+    }
+
+    fn resume(&self, c: &ContainerCtx<'_>) -> Result<(), BackendError> {
+        let (rec, agent) = connect(c)?;
+        agent.resume_container(&rec.guest_id).map_err(Error::from)?;
+        Ok(())
+    }
+
+    fn delete(&self, c: &ContainerCtx<'_>, _force: bool) -> Result<(), BackendError> {
+        Ok(delete(c)?)
+    }
+
+    fn exec(&self, c: &ContainerCtx<'_>, o: &ExecOpts<'_>) -> Result<i32, BackendError> {
+        Ok(exec(c, o)?)
+    }
+
+    /// Host pids standing for the container's processes: the init's shim, then one shim per
+    /// running exec'd process (what containerd matches exec pids against). The guest's own pids
+    /// mean nothing on the host; `clearbox events --stats` reports their count.
+    fn pids(&self, c: &ContainerCtx<'_>) -> Result<Vec<i32>, BackendError> {
+        let mut pids: Vec<i32> = c.state.pid.into_iter().collect();
+        pids.extend(
+            shims_of(c.dir)
+                .into_iter()
+                .map(|(p, _)| p)
+                .filter(|p| Some(*p) != c.state.pid),
+        );
+        Ok(pids)
+    }
+
+    fn stats(&self, c: &ContainerCtx<'_>) -> Result<serde_json::Value, BackendError> {
+        let (rec, agent) = connect(c)?;
+        let s = agent.stats(&rec.guest_id).map_err(Error::from)?;
+        // The shape of libcgroups' stats, which the other backends print.
+        Ok(serde_json::json!({
+            "cpu": {"usage": {
+                "total": s.cpu_usage_usec.saturating_mul(1000),
+                "user": s.cpu_user_usec.saturating_mul(1000),
+                "kernel": s.cpu_system_usec.saturating_mul(1000),
+            }},
+            "memory": {"usage": {
+                "usage": s.memory_usage_bytes,
+                "limit": s.memory_limit_bytes,
+            }},
+            "pids": {"current": s.pids_current},
+            "source": s.source,
+        }))
+    }
+
+    fn update(&self, _c: &ContainerCtx<'_>, _r: &LinuxResources) -> Result<(), BackendError> {
+        Err(BackendError::msg(
+            "update is not supported yet for containers with isolation vm",
+        ))
+    }
+}
+
+fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> {
+    if o.preserve_fds > 0 {
+        return Err(Error::Msg(
+            "--preserve-fds is not supported with isolation vm".into(),
+        ));
+    }
+    let config = Config::load_default().map_err(|e| Error::Msg(one_line(&e)))?;
+    let mut record = Record::new(o.dir, o.id);
+    if record.base.exists() {
+        // Left by an earlier container with the same state directory that was never deleted.
+        teardown(&record, Some(o.dir), None);
+    }
+    let mut vm = sizing::vm_config(o.spec, &config.vm, record.vm_run_dir.clone())?;
+    // Kept in the state directory (removed by delete): the agent logs there.
+    vm.serial_log = Some(o.dir.join("console.log"));
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        // `clearbox --debug`: the agent logs its debug lines to the console log too.
+        vm.cmdline_extra.push("clearbox.debug=1".into());
+    }
+    vm.shares.push(clearbox_vmm::FsShare {
+        tag: layout::SHARE_TAG.into(),
+        host_dir: record.shared.clone(),
+        read_only: false,
+    });
+    let guest_spec = guest_spec::rewrite(o.spec, &record.guest_id)?;
+    let spec_value: serde_json::Value =
+        serde_json::from_slice(&guest_spec).map_err(|e| Error::Msg(format!("guest spec: {e}")))?;
+    record.mounts = std::iter::once(record.shared.join("rootfs"))
+        .chain(
+            o.spec
+                .mounts()
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| share::is_bind(m))
+                .map(|(i, _)| share::mount_point(&record, i)),
+        )
+        .collect();
+    record.save(o.dir)?;
+    share::prepare(&record, o.bundle, o.rootfs, o.spec)?;
+    let started = (|| {
+        let fifo = o.dir.join(START_FIFO);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(|e| Error::errno(format!("mkfifo {}", fifo.display()), e))?;
+        let terminal = o
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+        let req = shim::Request {
+            dir: o.dir.to_path_buf(),
+            record: record.clone(),
+            terminal,
+            console_socket: o.console_socket.map(Path::to_path_buf),
+            kind: shim::Kind::Init {
+                vm,
+                spec: spec_value,
+            },
+        };
+        let s = spawn::shim(o.dir, o.bundle, "shim", &req)?;
+        let start_time = clearbox_core::process::start_time(s.pid);
+        if let Err(e) = hooks::run(o.spec, hooks::Phase::CreateRuntime, o.id, s.pid, o.bundle) {
+            teardown(&record, Some(o.dir), Some((s.pid, start_time)));
+            return Err(e);
+        }
+        Ok(s.pid)
+    })();
+    match started {
+        Ok(pid) => Ok(clearbox_core::backend::Created { pid }),
+        Err(e) => {
+            teardown(&record, Some(o.dir), None);
+            Err(e)
+        }
+    }
+}
+
+fn record(c: &ContainerCtx<'_>) -> Result<Record, Error> {
+    Record::load(c.dir)?.ok_or_else(|| Error::Msg(format!("container {} has no VM record", c.id)))
+}
+
+fn connect(c: &ContainerCtx<'_>) -> Result<(Record, AgentClient), Error> {
+    let rec = record(c)?;
+    let agent = connect_record(&rec)?;
+    Ok((rec, agent))
+}
+
+fn connect_record(rec: &Record) -> Result<AgentClient, Error> {
+    let handle = VmHandle::load(&rec.vm_run_dir)
+        .map_err(|_| Error::Msg("container not running (its VM is gone)".into()))?;
+    if !handle.is_running() {
+        return Err(Error::Msg("container not running (its VM is gone)".into()));
+    }
+    Ok(AgentClient::new(
+        handle.connect_agent(AGENT_PORT, CONNECT_TIMEOUT)?,
+    )?)
+}
+
+fn spec_of(c: &ContainerCtx<'_>) -> Option<Spec> {
+    Spec::load(c.dir.join(SPEC_COPY)).ok()
+}
+
+fn start(c: &ContainerCtx<'_>) -> Result<(), Error> {
+    let (rec, agent) = connect(c)?;
+    agent.start_container(&rec.guest_id)?;
+    // Wake the shim: it relays from now on.
+    let fifo = c.dir.join(START_FIFO);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&fifo)
+        .map_err(|e| Error::io("the container's shim is gone", e))?;
+    f.write_all(b"s")
+        .map_err(|e| Error::io(format!("write {}", fifo.display()), e))?;
+    if let (Some(spec), Some(pid)) = (spec_of(c), c.state.pid) {
+        if let Err(e) = hooks::run(&spec, hooks::Phase::Poststart, c.id, pid, &c.state.bundle) {
+            // As runc: a failing poststart hook is logged, the container keeps running.
+            tracing::warn!(error = %e.one_line(), "poststart hook");
+        }
+    }
+    Ok(())
+}
+
+fn kill(c: &ContainerCtx<'_>, signal: i32, all: bool) -> Result<(), Error> {
+    let shim = c.state.pid.map(|p| (p, c.state.pid_start_time));
+    if c.state.status == Status::Created {
+        // The init has not run yet; the shim stands for it and dies of the signal (taking the
+        // VM with it), as runc's waiting init would.
+        return signal_shim(shim, signal);
+    }
+    let rec = record(c)?;
+    match connect_record(&rec) {
+        Ok(agent) => {
+            let r = agent.signal(&ProcessId::container(rec.guest_id.clone()), signal, all);
+            match r {
+                Ok(()) => Ok(()),
+                Err(e) if e.is_not_found() || e.code() == Some(ttrpc_failed_precondition()) => {
+                    Err(Error::Msg("container not running".into()))
+                }
+                // A fatal signal can end the init, and with it the VM, before the agent's
+                // answer gets out; the signal did its job if the shim is ending too.
+                Err(clearbox_protocol::AgentError::Transport(_))
+                    if shim_exits_within(shim, Duration::from_secs(2)) =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        // No agent to talk to: the shim is the only thing left to signal.
+        Err(_) => signal_shim(shim, signal),
+    }
+}
+
+fn ttrpc_failed_precondition() -> clearbox_protocol::server::Code {
+    clearbox_protocol::server::Code::FAILED_PRECONDITION
+}
+
+/// Whether the shim is gone, or goes within `limit`.
+fn shim_exits_within(shim: Option<(i32, Option<u64>)>, limit: Duration) -> bool {
+    let Some((pid, start)) = shim else {
+        return true;
+    };
+    let Some(fd) = pidfd_verified(pid, start) else {
+        return true;
+    };
+    let ms = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX);
+    let mut fds = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)), Ok(n) if n > 0)
+}
+
+fn signal_shim(shim: Option<(i32, Option<u64>)>, signal: i32) -> Result<(), Error> {
+    let Some((pid, start)) = shim else {
+        return Err(Error::Msg("container not running".into()));
+    };
+    let Some(fd) = pidfd_verified(pid, start) else {
+        return Err(Error::Msg("container not running".into()));
+    };
+    pidfd_signal(&fd, signal).map_err(|e| Error::io("signal the container's shim", e))
+}
+
+fn pidfd_verified(pid: i32, start: Option<u64>) -> Option<std::os::fd::OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the syscall returned a fresh descriptor that nothing else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    // Opened first, verified second: the pidfd pins the process we checked.
+    clearbox_core::process::is_alive(pid, start).then_some(fd)
+}
+
+fn pidfd_signal(fd: &std::os::fd::OwnedFd, signal: i32) -> std::io::Result<()> {
+    // SAFETY: pidfd_send_signal on a valid pidfd, null siginfo, no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Kills the shim (when it still is the recorded process) and everything of the VM, unmounts
+/// the share and removes its files. Idempotent; works from any process.
+fn teardown(rec: &Record, dir: Option<&Path>, shim: Option<(i32, Option<u64>)>) {
+    let shims = shim
+        .into_iter()
+        .chain(dir.map(shims_of).unwrap_or_default());
+    for (pid, start) in shims {
+        kill_and_wait(pid, start);
+    }
+    match VmHandle::load(&rec.vm_run_dir) {
+        Ok(h) => {
+            if let Err(e) = h.kill_and_cleanup() {
+                tracing::warn!(error = %e, "VM cleanup");
+            }
+        }
+        Err(_) => remove_plain_files(&rec.vm_run_dir),
+    }
+    // Processes the VMM did not record: virtiofsd's sandboxed child (it only gets SIGTERM when
+    // its parent dies) or daemons of a shim that died before writing the record. Each names a
+    // socket in the VM's run dir on its command line.
+    let mut needle = rec.vm_run_dir.as_os_str().as_bytes().to_vec();
+    needle.push(b'/');
+    for (pid, start) in processes_naming(&needle) {
+        kill_and_wait(pid, start);
+    }
+    share::remove(rec);
+}
+
+/// SIGKILLs `pid` if it still is the process that started at `start`, and waits (bounded) for
+/// it to be gone.
+fn kill_and_wait(pid: i32, start: Option<u64>) {
+    if let Some(fd) = pidfd_verified(pid, start) {
+        if pidfd_signal(&fd, libc::SIGKILL).is_ok() {
+            let mut fds = [nix::poll::PollFd::new(
+                fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5000u16));
+        }
+    }
+}
+
+/// Live processes with an argument containing `needle`, with their start times.
+fn processes_naming(needle: &[u8]) -> Vec<(i32, Option<u64>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let me = std::process::id() as i32;
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let hit = cmd
+            .split(|b| *b == 0)
+            .any(|a| a.windows(needle.len()).any(|w| w == needle));
+        if hit {
+            if let Some(start) = clearbox_core::process::start_time(pid) {
+                out.push((pid, Some(start)));
+            }
+        }
+    }
+    out
+}
+
+/// Live shims of the container in `dir` (init and exec'd processes), found by their command
+/// line (`clearbox --log <dir>/shim….log __vm-shim …`), with their start times.
+fn shims_of(dir: &Path) -> Vec<(i32, Option<u64>)> {
+    let prefix = dir.join("shim");
+    let prefix = prefix.as_os_str().as_bytes();
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let mut args = cmd.split(|b| *b == 0);
+        let is_shim = args.clone().any(|a| a == SHIM_SUBCOMMAND.as_bytes())
+            && args.any(|a| a.starts_with(prefix));
+        if is_shim {
+            if let Some(start) = clearbox_core::process::start_time(pid) {
+                out.push((pid, Some(start)));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Without a VMM record (the shim died before writing it) only plain files can be left.
+fn remove_plain_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| !t.is_dir()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+fn delete(c: &ContainerCtx<'_>) -> Result<(), Error> {
+    if let Some(rec) = Record::load(c.dir)? {
+        teardown(
+            &rec,
+            Some(c.dir),
+            c.state.pid.map(|p| (p, c.state.pid_start_time)),
+        );
+        let left = share::mounts_below(&rec.base);
+        if !left.is_empty() {
+            return Err(Error::Msg(format!("cannot unmount {}", left[0].display())));
+        }
+    }
+    if let (Some(spec), Some(pid)) = (spec_of(c), c.state.pid) {
+        if let Err(e) = hooks::run(&spec, hooks::Phase::Poststop, c.id, pid, &c.state.bundle) {
+            // OCI: a failing poststop hook is a warning; the delete goes on.
+            tracing::warn!(error = %e.one_line(), "poststop hook");
+        }
+    }
+    Ok(())
+}
+
+fn exec(c: &ContainerCtx<'_>, o: &ExecOpts<'_>) -> Result<i32, Error> {
+    if o.preserve_fds > 0 {
+        return Err(Error::Msg(
+            "--preserve-fds is not supported with isolation vm".into(),
+        ));
+    }
+    let rec = record(c)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let exec_id = format!("exec-{}-{nanos}", std::process::id());
+    let process = serde_json::to_value(o.process)
+        .map_err(|e| Error::Msg(format!("cannot encode the process: {e}")))?;
+    let req = shim::Request {
+        dir: c.dir.to_path_buf(),
+        record: rec,
+        terminal: o.process.terminal().unwrap_or(false),
+        console_socket: o.console_socket.map(Path::to_path_buf),
+        kind: shim::Kind::Exec { exec_id, process },
+    };
+    let name = format!("shim-{}", req_exec_id(&req));
+    Ok(spawn::shim(c.dir, &c.state.bundle, &name, &req)?.pid)
+}
+
+fn req_exec_id(req: &shim::Request) -> &str {
+    match &req.kind {
+        shim::Kind::Exec { exec_id, .. } => exec_id,
+        shim::Kind::Init { .. } => "init",
+    }
+}
+
+fn one_line(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg.push_str(": ");
+            msg.push_str(&t);
+        }
+        src = s.source();
+    }
+    msg
+}

@@ -1,0 +1,220 @@
+//! The per-container virtio-fs share: `<base>/shared/rootfs` is a bind mount of the bundle's
+//! rootfs and `<base>/shared/mounts/<n>` one of the source of the spec's n-th bind mount (a
+//! directory or a file). virtiofsd exports only `shared`, so the guest sees nothing else of the
+//! host. virtio-fs is a passthrough: what the container writes lands in the bundle's rootfs.
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use oci_spec::runtime::{Mount, Spec};
+
+use crate::layout::Record;
+use crate::Error;
+
+/// Whether an OCI mount is a bind mount (by type or by option, as runc reads it).
+pub(crate) fn is_bind(m: &Mount) -> bool {
+    m.typ().as_deref() == Some("bind")
+        || m.options()
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
+}
+
+fn is_rbind(m: &Mount) -> bool {
+    m.options()
+        .as_ref()
+        .is_some_and(|o| o.iter().any(|x| x == "rbind"))
+}
+
+/// Mount point below `shared` for the spec's mount number `index`.
+pub(crate) fn mount_point(record: &Record, index: usize) -> PathBuf {
+    record.shared.join("mounts").join(index.to_string())
+}
+
+/// Creates the share. On error everything mounted so far is undone before returning.
+/// The record (already holding the planned mount points) must be saved by the caller before
+/// this runs, so that a crash half-way still leaves a record naming every mount.
+pub(crate) fn prepare(
+    record: &Record,
+    bundle: &Path,
+    rootfs: &Path,
+    spec: &Spec,
+) -> Result<(), Error> {
+    let result = (|| {
+        if let Some(parent) = record.base.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
+        }
+        mkdir(&record.base, 0o700)?;
+        mkdir(&record.shared, 0o755)?;
+        let root_mp = record.shared.join("rootfs");
+        mkdir(&root_mp, 0o755)?;
+        bind(rootfs, &root_mp, true)?;
+        let mounts = spec.mounts().as_deref().unwrap_or_default();
+        if mounts.iter().any(is_bind) {
+            mkdir(&record.shared.join("mounts"), 0o755)?;
+        }
+        for (i, m) in mounts.iter().enumerate() {
+            if !is_bind(m) {
+                continue;
+            }
+            let Some(src) = m.source() else {
+                return Err(Error::Msg(format!(
+                    "bind mount {} has no source",
+                    m.destination().display()
+                )));
+            };
+            let src = if src.is_absolute() {
+                src.clone()
+            } else {
+                bundle.join(src)
+            };
+            let meta = fs::metadata(&src).map_err(|e| {
+                Error::io(
+                    format!(
+                        "bind mount source {} (for {})",
+                        src.display(),
+                        m.destination().display()
+                    ),
+                    e,
+                )
+            })?;
+            let mp = mount_point(record, i);
+            if meta.is_dir() {
+                mkdir(&mp, 0o755)?;
+            } else {
+                fs::File::create(&mp)
+                    .map_err(|e| Error::io(format!("create {}", mp.display()), e))?;
+            }
+            bind(&src, &mp, is_rbind(m))?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        remove(record);
+    }
+    result
+}
+
+fn mkdir(p: &Path, mode: u32) -> Result<(), Error> {
+    match fs::DirBuilder::new().mode(mode).create(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && p.is_dir() => Ok(()),
+        Err(e) => Err(Error::io(format!("create {}", p.display()), e)),
+    }
+}
+
+fn bind(src: &Path, dst: &Path, recursive: bool) -> Result<(), Error> {
+    let mut flags = MsFlags::MS_BIND;
+    if recursive {
+        flags |= MsFlags::MS_REC;
+    }
+    mount(Some(src), dst, None::<&str>, flags, None::<&str>)
+        .map_err(|e| Error::errno(format!("bind {} to {}", src.display(), dst.display()), e))?;
+    // Private: nothing mounted later on either side propagates to the other, and unmounting
+    // it at delete does not reach peers of the source.
+    mount(
+        None::<&str>,
+        dst,
+        None::<&str>,
+        MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| Error::errno(format!("make {} private", dst.display()), e))
+}
+
+/// Unmounts every mount below `record.base` and removes the share's directories. Never removes
+/// anything recursively: a mount point that is somehow still mounted stays (with a warning)
+/// rather than having the user's files below it deleted.
+pub(crate) fn remove(record: &Record) {
+    for mp in mounts_below(&record.base) {
+        if let Err(e) = umount2(&mp, MntFlags::MNT_DETACH) {
+            tracing::warn!(path = %mp.display(), error = %e, "cannot unmount");
+        }
+    }
+    for i in (0..record.mounts.len()).rev() {
+        remove_node(&record.mounts[i]);
+    }
+    for p in [
+        record.shared.join("rootfs"),
+        record.shared.join("mounts"),
+        record.shared.clone(),
+        record.vm_run_dir.clone(),
+        record.base.clone(),
+    ] {
+        remove_node(&p);
+    }
+}
+
+fn remove_node(p: &Path) {
+    let r = match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir(p),
+        Ok(_) => fs::remove_file(p),
+        Err(_) => return,
+    };
+    if let Err(e) = r {
+        tracing::warn!(path = %p.display(), error = %e, "cannot remove");
+    }
+}
+
+/// Mount points at or below `dir`, deepest first.
+pub(crate) fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut out: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape(m)))
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    out
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape("/a\\040b"), "/a b");
+        assert_eq!(unescape("/plain"), "/plain");
+        assert_eq!(unescape("/x\\"), "/x\\");
+    }
+
+    #[test]
+    fn bind_detection() {
+        let m: Mount = serde_json::from_str(
+            r#"{"destination":"/d","type":"none","source":"/s","options":["rbind","ro"]}"#,
+        )
+        .unwrap();
+        assert!(is_bind(&m) && is_rbind(&m));
+        let m: Mount =
+            serde_json::from_str(r#"{"destination":"/proc","type":"proc","source":"proc"}"#)
+                .unwrap();
+        assert!(!is_bind(&m));
+    }
+}

@@ -1,0 +1,344 @@
+//! The per-process host shim (`clearbox __vm-shim REQUEST READY_FD`).
+//!
+//! One shim stands for one guest process: the container's init (it also owns the VM) or one
+//! exec'd process. Its pid is the pid `create`/`exec` report, so conmon, containerd's shim or
+//! `clearbox run` wait on it like on runc's init. It relays its fds 0/1/2 to the guest process,
+//! forwards the signals it receives, and ends with the process's exit code — or dies of the same
+//! signal — so whoever waits on it sees what the guest process did. When the VM goes away it
+//! exits with 137, as if killed.
+//!
+//! The shim tells the waiting `create`/`exec` "ok" or the error over the READY_FD pipe.
+
+mod relay;
+mod tty;
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clearbox_core::foreground::FORWARDED;
+use clearbox_protocol::{AgentClient, ProcessId, RootfsLocation};
+use clearbox_vmm::{Vm, VmConfig, VmHandle, AGENT_PORT};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use serde::{Deserialize, Serialize};
+
+use crate::layout::{Record, SHARE_TAG, START_FIFO};
+use crate::sizing::BOOT_TIMEOUT_SECS;
+use crate::Error;
+
+/// Exit code of a shim whose VM vanished: what a SIGKILLed process reports.
+pub const VM_GONE_EXIT: i32 = 137;
+
+/// What the parent asks of a shim; written to a 0600 file the shim reads and removes.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Request {
+    pub dir: PathBuf,
+    pub record: Record,
+    pub terminal: bool,
+    pub console_socket: Option<PathBuf>,
+    pub kind: Kind,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Kind {
+    Init {
+        vm: VmConfig,
+        spec: serde_json::Value,
+    },
+    Exec {
+        exec_id: String,
+        process: serde_json::Value,
+    },
+}
+
+/// The shim's side of the ready pipe.
+struct Ready(Option<File>);
+
+impl Ready {
+    fn ok(&mut self) {
+        if let Some(mut f) = self.0.take() {
+            let _ = f.write_all(b"ok\n");
+        }
+    }
+
+    fn fail(&mut self, e: &Error) {
+        if let Some(mut f) = self.0.take() {
+            let _ = f.write_all(format!("error: {}\n", e.one_line()).as_bytes());
+        }
+    }
+}
+
+/// Entry point of `clearbox __vm-shim`. Returns the exit code, or does not return when the
+/// guest process died of a signal (the shim then dies of it too).
+pub fn main(request: &Path, ready_fd: RawFd) -> i32 {
+    // SAFETY: F_GETFD only inspects the descriptor table.
+    if unsafe { libc::fcntl(ready_fd, libc::F_GETFD) } < 0 || ready_fd < 3 {
+        eprintln!("clearbox: __vm-shim is internal to clearbox");
+        return 2;
+    }
+    // SAFETY: the parent passed this descriptor to us alone (it closed its copy); we own it now.
+    let ready = unsafe { OwnedFd::from_raw_fd(ready_fd) };
+    // Nothing the caller passed (beyond stdio) may leak into QEMU or the daemons.
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our descriptors.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+    let mut ready = Ready(Some(File::from(ready)));
+    let req = match read_request(request) {
+        Ok(r) => r,
+        Err(e) => {
+            ready.fail(&e);
+            return 1;
+        }
+    };
+    let code = match req.kind {
+        Kind::Init { ref vm, ref spec } => init(&req, vm.clone(), spec, &mut ready),
+        Kind::Exec {
+            ref exec_id,
+            ref process,
+        } => exec(&req, exec_id, process, &mut ready),
+    };
+    match code {
+        Ok(End::Code(c)) => c,
+        Ok(End::Signal(s)) => die_by(s),
+        Err(e) => {
+            tracing::error!(error = %e.one_line(), "shim");
+            ready.fail(&e);
+            1
+        }
+    }
+}
+
+enum End {
+    Code(i32),
+    Signal(i32),
+}
+
+fn read_request(path: &Path) -> Result<Request, Error> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    let _ = std::fs::remove_file(path);
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Msg(format!("bad shim request {}: {e}", path.display())))
+}
+
+/// Terminal setup before anything runs: a pty for the console socket, or raw mode on a
+/// caller's terminal.
+fn terminal_setup(req: &Request) -> Result<Option<tty::RawMode>, Error> {
+    if !req.terminal {
+        return Ok(None);
+    }
+    match &req.console_socket {
+        Some(sock) => {
+            tty::console_socket(sock)?;
+            Ok(None)
+        }
+        None => Ok(Some(tty::RawMode::stdin())),
+    }
+}
+
+fn init(
+    req: &Request,
+    vm_config: VmConfig,
+    spec: &serde_json::Value,
+    ready: &mut Ready,
+) -> Result<End, Error> {
+    let t0 = std::time::Instant::now();
+    let mut raw = terminal_setup(req)?;
+    let vm = Vm::start(vm_config)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), accel = %vm.accel(), "VM started");
+    let boot = Duration::from_secs(BOOT_TIMEOUT_SECS);
+    let fd = vm.connect_agent(AGENT_PORT, boot)?;
+    let agent = AgentClient::new(fd)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "agent connected");
+    let spec_json = serde_json::to_vec(spec)
+        .map_err(|e| Error::Msg(format!("cannot encode the guest spec: {e}")))?;
+    agent.create_container(
+        &req.record.guest_id,
+        &spec_json,
+        &RootfsLocation::VirtioFs {
+            tag: SHARE_TAG.into(),
+            path: "rootfs".into(),
+        },
+        req.terminal,
+        true,
+    )?;
+    let fifo = open_fifo(&req.dir.join(START_FIFO))?;
+    let mut signals = block_signals()?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "container created");
+    ready.ok();
+
+    let vm_exit = vm
+        .exit_fd()
+        .ok_or_else(|| Error::Msg("QEMU is not running".into()))?
+        .try_clone_to_owned()
+        .map_err(|e| Error::io("dup QEMU pidfd", e))?;
+    // Created: wait for `start`, a signal, or the VM's death.
+    loop {
+        let mut fds = [
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(vm_exit.as_fd(), PollFlags::POLLIN),
+            PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
+        ];
+        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(Error::errno("poll", e)),
+        }
+        let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
+        let (sig_ready, vm_ready, fifo_ready) = (ready(0), ready(1), ready(2));
+        if vm_ready {
+            drop(vm);
+            return Ok(End::Code(VM_GONE_EXIT));
+        }
+        if sig_ready {
+            if let Some(sig) = fatal_signal(&mut signals) {
+                // Killed before start: the container dies with the VM.
+                let _ = vm.kill();
+                if let Some(r) = raw.as_mut() {
+                    r.restore();
+                }
+                return Ok(End::Signal(sig));
+            }
+        }
+        if fifo_ready {
+            let mut b = [0u8; 16];
+            let _ = nix::unistd::read(fifo.as_raw_fd(), &mut b);
+            break;
+        }
+    }
+    drop(fifo);
+    tracing::debug!(elapsed = ?t0.elapsed(), "started");
+    let pid = ProcessId::container(req.record.guest_id.clone());
+    let outcome = relay::run(&agent, &pid, req.terminal, vm_exit.as_fd(), &mut signals);
+    tracing::debug!(elapsed = ?t0.elapsed(), "init ended");
+    // The init is gone: so is the container. The rootfs is a host passthrough, nothing in the
+    // guest needs saving.
+    let _ = vm.kill();
+    tracing::debug!(elapsed = ?t0.elapsed(), "VM gone");
+    if let Some(r) = raw.as_mut() {
+        r.restore();
+    }
+    Ok(end_of(outcome))
+}
+
+fn exec(
+    req: &Request,
+    exec_id: &str,
+    process: &serde_json::Value,
+    ready: &mut Ready,
+) -> Result<End, Error> {
+    let mut raw = terminal_setup(req)?;
+    let handle = VmHandle::load(&req.record.vm_run_dir)?;
+    let vm_exit = handle
+        .exit_fd()
+        .ok_or_else(|| Error::Msg("the container's VM is not running".into()))?;
+    let agent = AgentClient::new(handle.connect_agent(AGENT_PORT, Duration::from_secs(10))?)?;
+    let pid = ProcessId::container_exec(req.record.guest_id.clone(), exec_id);
+    let json = serde_json::to_vec(process)
+        .map_err(|e| Error::Msg(format!("cannot encode the process: {e}")))?;
+    agent.exec_json(&pid, &json, req.terminal, true)?;
+    let mut signals = block_signals()?;
+    ready.ok();
+    let outcome = relay::run(&agent, &pid, req.terminal, vm_exit.as_fd(), &mut signals);
+    if let Some(r) = raw.as_mut() {
+        r.restore();
+    }
+    Ok(end_of(outcome))
+}
+
+fn end_of(outcome: relay::Outcome) -> End {
+    match outcome {
+        relay::Outcome::Exited(st) => match st.signal {
+            Some(sig) => End::Signal(sig),
+            None => End::Code(st.code),
+        },
+        relay::Outcome::VmGone(why) => {
+            tracing::warn!(%why, "guest process lost");
+            End::Code(VM_GONE_EXIT)
+        }
+    }
+}
+
+/// O_RDWR keeps the FIFO from ever reporting EOF/HUP while nobody has it open for writing.
+fn open_fifo(path: &Path) -> Result<OwnedFd, Error> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    Ok(OwnedFd::from(f))
+}
+
+/// Blocks SIGCHLD and the signals the core forwards ([`FORWARDED`]) in this thread (threads
+/// started later inherit the mask; children do not:
+/// std resets the mask before exec) and returns a signalfd for them.
+fn block_signals() -> Result<SignalFd, Error> {
+    let mut set = SigSet::empty();
+    for s in FORWARDED.iter().chain([&Signal::SIGCHLD]) {
+        set.add(*s);
+    }
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+        .map_err(|e| Error::errno("block signals", e))?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| Error::errno("signalfd", e))
+}
+
+/// Before start: the first pending signal that would have killed an ordinary process.
+fn fatal_signal(signals: &mut SignalFd) -> Option<i32> {
+    while let Ok(Some(info)) = signals.read_signal() {
+        let sig = info.ssi_signo as i32;
+        if is_fatal(sig) {
+            return Some(sig);
+        }
+    }
+    None
+}
+
+fn is_fatal(sig: i32) -> bool {
+    !matches!(
+        Signal::try_from(sig),
+        Ok(Signal::SIGCHLD
+            | Signal::SIGWINCH
+            | Signal::SIGCONT
+            | Signal::SIGURG
+            | Signal::SIGSTOP
+            | Signal::SIGTSTP
+            | Signal::SIGTTIN
+            | Signal::SIGTTOU)
+    )
+}
+
+/// Dies of `sig`, so a parent waiting on the shim sees the guest process's fate; exits with
+/// 128+sig when the signal would not kill.
+fn die_by(sig: i32) -> ! {
+    if is_fatal(sig) {
+        let zero = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain system calls on values we own: no core file for the shim, default
+        // action for `sig`, unblock it, deliver it to this thread.
+        unsafe {
+            libc::setrlimit(libc::RLIMIT_CORE, &zero);
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::raise(sig);
+        }
+    }
+    std::process::exit(128 + sig)
+}

@@ -1,0 +1,136 @@
+//! VM size and machine settings from the spec and `[vm]` of the configuration file.
+//!
+//! * vCPUs: `ceil(cpu.quota / cpu.period)` (at least 1) when the spec sets a quota, else
+//!   `[vm] vcpus` (default 1). CPU shares say nothing about a count and are ignored.
+//! * Memory: the spec's memory limit plus [`OVERHEAD_MIB`] for the guest kernel and agent,
+//!   else `[vm] memory_mib` (default [`DEFAULT_MEMORY_MIB`]).
+
+use std::path::PathBuf;
+
+use clearbox_core::config::VmDefaults;
+use clearbox_vmm::{AccelMode, VmConfig};
+use oci_spec::runtime::Spec;
+
+use crate::Error;
+
+/// Guest kernel + agent + page cache headroom on top of the container's own limit.
+pub const OVERHEAD_MIB: u64 = 64;
+pub const DEFAULT_MEMORY_MIB: u32 = 128;
+/// Longest a VM may take to boot to a listening agent (TCG on a busy host is slow).
+pub const BOOT_TIMEOUT_SECS: u64 = 60;
+
+pub(crate) fn vcpus(spec: &Spec, defaults: &VmDefaults) -> u32 {
+    let cpu = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.cpu().as_ref());
+    let from_quota = cpu.and_then(|c| match (c.quota(), c.period()) {
+        (Some(q), Some(p)) if q > 0 && p > 0 => {
+            let n = (q as u64).div_ceil(p);
+            Some(u32::try_from(n).unwrap_or(u32::MAX).clamp(1, 255))
+        }
+        _ => None,
+    });
+    from_quota.or(defaults.vcpus).unwrap_or(1).max(1)
+}
+
+pub(crate) fn memory_mib(spec: &Spec, defaults: &VmDefaults) -> u32 {
+    let limit = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .filter(|l| *l > 0);
+    match limit {
+        Some(bytes) => {
+            let mib = (bytes as u64).div_ceil(1024 * 1024) + OVERHEAD_MIB;
+            u32::try_from(mib).unwrap_or(u32::MAX)
+        }
+        None => defaults.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB),
+    }
+}
+
+/// The VM of one container; `run_dir` is its VMM run directory.
+pub(crate) fn vm_config(
+    spec: &Spec,
+    defaults: &VmDefaults,
+    run_dir: PathBuf,
+) -> Result<VmConfig, Error> {
+    let kernel = defaults
+        .kernel
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(clearbox_vmm::DEFAULT_KERNEL));
+    let initrd = defaults
+        .initrd
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(clearbox_vmm::DEFAULT_INITRAMFS));
+    for (what, path, script) in [
+        ("guest kernel", &kernel, "scripts/build-guest-kernel.sh"),
+        (
+            "initramfs",
+            &initrd,
+            "scripts/build-initramfs.sh \"$(scripts/build-agent.sh)\"",
+        ),
+    ] {
+        if !path.is_file() {
+            return Err(Error::Msg(format!(
+                "{what} {} not found (build it with {script})",
+                path.display()
+            )));
+        }
+    }
+    let mode: AccelMode = match defaults.accel.as_deref() {
+        Some(a) => a.parse()?,
+        None => AccelMode::Auto,
+    };
+    // The driver decides the accelerator at start (and tunes the kernel command line for it).
+    let mut c = VmConfig::new(kernel, initrd, run_dir);
+    c.vcpus = vcpus(spec, defaults);
+    c.memory_mib = memory_mib(spec, defaults);
+    c.accel = mode;
+    // The shim outlives nothing it starts: QEMU and the daemons die with it.
+    c.die_with_parent = true;
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(resources: serde_json::Value) -> Spec {
+        serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "linux": {"resources": resources}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn vcpus_from_quota_else_config() {
+        let d = VmDefaults::default();
+        assert_eq!(vcpus(&spec(serde_json::json!({})), &d), 1);
+        let s = spec(serde_json::json!({"cpu": {"quota": 150000, "period": 100000}}));
+        assert_eq!(vcpus(&s, &d), 2);
+        let s = spec(serde_json::json!({"cpu": {"shares": 2048}}));
+        let d2 = VmDefaults {
+            vcpus: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(vcpus(&s, &d2), 3);
+    }
+
+    #[test]
+    fn memory_from_limit_plus_overhead_else_config() {
+        let d = VmDefaults::default();
+        assert_eq!(memory_mib(&spec(serde_json::json!({})), &d), 128);
+        let s = spec(serde_json::json!({"memory": {"limit": 100 * 1024 * 1024}}));
+        assert_eq!(memory_mib(&s, &d), 164);
+        let d2 = VmDefaults {
+            memory_mib: Some(256),
+            ..Default::default()
+        };
+        assert_eq!(memory_mib(&spec(serde_json::json!({})), &d2), 256);
+    }
+}
