@@ -66,10 +66,9 @@ impl SignalGuard {
                     Err(e) => return Err(Error::io("waitpid", pid.to_string(), e.into())),
                 }
             }
-            let sig = self
-                .set
-                .wait()
-                .map_err(|e| Error::io("sigwait", pid.to_string(), e.into()))?;
+            let Some(sig) = self.next_signal()? else {
+                continue;
+            };
             if sig != Signal::SIGCHLD {
                 match kill(target, sig) {
                     Ok(()) | Err(Errno::ESRCH) => {}
@@ -77,6 +76,28 @@ impl SignalGuard {
                 }
             }
         }
+    }
+}
+
+impl SignalGuard {
+    /// The next blocked signal, or `None` after a short timeout. The timeout makes the reaping
+    /// loop robust where SIGCHLD can be taken by another thread that does not block it.
+    fn next_signal(&self) -> Result<Option<Signal>, Error> {
+        let timeout = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 200_000_000,
+        };
+        // SAFETY: `self.set` is a valid sigset_t; a null siginfo pointer is allowed; `timeout`
+        // lives across the call.
+        let rc = unsafe { libc::sigtimedwait(self.set.as_ref(), std::ptr::null_mut(), &timeout) };
+        if rc < 0 {
+            let err = std::io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+                _ => Err(Error::io("sigtimedwait", "signals", err)),
+            };
+        }
+        Ok(Signal::try_from(rc).ok())
     }
 }
 
