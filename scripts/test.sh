@@ -16,5 +16,10 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 log "cargo test"
 cargo test --workspace -- --test-threads=2
-log "end-to-end suites (podman, docker, containerd, bad input)"
-RUNTIME="$root/target/release/clearbox" tests/e2e/run.sh
+# Every isolation through the real clients: vm (the default), then namespaces and fly.
+status=0
+for iso in vm namespaces fly; do
+    log "end-to-end suites, isolation=$iso (podman, docker, containerd, lifecycle, bad input)"
+    ISOLATION=$iso RUNTIME="$root/target/release/clearbox" tests/e2e/run.sh || status=1
+done
+exit $status

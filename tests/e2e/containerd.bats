@@ -116,6 +116,13 @@ setup() {
     [ "$output" = "hi" ] || fail "output: '$output' stderr: $stderr"
 }
 
+@test "ctr: with isolation vm the container runs on the guest kernel" {
+    expect_vm || skip "isolation is not vm"
+    run --separate-stderr ctr run --rm "${CRUN_ARGS[@]}" "$IMAGE" e2e-uname uname -r
+    assert_status 0
+    assert_guest_kernel "$output"
+}
+
 @test "ctr run returns the container exit code (42)" {
     run --separate-stderr ctr run --rm "${CRUN_ARGS[@]}" "$IMAGE" e2e-exit sh -c 'exit 42'
     assert_status 42

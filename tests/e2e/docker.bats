@@ -120,6 +120,13 @@ teardown_file() {
     [ -z "$(procs_naming "$cid")" ] || fail "process left: $(procs_naming "$cid")"
 }
 
+@test "docker: with isolation vm the container runs on the guest kernel" {
+    expect_vm || skip "isolation is not vm"
+    run --separate-stderr drun --rm "$IMAGE" uname -r
+    assert_status 0
+    assert_guest_kernel "$output"
+}
+
 @test "docker run returns the container exit code (42)" {
     run --separate-stderr drun --rm "$IMAGE" sh -c 'exit 42'
     assert_status 42

@@ -423,3 +423,33 @@ assert_nothing_left() {
         return 1
     fi
 }
+
+# --- VM isolation -----------------------------------------------------------
+
+# True when containers of this run go into VMs: a clearbox runtime with
+# ISOLATION=vm or unset (vm is clearbox's default).
+expect_vm() {
+    is_clearbox && { [ -z "${ISOLATION:-}" ] || [ "$ISOLATION" = vm ]; }
+}
+
+# Fails unless $1 (a `uname -r` printed inside a container) is clearbox's
+# guest kernel: different from the host's, equal to the guest kernel's
+# release recorded by scripts/build-guest-kernel.sh when available.
+assert_guest_kernel() {
+    local inside="$1" host
+    host="$(uname -r)"
+    [ -n "$inside" ] || fail "no kernel release printed in the container"
+    [ "$inside" != "$host" ] || fail "container runs on the host kernel $host, not in a VM"
+    local rel
+    rel="$(cat /var/cache/clearbox/kernel/*/kernelrelease 2>/dev/null | head -n 1 || true)"
+    if [ -n "$rel" ] && ! grep -qxF "$inside" /var/cache/clearbox/kernel/*/kernelrelease; then
+        fail "container kernel $inside is not a clearbox guest kernel ($rel)"
+    fi
+}
+
+# No VM process (QEMU, vhost-device-vsock, virtiofsd, clearbox shim) is left.
+assert_no_vm_processes() {
+    local left
+    left="$(pgrep -a -f 'qemu-system-x86_64|vhost-device-vsock|virtiofsd|__vm-shim' || true)"
+    [ -z "$left" ] || fail "VM processes left behind: $left"
+}

@@ -275,3 +275,42 @@ create_started() {
     assert_status 0
     assert_nothing_left "$id" "$B"
 }
+
+@test "20 containers created, started and deleted leave nothing behind" {
+    make_bundle "$B" sleep 1000
+    local i id ids=()
+    for i in $(seq 1 20); do
+        id=$(new_id "n$i")
+        ids+=("$id")
+        track "$id"
+        rt_detached create --bundle "$B" "$id"
+        assert_status 0
+        rt_detached start "$id"
+        assert_status 0
+    done
+    run --separate-stderr rt list -q
+    assert_status 0
+    [ "$(grep -c . <<<"$output")" -eq 20 ] || fail "list shows: $output"
+    for id in "${ids[@]}"; do
+        run --separate-stderr rt delete --force "$id"
+        assert_status 0
+    done
+    for id in "${ids[@]}"; do
+        assert_nothing_left "$id" "$B"
+    done
+    if expect_vm; then
+        assert_no_vm_processes
+    fi
+}
+
+@test "with isolation vm, the container runs on the guest kernel" {
+    expect_vm || skip "isolation is not vm"
+    local id
+    id=$(new_id)
+    make_bundle "$B" uname -r
+    track "$id"
+    run --separate-stderr rt run --bundle "$B" "$id"
+    assert_status 0
+    assert_guest_kernel "$output"
+    assert_nothing_left "$id" "$B"
+}

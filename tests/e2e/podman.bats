@@ -102,6 +102,39 @@ teardown_file() {
     [ "$output" = "hello" ] || fail "output: '$output' stderr: $stderr"
 }
 
+@test "podman: with isolation vm the container runs on the guest kernel" {
+    expect_vm || skip "isolation is not vm"
+    run --separate-stderr prun run --rm "$IMAGE" uname -r
+    assert_status 0
+    assert_guest_kernel "$output"
+}
+
+@test "podman: a file written in the container reaches the host rootfs; podman cp both ways" {
+    local name=e2e-cp
+    run --separate-stderr prun run -d --name "$name" "$IMAGE" sh -c 'echo from-container >/tmp/made-inside; sleep 1000'
+    assert_status 0
+    local i
+    for i in $(seq 1 100); do
+        podman exec "$name" test -f /tmp/made-inside && break
+        sleep 0.1
+    done
+    run --separate-stderr podman cp "$name:/tmp/made-inside" "$PODMAN_DIR/copied-out"
+    assert_status 0
+    [ "$(cat "$PODMAN_DIR/copied-out")" = from-container ] || fail "podman cp out: $(cat "$PODMAN_DIR/copied-out")"
+    echo from-host >"$PODMAN_DIR/copy-in"
+    run --separate-stderr podman cp "$PODMAN_DIR/copy-in" "$name:/tmp/copied-in"
+    assert_status 0
+    run --separate-stderr podman exec "$name" cat /tmp/copied-in
+    assert_status 0
+    [ "$output" = from-host ] || fail "podman cp in: $output"
+    # The container's rootfs on the host holds the file written inside.
+    local merged
+    merged="$(podman inspect -f '{{.GraphDriver.Data.MergedDir}}' "$name" 2>/dev/null || true)"
+    [ -z "$merged" ] || [ "$(cat "$merged/tmp/made-inside")" = from-container ] ||
+        fail "file written in the container is not in the host rootfs $merged"
+    podman rm -f -t 0 "$name" >/dev/null
+}
+
 @test "podman run returns the container exit code (42)" {
     run --separate-stderr prun run --rm "$IMAGE" sh -c 'exit 42'
     assert_status 42

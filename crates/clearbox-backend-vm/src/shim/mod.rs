@@ -176,6 +176,9 @@ fn init(
     )?;
     let fifo = open_fifo(&req.dir.join(START_FIFO))?;
     let mut signals = block_signals()?;
+    if let Err(e) = enter_container_root(&req.record.shared, spec) {
+        tracing::warn!(error = %e.one_line(), "cannot show the container's root at the shim's pid");
+    }
     tracing::debug!(elapsed = ?t0.elapsed(), "container created");
     ready.ok();
 
@@ -268,6 +271,57 @@ fn end_of(outcome: relay::Outcome) -> End {
             End::Code(VM_GONE_EXIT)
         }
     }
+}
+
+/// Moves the shim into a mount namespace of its own whose root is the container's rootfs.
+///
+/// Clients treat the pid they are given as the container's init and look at the container
+/// through it: `podman cp` on a running container `setns()`es into `/proc/<pid>/ns/mnt` and reads
+/// and writes under "/" there, as it would with runc. The shim stands for the init, so its mount
+/// namespace shows what the guest sees: the shared rootfs (the same directory virtio-fs passes
+/// through) with the bind mounts at their destinations. The namespace is a slave of the host's,
+/// so nothing mounted here reaches the host, and it vanishes with the shim. Everything the shim
+/// still needs is an open descriptor by now; later path lookups (VM clean-up) are best effort,
+/// `delete` cleans up from the host's view.
+fn enter_container_root(shared: &Path, spec: &serde_json::Value) -> Result<(), Error> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    use nix::sched::{unshare, CloneFlags};
+    let root = shared.join("rootfs");
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| Error::errno("unshare mount namespace", e))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| Error::errno("make / a slave mount", e))?;
+    let guest_mounts = format!("{}/mounts/", crate::layout::GUEST_SHARE);
+    for m in spec["mounts"].as_array().into_iter().flatten() {
+        let (Some(src), Some(dest)) = (m["source"].as_str(), m["destination"].as_str()) else {
+            continue;
+        };
+        let Some(index) = src.strip_prefix(&guest_mounts) else {
+            continue;
+        };
+        let host_src = shared.join("mounts").join(index);
+        let target = root.join(dest.trim_start_matches('/'));
+        // Never create mount points in the user's rootfs for this view.
+        if target.exists() {
+            mount(
+                Some(&host_src),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| Error::errno("bind a mount into the shim's view", e))?;
+        }
+    }
+    nix::unistd::chdir(&root).map_err(|e| Error::errno("chdir to the rootfs", e))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| Error::errno("pivot_root", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| Error::errno("detach the old root", e))?;
+    nix::unistd::chdir("/").map_err(|e| Error::errno("chdir /", e))
 }
 
 /// O_RDWR keeps the FIFO from ever reporting EOF/HUP while nobody has it open for writing.
