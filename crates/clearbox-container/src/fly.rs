@@ -1,4 +1,4 @@
-//! rkt-style "fly" containers: the process runs on the host, chrooted into the rootfs, with the
+//! rkt-style "fly" containers: the process runs on the host, rooted in the rootfs, with the
 //! user, capabilities, rlimits, environment and working directory of the OCI process — and no new
 //! namespaces or cgroups. Meant for privileged host agents.
 //!
@@ -17,7 +17,7 @@ use nix::fcntl::{open, openat, OFlag};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
-use nix::unistd::{chdir, chroot, fork, pipe2, ForkResult, Pid};
+use nix::unistd::{chdir, fork, pipe2, ForkResult, Pid};
 use oci_spec::runtime::{Hook, Mount, Process};
 
 use crate::fly_mounts;
@@ -141,7 +141,8 @@ pub fn start(
     )
 }
 
-/// Starts `process` chrooted into `rootfs` (no fifo: it runs at once). Returns its pid, a child
+/// Starts `process` in the mount namespace (and so the rootfs) of the container's init (no fifo:
+/// it runs at once). Returns its pid, a child
 /// of the caller.
 pub fn exec(
     process: &Process,
@@ -282,7 +283,8 @@ fn child<'a>(
             Enter::Join(pid) => fly_mounts::join(pid)?,
         }
         proc_setup::cloexec_from(preserve_fds, &[])?;
-        chroot(rootfs).map_err(|e| Error::sys(format!("chroot {}", rootfs.display()), e))?;
+        // Both ways leave the rootfs as "/" of the container's mount namespace (pivot_root for the
+        // init, setns for an exec).
         chdir(process.cwd())
             .map_err(|e| Error::sys(format!("cwd {}", process.cwd().display()), e))?;
         let program = proc_setup::resolve_program(process)?;
@@ -355,16 +357,15 @@ pub fn process_tree(pid: i32) -> Vec<i32> {
     out
 }
 
-/// Every process of the container: those chrooted into its rootfs, plus the init's
-/// descendants (which includes processes that left the chroot's view, e.g. by exec'ing a setuid
-/// helper that chroots elsewhere).
+/// Every process of the container: the init's descendants plus every process in the init's
+/// mount namespace (execs are not the init's descendants). `rootfs` is kept for callers that
+/// have no living init to ask.
 pub fn processes(pid: i32, rootfs: &Path) -> Vec<i32> {
+    let _ = rootfs;
     let mut all = process_tree(pid);
-    if rootfs != Path::new("/") {
-        for p in fly_mounts::processes_rooted_at(rootfs) {
-            if !all.contains(&p) && alive(p) {
-                all.push(p);
-            }
+    for p in fly_mounts::processes_sharing_mounts_with(pid) {
+        if !all.contains(&p) && alive(p) {
+            all.push(p);
         }
     }
     all

@@ -3,6 +3,8 @@
 //! fly creates no namespace but one: a private mount namespace (a slave of the host's), so the
 //! bind mounts it sets up under the rootfs never show in, or propagate back to, the host's mount
 //! table, and vanish with the container's last process — nothing to clean up, nothing to leak.
+//! The rootfs becomes that namespace's "/" (pivot_root), so tools that look at a container
+//! through its init's mount namespace (`podman cp`) see the container's files, as with runc.
 //! Processes share the host's pid, network, IPC, UTS, user and cgroup namespaces.
 //!
 //! OCI mounts map to host resources, since a fly container sees the host:
@@ -31,6 +33,8 @@ pub fn setup(rootfs: &Path, mounts: &[Mount]) -> Result<(), Error> {
         None::<&str>,
     )
     .map_err(|e| Error::sys("make / a slave mount", e))?;
+    // pivot_root needs the new root to be a mount point; the spec's mounts go below it.
+    bind(rootfs, rootfs, true, false)?;
     let mut dev_bound = false;
     for m in mounts {
         let dest_rel = m.destination().strip_prefix("/").unwrap_or(m.destination());
@@ -88,7 +92,11 @@ pub fn setup(rootfs: &Path, mounts: &[Mount]) -> Result<(), Error> {
             other => tracing::debug!(typ = other, dest = %dest.display(), "fly: mount skipped"),
         }
     }
-    Ok(())
+    nix::unistd::chdir(rootfs).map_err(|e| Error::sys("chdir to the rootfs", e))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| Error::sys("pivot_root", e))?;
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| Error::sys("detach the old root", e))?;
+    nix::unistd::chdir("/").map_err(|e| Error::sys("chdir /", e))
 }
 
 /// Joins the mount namespace of the container's init (for `exec`).
@@ -153,25 +161,23 @@ fn tmpfs_options(opts: &[&str]) -> (MsFlags, String) {
     (flags, data.join(","))
 }
 
-/// Processes of a fly container: those whose root directory is the container's rootfs.
-pub fn processes_rooted_at(rootfs: &Path) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
+/// Processes in the same mount namespace as `pid`, unless that is this process's own (then
+/// `pid` is no fly container init and the answer would be "everything").
+pub fn processes_sharing_mounts_with(pid: i32) -> Vec<i32> {
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
+    let Some(target) = ns(&pid.to_string()) else {
+        return Vec::new();
     };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if std::fs::read_link(format!("/proc/{pid}/root"))
-            .ok()
-            .as_deref()
-            == Some(rootfs)
-        {
-            out.push(pid);
-        }
+    if ns("self").as_ref() == Some(&target) {
+        return Vec::new();
     }
-    out
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| ns(&p.to_string()).as_ref() == Some(&target))
+        .collect()
 }
 
 #[cfg(test)]
@@ -186,8 +192,7 @@ mod tests {
     }
 
     #[test]
-    fn own_root_is_found() {
-        let me = std::process::id() as i32;
-        assert!(processes_rooted_at(Path::new("/")).contains(&me));
+    fn own_namespace_is_never_a_container() {
+        assert!(processes_sharing_mounts_with(std::process::id() as i32).is_empty());
     }
 }
