@@ -41,17 +41,7 @@ impl Error {
 
     /// The whole chain in one line, skipping causes the message already contains.
     pub fn one_line(&self) -> String {
-        let mut msg = self.to_string();
-        let mut src = std::error::Error::source(self);
-        while let Some(s) = src {
-            let text = s.to_string();
-            if !msg.contains(&text) {
-                msg.push_str(": ");
-                msg.push_str(&text);
-            }
-            src = s.source();
-        }
-        msg
+        BackendError::flatten(self).message
     }
 }
 

@@ -24,15 +24,7 @@ use crate::Error;
 /// Enters a new mount namespace that receives but never sends mount events, and mounts the
 /// spec's mounts under `rootfs`.
 pub fn setup(rootfs: &Path, mounts: &[Mount]) -> Result<(), Error> {
-    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| Error::sys("unshare mount namespace", e))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        None::<&str>,
-    )
-    .map_err(|e| Error::sys("make / a slave mount", e))?;
+    enter_private_mount_namespace()?;
     // pivot_root needs the new root to be a mount point; the spec's mounts go below it.
     bind(rootfs, rootfs, true, false)?;
     let mut dev_bound = false;
@@ -92,11 +84,36 @@ pub fn setup(rootfs: &Path, mounts: &[Mount]) -> Result<(), Error> {
             other => tracing::debug!(typ = other, dest = %dest.display(), "fly: mount skipped"),
         }
     }
-    nix::unistd::chdir(rootfs).map_err(|e| Error::sys("chdir to the rootfs", e))?;
+    make_root(rootfs)
+}
+
+/// Moves the calling process into a new mount namespace that receives the host's mount events
+/// but never sends its own (a recursive slave of the host's).
+pub fn enter_private_mount_namespace() -> Result<(), Error> {
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| Error::sys("unshare mount namespace", e))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys("make / a slave mount", e))
+}
+
+/// Makes `root` (a mount point) the root of the current mount namespace and detaches the old
+/// one (`pivot_root(".", ".")`: no directory for the old root is needed in `root`).
+pub fn make_root(root: &Path) -> Result<(), Error> {
+    nix::unistd::chdir(root).map_err(|e| Error::sys("chdir to the new root", e))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| Error::sys("pivot_root", e))?;
     nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
         .map_err(|e| Error::sys("detach the old root", e))?;
     nix::unistd::chdir("/").map_err(|e| Error::sys("chdir /", e))
+}
+
+/// Bind-mounts `src` (recursively) on the existing `dest`.
+pub fn bind_existing(src: &Path, dest: &Path) -> Result<(), Error> {
+    bind(src, dest, true, false)
 }
 
 /// Joins the mount namespace of the container's init (for `exec`).

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clearbox_core::foreground::FORWARDED;
+use clearbox_core::BackendError;
 use clearbox_protocol::{AgentClient, ProcessId, RootfsLocation};
 use clearbox_vmm::{Vm, VmConfig, VmHandle, AGENT_PORT};
 use nix::errno::Errno;
@@ -284,18 +285,10 @@ fn end_of(outcome: relay::Outcome) -> End {
 /// still needs is an open descriptor by now; later path lookups (VM clean-up) are best effort,
 /// `delete` cleans up from the host's view.
 fn enter_container_root(shared: &Path, spec: &serde_json::Value) -> Result<(), Error> {
-    use nix::mount::{mount, umount2, MntFlags, MsFlags};
-    use nix::sched::{unshare, CloneFlags};
+    use clearbox_container::fly_mounts::{bind_existing, enter_private_mount_namespace, make_root};
+    let setup = |e: clearbox_container::Error| Error::Msg(BackendError::flatten(&e).message);
     let root = shared.join("rootfs");
-    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| Error::errno("unshare mount namespace", e))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        None::<&str>,
-    )
-    .map_err(|e| Error::errno("make / a slave mount", e))?;
+    enter_private_mount_namespace().map_err(setup)?;
     let guest_mounts = format!("{}/mounts/", crate::layout::GUEST_SHARE);
     for m in spec["mounts"].as_array().into_iter().flatten() {
         let (Some(src), Some(dest)) = (m["source"].as_str(), m["destination"].as_str()) else {
@@ -304,24 +297,13 @@ fn enter_container_root(shared: &Path, spec: &serde_json::Value) -> Result<(), E
         let Some(index) = src.strip_prefix(&guest_mounts) else {
             continue;
         };
-        let host_src = shared.join("mounts").join(index);
         let target = root.join(dest.trim_start_matches('/'));
         // Never create mount points in the user's rootfs for this view.
         if target.exists() {
-            mount(
-                Some(&host_src),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(|e| Error::errno("bind a mount into the shim's view", e))?;
+            bind_existing(&shared.join("mounts").join(index), &target).map_err(setup)?;
         }
     }
-    nix::unistd::chdir(&root).map_err(|e| Error::errno("chdir to the rootfs", e))?;
-    nix::unistd::pivot_root(".", ".").map_err(|e| Error::errno("pivot_root", e))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| Error::errno("detach the old root", e))?;
-    nix::unistd::chdir("/").map_err(|e| Error::errno("chdir /", e))
+    make_root(&root).map_err(setup)
 }
 
 /// O_RDWR keeps the FIFO from ever reporting EOF/HUP while nobody has it open for writing.
