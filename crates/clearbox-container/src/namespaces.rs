@@ -4,7 +4,7 @@
 //! container a private `state_root`); everything here is addressed by that root and the id.
 
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt};
 use libcontainer::container::builder::ContainerBuilder;
@@ -306,11 +306,6 @@ pub fn update(state_root: &Path, id: &str, resources: &LinuxResources) -> Result
         freezer_state: None,
     })
     .map_err(|e| Error::Cgroups(Box::new(e)))
-}
-
-/// Where libcontainer keeps the state of `id` below `state_root`.
-pub fn container_dir(state_root: &Path, id: &str) -> PathBuf {
-    state_root.join(id)
 }
 
 #[cfg(test)]

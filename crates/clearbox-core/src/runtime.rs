@@ -1,6 +1,5 @@
 //! The container lifecycle: what every command does, independent of the isolation.
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -142,11 +141,10 @@ impl<'r> Runtime<'r> {
         };
         let result = (|| -> Result<(), Error> {
             locked.save(&state)?;
-            spec.save(locked.dir().join(SPEC_COPY))
-                .map_err(|source| Error::Spec {
-                    path: locked.dir().to_path_buf(),
-                    source,
-                })?;
+            // The bytes as validated, not a re-encoding: create is the hot path.
+            let copy = locked.dir().join(SPEC_COPY);
+            fs::copy(bundle.join("config.json"), &copy)
+                .map_err(|e| Error::io("cannot keep a copy of", copy, e))?;
             let created = backend.create(&CreateOpts {
                 id: &args.id,
                 bundle: &bundle,
@@ -591,11 +589,6 @@ fn owner_name() -> String {
         .flatten()
         .map(|u| u.name)
         .unwrap_or_else(|| uid.to_string())
-}
-
-/// Annotations of a spec (helper for callers that only need these).
-pub fn annotations(spec: &Spec) -> HashMap<String, String> {
-    spec.annotations().clone().unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -263,11 +263,6 @@ impl Locked {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("cannot remove", &self.dir, e)),
         }
-    }
-
-    /// The raw lock fd, e.g. to keep it out of a child's inherited descriptors.
-    pub fn lock_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self._lock.as_fd()
     }
 }
 
