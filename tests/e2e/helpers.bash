@@ -447,9 +447,21 @@ assert_guest_kernel() {
     fi
 }
 
-# No VM process (QEMU, vhost-device-vsock, virtiofsd, clearbox shim) is left.
+# vm_base ID — the host directory of ID's VM (sockets, share), from its record;
+# empty when the container has none (not vm, or already deleted).
+vm_base() {
+    jq -r '.base // empty' "$RT_ROOT/$1/vm-box.json" 2>/dev/null || true
+}
+
+# assert_no_vm_processes BASE... — no VM process (QEMU, vhost-device-vsock,
+# virtiofsd, clearbox shim) of these VMs is left. Scoped to the test's own VMs
+# (their base directories, from vm_base, and the test's --root), so VMs of
+# other runs on the same machine do not count.
 assert_no_vm_processes() {
-    local left
-    left="$(pgrep -a -f 'qemu-system-x86_64|vhost-device-vsock|virtiofsd|__vm-shim' || true)"
+    local left="" b pat="$RT_ROOT/"
+    for b in "$@"; do
+        [ -n "$b" ] && pat="$pat|$b/"
+    done
+    left="$(pgrep -a -f -- "$pat" | grep -E 'qemu-system|vhost-device-vsock|virtiofsd|__vm-shim' || true)"
     [ -z "$left" ] || fail "VM processes left behind: $left"
 }

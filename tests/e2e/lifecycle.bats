@@ -278,7 +278,7 @@ create_started() {
 
 @test "20 containers created, started and deleted leave nothing behind" {
     make_bundle "$B" sleep 1000
-    local i id ids=()
+    local i id ids=() bases=()
     for i in $(seq 1 20); do
         id=$(new_id "n$i")
         ids+=("$id")
@@ -287,6 +287,7 @@ create_started() {
         assert_status 0
         rt_detached start "$id"
         assert_status 0
+        bases+=("$(vm_base "$id")")
     done
     run --separate-stderr rt list -q
     assert_status 0
@@ -299,7 +300,7 @@ create_started() {
         assert_nothing_left "$id" "$B"
     done
     if expect_vm; then
-        assert_no_vm_processes
+        assert_no_vm_processes "${bases[@]}"
     fi
 }
 
