@@ -20,6 +20,8 @@ PACKAGES=(
     # VMM and runtimes clearbox runs alongside / is compared with
     qemu-system-x86 qemu-system-common
     podman conmon containerd docker.io runc crun runsc skopeo umoci
+    # clearbox image: a local registry and signing tools for its tests
+    docker-registry gnupg openssl curl
     slirp4netns fuse-overlayfs uidmap iproute2
     # tests and benchmarks
     bats hyperfine busybox-static jq file time python3 util-linux
@@ -44,6 +46,17 @@ else
     apt-get update
     apt-get install -y "${missing[@]}"
 fi
+
+# The unprivileged user that fetches, verifies and unpacks images (clearbox image, [image] user).
+if id clearbox-fetch >/dev/null 2>&1; then
+    log "user clearbox-fetch present"
+else
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin clearbox-fetch
+    log "created the system user clearbox-fetch"
+fi
+# Debian's docker-registry package starts a registry on :5000 where an init system runs it;
+# the image tests start their own on 127.0.0.1.
 
 if vhost-device-vsock --version >/dev/null 2>&1; then
     log "vhost-device-vsock present: $(command -v vhost-device-vsock)"

@@ -9,6 +9,15 @@
 //! accel = "auto"             # auto | kvm | tcg
 //! vcpus = 1
 //! memory_mib = 128
+//!
+//! [image]                    # clearbox image / trust (all optional)
+//! store = "/var/lib/clearbox/images"
+//! bundles = "/var/lib/clearbox/bundles"
+//! user = "clearbox-fetch"    # the unprivileged user that fetches, verifies and unpacks
+//! policy = "/etc/clearbox/policy.json"
+//! trust_dir = "/etc/clearbox/trust"
+//! lookaside = "file:///var/lib/containers/sigstore"
+//! insecure_registries = ["127.0.0.1:5000"]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -30,6 +39,24 @@ pub struct Config {
     /// Defaults for the VM backend.
     #[serde(default)]
     pub vm: VmDefaults,
+    /// Settings of `clearbox image` and `clearbox trust`.
+    #[serde(default)]
+    pub image: ImageDefaults,
+}
+
+/// `[image]`: where images and trust live and who fetches them. Plain settings: the core does not
+/// know the image library, the binary hands these to it.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageDefaults {
+    pub store: Option<PathBuf>,
+    pub bundles: Option<PathBuf>,
+    pub user: Option<String>,
+    pub policy: Option<PathBuf>,
+    pub trust_dir: Option<PathBuf>,
+    pub lookaside: Option<String>,
+    #[serde(default)]
+    pub insecure_registries: Vec<String>,
 }
 
 /// Defaults for `isolation = "vm"`.
@@ -81,6 +108,9 @@ mod tests {
         let c = Config::parse("isolation = \"fly\"\n[vm]\nvcpus = 2\n").unwrap();
         assert_eq!(c.isolation, Some(Isolation::Fly));
         assert_eq!(c.vm.vcpus, Some(2));
+        let c = Config::parse("[image]\nuser = \"f\"\ninsecure_registries = [\"127.0.0.1:5000\"]\n").unwrap();
+        assert_eq!(c.image.user.as_deref(), Some("f"));
+        assert_eq!(c.image.insecure_registries, ["127.0.0.1:5000"]);
     }
 
     #[test]

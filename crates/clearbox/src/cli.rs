@@ -89,6 +89,13 @@ pub enum Command {
     Spec(liboci_cli::Spec),
     /// Tell what this host offers and lacks for VM isolation
     Check(Check),
+    /// Pull, import, list, inspect, remove and run OCI images (signatures verified by default)
+    Image(Image),
+    /// Manage the keys trusted to sign images, per image-name prefix
+    Trust(Trust),
+    /// Internal: the unprivileged fetch/verify/unpack worker (started by `image`)
+    #[command(name = "__image-worker", hide = true)]
+    ImageWorker,
     /// Internal: the host shim of one process of a VM container (started by create/exec)
     #[command(name = "__vm-shim", hide = true)]
     VmShim(VmShim),
@@ -118,4 +125,132 @@ pub struct Check {
     /// Output format: text or json
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub format: String,
+}
+
+#[derive(Args, Debug)]
+pub struct Image {
+    #[command(subcommand)]
+    pub command: ImageCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Fetch an image from a registry into the store (as the unprivileged fetch user)
+    Pull(ImagePull),
+    /// Import an OCI layout directory, an oci-archive or a docker-archive (detected from content)
+    Import(ImageImport),
+    /// List the images in the store
+    #[command(alias = "ls")]
+    List(ImageList),
+    /// Print an image's record and config (JSON)
+    Inspect(ImageInspect),
+    /// Remove images; layers no other image uses go too
+    Rm(ImageRm),
+    /// Run an image in the foreground: bundle from its config, then create, start, wait, delete
+    Run(ImageRun),
+}
+
+#[derive(Args, Debug)]
+pub struct ImagePull {
+    /// Image reference, e.g. registry.example.com/app:1.0
+    pub reference: String,
+    /// Do not check signatures (prints a warning)
+    #[arg(long)]
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImageImport {
+    /// OCI layout directory, oci-archive or docker-archive tarball
+    pub path: PathBuf,
+    /// The image's name (needed when the source does not carry a full one)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Do not check signatures (prints a warning)
+    #[arg(long)]
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImageList {
+    /// Output format: table or json
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    pub format: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ImageInspect {
+    pub reference: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ImageRm {
+    /// Image names (or sha256: digests)
+    #[arg(required = true)]
+    pub references: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImageRun {
+    /// Image reference; pulled (and verified) when not in the store
+    pub reference: String,
+    /// Arguments after `--` replace the image's cmd (its entrypoint stays)
+    #[arg(last = true)]
+    pub args: Vec<String>,
+    /// Run an image whose signature is missing or untrusted (prints a warning)
+    #[arg(long)]
+    pub insecure_skip_verify: bool,
+    /// Keep the bundle (rootfs and config.json) after the container exits
+    #[arg(long)]
+    pub keep: bool,
+    /// Container id (default: img-<random>)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Give the container a terminal (stdin must be one)
+    #[arg(short, long)]
+    pub tty: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct Trust {
+    #[command(subcommand)]
+    pub command: TrustCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TrustCommand {
+    /// Trust a GPG public key (simple signing) or a cosign public key for a prefix
+    Add(TrustAdd),
+    /// List trusted keys per prefix
+    #[command(alias = "ls")]
+    List(TrustList),
+    /// Stop trusting one key (fingerprint or id prefix, or file) or every key of a prefix
+    Rm(TrustRm),
+}
+
+#[derive(Args, Debug)]
+pub struct TrustAdd {
+    /// Registry or registry/repository the key may sign, e.g. 127.0.0.1:5000/app
+    #[arg(long)]
+    pub prefix: String,
+    /// Key type: gpg or cosign (default: detected from the file)
+    #[arg(long = "type", value_parser = ["gpg", "cosign"])]
+    pub kind: Option<String>,
+    /// The public key file (GPG armored/binary, or cosign's PEM cosign.pub)
+    pub key: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct TrustList {
+    /// Output format: table or json
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    pub format: String,
+}
+
+#[derive(Args, Debug)]
+pub struct TrustRm {
+    #[arg(long)]
+    pub prefix: String,
+    /// Fingerprint / key id (or a prefix of it) or key file; all keys of the prefix when absent
+    pub key: Option<String>,
 }

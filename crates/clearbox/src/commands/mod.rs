@@ -6,6 +6,7 @@ mod delete;
 mod events;
 mod exec;
 mod features;
+mod image;
 mod kill;
 mod list;
 mod pause;
@@ -15,6 +16,7 @@ mod shim;
 mod spec;
 mod start;
 mod state;
+mod trust;
 mod update;
 
 use anyhow::{bail, Result};
@@ -47,7 +49,7 @@ static BACKENDS: Backends = Backends {
     vm: VmBackend,
 };
 
-fn runtime(g: &GlobalOpts) -> Result<Runtime<'static>> {
+pub(crate) fn runtime(g: &GlobalOpts) -> Result<Runtime<'static>> {
     if g.systemd_cgroup {
         if !std::path::Path::new("/run/systemd/system").exists() {
             bail!("--systemd-cgroup: systemd is not running on this host (no /run/systemd/system); use the default cgroupfs driver");
@@ -84,6 +86,9 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Resume(a) => pause::resume(&runtime(g)?, a).map(|_| 0),
         Command::Events(a) => events::run(&runtime(g)?, a).map(|_| 0),
         Command::Update(a) => update::run(&runtime(g)?, a).map(|_| 0),
+        Command::Image(a) => image::run(g, a),
+        Command::Trust(a) => trust::run(a).map(|_| 0),
+        Command::ImageWorker => Ok(exit_byte(clearbox_image::worker::main())),
         Command::VmShim(a) => Ok(shim::run(a)),
     }
 }

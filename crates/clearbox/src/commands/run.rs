@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 use clearbox_core::foreground::{become_subreaper, SignalGuard};
+use clearbox_core::runtime::CreateArgs;
 use clearbox_core::Runtime;
 
 use super::exit_byte;
@@ -18,23 +19,36 @@ pub fn run(rt: &Runtime<'_>, a: liboci_cli::Run) -> Result<u8> {
         preserve_fds: a.preserve_fds,
         container_id: a.container_id.clone(),
     });
-    if !a.detach && !a.no_subreaper {
+    create_start_wait(rt, &create, a.detach, !a.no_subreaper, a.keep)
+}
+
+/// The one path from a bundle to a running container, shared by `run` and `image run`: create,
+/// start, and unless `detach`, wait in the foreground forwarding signals, then delete (unless
+/// `keep`) and return the init's exit code.
+pub(crate) fn create_start_wait(
+    rt: &Runtime<'_>,
+    create: &CreateArgs,
+    detach: bool,
+    subreaper: bool,
+    keep: bool,
+) -> Result<u8> {
+    if !detach && subreaper {
         become_subreaper()?;
     }
-    let state = rt.create(&create, !a.detach)?;
-    if let Err(e) = rt.start(&a.container_id) {
-        let _ = rt.delete(&a.container_id, true);
+    let state = rt.create(create, !detach)?;
+    if let Err(e) = rt.start(&create.id) {
+        let _ = rt.delete(&create.id, true);
         return Err(e.into());
     }
-    if a.detach {
+    if detach {
         return Ok(0);
     }
     let pid = state.pid.unwrap_or_default();
     let guard = SignalGuard::block()?;
     let code = guard.wait(pid);
     drop(guard);
-    if !a.keep {
-        if let Err(e) = rt.delete(&a.container_id, true) {
+    if !keep {
+        if let Err(e) = rt.delete(&create.id, true) {
             tracing::warn!(error = %e, "deleting the container after run");
         }
     }
