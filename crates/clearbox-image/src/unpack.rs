@@ -249,8 +249,7 @@ impl Unpacker {
             .parent(shown, parents, true)?
             .ok_or_else(|| self.refuse(shown, "parent directory missing"))?;
         let phys = join(&pphys, name);
-        let existing = nix::sys::stat::fstatat(
-            pfd.as_raw_fd(),
+        let existing = nix::sys::stat::fstatat(Some(pfd.as_raw_fd()),
             name.as_str(),
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         )
@@ -269,12 +268,16 @@ impl Unpacker {
             target: None,
             sha256: None,
         };
-        let io_err = |e: Errno| self.refuse(shown, format!("cannot create: {}", errno_io(e)));
+        let layer = self.layer.clone();
+        let io_err = |e: Errno| Error::UnsafeEntry {
+            layer: layer.clone(),
+            entry: shown.to_string(),
+            reason: format!("cannot create: {}", errno_io(e)),
+        };
         match k {
             Kind::Dir => {
                 if !existing_dir {
-                    nix::sys::stat::mkdirat(
-                        pfd.as_raw_fd(),
+                    nix::sys::stat::mkdirat(Some(pfd.as_raw_fd()),
                         name.as_str(),
                         Mode::from_bits_truncate(DIR_MODE),
                     )
@@ -282,8 +285,7 @@ impl Unpacker {
                 }
             }
             Kind::File => {
-                let fd = nix::fcntl::openat(
-                    pfd.as_raw_fd(),
+                let fd = nix::fcntl::openat(Some(pfd.as_raw_fd()),
                     name.as_str(),
                     OFlag::O_WRONLY
                         | OFlag::O_CREAT
@@ -342,7 +344,7 @@ impl Unpacker {
                     tname.as_str(),
                     Some(pfd.as_raw_fd()),
                     name.as_str(),
-                    nix::unistd::LinkatFlags::NoSymlinkFollow,
+                    nix::fcntl::AtFlags::empty(),
                 )
                 .map_err(io_err)?;
                 // Ownership and mode are the inode's: the target's.
@@ -354,8 +356,7 @@ impl Unpacker {
                 };
             }
             Kind::Fifo => {
-                nix::sys::stat::mknodat(
-                    pfd.as_raw_fd(),
+                nix::sys::stat::mknodat(Some(pfd.as_raw_fd()),
                     name.as_str(),
                     SFlag::S_IFIFO,
                     Mode::from_bits_truncate(FILE_MODE),
@@ -413,8 +414,7 @@ impl Unpacker {
             match open_beneath(self.root.as_fd(), &next, flags, resolve) {
                 Ok(fd) => cur = fd,
                 Err(Errno::ENOENT) => {
-                    nix::sys::stat::mkdirat(
-                        cur.as_raw_fd(),
+                    nix::sys::stat::mkdirat(Some(cur.as_raw_fd()),
                         c.as_str(),
                         Mode::from_bits_truncate(DIR_MODE),
                     )
@@ -466,8 +466,7 @@ impl Unpacker {
 
     /// Removes `name` (in `parent`, physical path `phys`) from disk and from the metadata.
     fn remove_existing(&mut self, parent: BorrowedFd<'_>, name: &str, phys: &str) -> Result<()> {
-        let st = match nix::sys::stat::fstatat(
-            parent.as_raw_fd(),
+        let st = match nix::sys::stat::fstatat(Some(parent.as_raw_fd()),
             name,
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         ) {
@@ -645,7 +644,7 @@ pub fn materialize(src: &Path, meta: &Meta, dest: &Path) -> Result<()> {
         let ioerr = |err: Errno| Error::io("cannot create", &target_path, errno_io(err));
         match e.kind {
             Kind::Dir => {
-                nix::sys::stat::mkdirat(pfd.as_raw_fd(), name.as_str(), Mode::from_bits_truncate(0o700))
+                nix::sys::stat::mkdirat(Some(pfd.as_raw_fd()), name.as_str(), Mode::from_bits_truncate(0o700))
                     .map_err(ioerr)?;
                 let fd = open_beneath(dfd.as_fd(), path, OFlag::O_RDONLY | OFlag::O_DIRECTORY, strict)
                     .map_err(ioerr)?;
@@ -659,8 +658,7 @@ pub fn materialize(src: &Path, meta: &Meta, dest: &Path) -> Result<()> {
                     .ok_or_else(|| bad(path, "file without a digest".into()))?;
                 let from = open_beneath(sfd.as_fd(), path, OFlag::O_RDONLY | OFlag::O_NOFOLLOW, strict)
                     .map_err(|err| Error::io("cannot open", src.join(path), errno_io(err)))?;
-                let to = nix::fcntl::openat(
-                    pfd.as_raw_fd(),
+                let to = nix::fcntl::openat(Some(pfd.as_raw_fd()),
                     name.as_str(),
                     OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                     Mode::from_bits_truncate(0o600),
@@ -693,24 +691,16 @@ pub fn materialize(src: &Path, meta: &Meta, dest: &Path) -> Result<()> {
                     name.as_str(),
                     Some(nix::unistd::Uid::from_raw(e.uid)),
                     Some(nix::unistd::Gid::from_raw(e.gid)),
-                    nix::unistd::FchownatFlags::NoFollowSymlink,
+                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
                 )
                 .map_err(ioerr)?;
             }
             Kind::Fifo => {
-                nix::sys::stat::mknodat(
-                    pfd.as_raw_fd(),
+                nix::sys::stat::mknodat(Some(pfd.as_raw_fd()),
                     name.as_str(),
                     SFlag::S_IFIFO,
                     Mode::from_bits_truncate(0o600),
                     0,
-                )
-                .map_err(ioerr)?;
-                let fd = open_beneath(
-                    pfd.as_fd(),
-                    name,
-                    OFlag::O_PATH | OFlag::O_NOFOLLOW,
-                    strict,
                 )
                 .map_err(ioerr)?;
                 nix::unistd::fchownat(
@@ -718,7 +708,7 @@ pub fn materialize(src: &Path, meta: &Meta, dest: &Path) -> Result<()> {
                     name.as_str(),
                     Some(nix::unistd::Uid::from_raw(e.uid)),
                     Some(nix::unistd::Gid::from_raw(e.gid)),
-                    nix::unistd::FchownatFlags::NoFollowSymlink,
+                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
                 )
                 .map_err(ioerr)?;
                 nix::sys::stat::fchmodat(
@@ -728,7 +718,6 @@ pub fn materialize(src: &Path, meta: &Meta, dest: &Path) -> Result<()> {
                     nix::sys::stat::FchmodatFlags::FollowSymlink,
                 )
                 .map_err(ioerr)?;
-                drop(fd);
             }
             Kind::Link => links.push((path.clone(), e.clone())),
         }
@@ -761,7 +750,7 @@ pub fn materialize(src: &Path, meta: &Meta, dest: &Path) -> Result<()> {
             tname.as_str(),
             Some(lfd.as_raw_fd()),
             lname.as_str(),
-            nix::unistd::LinkatFlags::NoSymlinkFollow,
+            nix::fcntl::AtFlags::empty(),
         )
         .map_err(|err| Error::io("cannot link", dest.join(&path), errno_io(err)))?;
     }
@@ -934,9 +923,10 @@ mod tests {
 
     #[test]
     fn materialize_applies_owners_and_checks_digests() {
-        if !nix::unistd::geteuid().is_root() {
-            return; // chown needs root; the e2e suite covers this path too
-        }
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "materialize chowns to root: run the tests as root (as scripts/test.sh does)"
+        );
         let l = Layer::new()
             .dir("bin")
             .file("bin/tool", b"tool")
