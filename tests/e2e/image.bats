@@ -79,7 +79,8 @@ default-docker:
 EOF
     local L="oci:$IMAGE_DIR/oci-layout:latest"
     push "$L" signed/busybox:1 --sign-by "$FPR_TRUSTED"
-    push "$L" signed/busybox:other-key --sign-by "$FPR_OTHER"
+    # (Another repository: skopeo keeps one set of lookaside signatures per manifest digest.)
+    push "$L" signed/other:1 --sign-by "$FPR_OTHER"
     push "$L" unsigned/busybox:1
     push "$L" cosigned/busybox:1
     cosign_sign cosigned/busybox 1
@@ -221,7 +222,7 @@ PY
 }
 
 @test "image pull: a signature by an untrusted key is refused" {
-    run --separate-stderr cb image pull "$REG/signed/busybox:other-key"
+    run --separate-stderr cb image pull "$REG/signed/other:1"
     assert_clean_error
     [[ "$stderr" == *"signed by $FPR_OTHER, which is not a trusted key"* ]] || fail "$stderr"
     [[ "$stderr" == *"the missing key is $FPR_TRUSTED"* ]] || fail "$stderr"
@@ -308,10 +309,14 @@ conns = []
 while True:
     c, _ = s.accept(); conns.append(c)
 " &
-    local hang=$!
+    local hang=$! i
+    for i in $(seq 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.1
+    done
     sed -i "s/^insecure_registries = .*/insecure_registries = [\"$REG\", \"127.0.0.1:$port\"]/" "$W/config.toml"
     "$RUNTIME" image pull "127.0.0.1:$port/slow/app:1" >/dev/null 2>&1 &
-    local pull=$! worker="" i
+    local pull=$! worker=""
     for i in $(seq 100); do
         worker=$(cat /proc/$pull/task/*/children 2>/dev/null | tr ' ' '\n' | grep . | head -1)
         [ -n "$worker" ] && grep -q __image-worker /proc/$worker/cmdline 2>/dev/null &&

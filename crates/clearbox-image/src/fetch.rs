@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -87,48 +88,62 @@ pub enum ImportKind {
     DockerArchive,
 }
 
-/// Imports an OCI layout directory (read by path), or an archive (read from `archive`).
+/// Imports an archive read from `r`: an `oci-archive`, a `docker-archive`, or an OCI layout
+/// directory that root streamed as a tar ([`write_layout_tar`]; `layout` says so, for the
+/// record). `path` is only for messages. The worker never opens the user's files itself.
 pub fn import(
     store: &Store,
     policy: &Policy,
     opts: &FetchOptions,
     path: &Path,
-    archive: Option<&mut dyn Read>,
+    r: &mut dyn Read,
+    layout: bool,
     name: Option<&str>,
 ) -> Result<ImageRecord> {
-    match archive {
-        None => import_layout(store, policy, opts, path, name),
-        Some(r) => import_archive(store, policy, opts, path, r, name),
-    }
+    import_archive(store, policy, opts, path, r, layout, name)
 }
 
-fn import_layout(
-    store: &Store,
-    policy: &Policy,
-    opts: &FetchOptions,
-    dir: &Path,
-    name: Option<&str>,
-) -> Result<ImageRecord> {
-    let read = |rel: &str| -> Result<Vec<u8>> {
+/// Root side of a layout import: writes the OCI layout directory `dir` as a tar (`oci-layout`,
+/// `index.json`, `blobs/<alg>/<hex>`) without following symlinks, for the worker's stdin.
+pub fn write_layout_tar(dir: &Path, out: impl Write) -> Result<()> {
+    let mut b = tar::Builder::new(out);
+    let mut add = |rel: &str| -> Result<()> {
         let p = dir.join(rel);
-        let f = File::open(&p).map_err(|e| {
-            Error::io("cannot read (the fetch user must be able to read the layout)", &p, e)
-        })?;
-        read_limited(f, MAX_MANIFEST, &p.display().to_string())
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&p)
+            .map_err(|e| Error::io("cannot read the layout file", &p, e))?;
+        let meta = f.metadata().map_err(|e| Error::io("cannot stat", &p, e))?;
+        if !meta.is_file() {
+            return Err(Error::invalid(p.display().to_string(), "not a regular file"));
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_size(meta.len());
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, rel, f)
+            .map_err(|e| Error::io("cannot stream the layout file", &p, e))
     };
-    read("oci-layout")?;
-    let index = read("index.json")?;
-    let mut src = LayoutDir {
-        dir: dir.to_path_buf(),
-    };
-    let (desc, name) = pick_from_index(&index, name, &dir.display().to_string())?;
-    src.blob(store, &desc, "manifest")?;
-    let top = store.read_blob(&desc)?;
-    let (mut sigs, mut looked) = lookaside_signatures(opts, &name, &desc)?;
-    let cos = layout_cosign(store, &mut src, &index, &desc)?;
-    looked.push_str(&format!("; the layout's {} tag", cosign_tag(&desc)));
-    sigs.extend(cos);
-    ingest(store, policy, opts, &name, top, sigs, &looked, &mut src, "oci-layout")
+    add("oci-layout")?;
+    add("index.json")?;
+    let blobs = dir.join("blobs");
+    for alg in fs::read_dir(&blobs).map_err(|e| Error::io("cannot list", &blobs, e))? {
+        let alg = alg.map_err(|e| Error::io("cannot list", &blobs, e))?;
+        let an = alg.file_name().to_string_lossy().into_owned();
+        if !alg.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        let ad = blobs.join(&an);
+        for blob in fs::read_dir(&ad).map_err(|e| Error::io("cannot list", &ad, e))? {
+            let blob = blob.map_err(|e| Error::io("cannot list", &ad, e))?;
+            let bn = blob.file_name().to_string_lossy().into_owned();
+            add(&format!("blobs/{an}/{bn}"))?;
+        }
+    }
+    b.into_inner()
+        .map_err(|e| Error::io("cannot stream the layout", dir, e))?;
+    Ok(())
 }
 
 /// Streams every file of the archive into the store (files named `blobs/sha256/<hex>` must hash
@@ -139,6 +154,7 @@ fn import_archive(
     opts: &FetchOptions,
     path: &Path,
     r: &mut dyn Read,
+    layout: bool,
     name: Option<&str>,
 ) -> Result<ImageRecord> {
     let shown = path.display().to_string();
@@ -186,7 +202,8 @@ fn import_archive(
         let (mut sigs, mut looked) = lookaside_signatures(opts, &name, &desc)?;
         sigs.extend(layout_cosign(store, &mut src, &index, &desc)?);
         looked.push_str(&format!("; the archive's {} tag", cosign_tag(&desc)));
-        return ingest(store, policy, opts, &name, top, sigs, &looked, &mut src, "oci-archive");
+        let source = if layout { "oci-layout" } else { "oci-archive" };
+        return ingest(store, policy, opts, &name, top, sigs, &looked, &mut src, source);
     }
     if files.contains_key("manifest.json") {
         // docker-archive: build the OCI manifest docker's manifest.json describes.
@@ -578,27 +595,6 @@ impl Source for InStore {
             return Ok(());
         }
         Err(Error::invalid(what, format!("blob {d} is missing from the archive")))
-    }
-}
-
-/// An OCI layout directory.
-struct LayoutDir {
-    dir: PathBuf,
-}
-
-impl Source for LayoutDir {
-    fn blob(&mut self, store: &Store, d: &Digest, what: &str) -> Result<()> {
-        if store.has_blob(d) {
-            return Ok(());
-        }
-        let p = self.dir.join("blobs/sha256").join(d.hex());
-        let mut f = File::open(&p).map_err(|e| {
-            Error::io("cannot read (the fetch user must be able to read the layout)", &p, e)
-        })?;
-        let mut w = store.blob_writer()?;
-        io::copy(&mut f, &mut w).map_err(|e| Error::io("cannot copy", &p, e))?;
-        w.commit(Some((d, &format!("{what} {}", p.display()))))?;
-        Ok(())
     }
 }
 

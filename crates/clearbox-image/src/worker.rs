@@ -9,7 +9,7 @@
 //! archive import, by the archive's bytes, which root opened); the worker answers one JSON
 //! [`Response`] on stdout. Messages for the user go to stderr.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -27,8 +27,9 @@ pub const SUBCOMMAND: &str = "__image-worker";
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum Op {
     Pull { reference: String },
-    /// `archive`: the archive's bytes follow the request on stdin (else `path` is a layout dir).
-    Import { path: PathBuf, archive: bool, name: Option<String> },
+    /// The archive's bytes follow the request on stdin (root opened the file, or streamed the
+    /// layout directory `path` as a tar when `layout`).
+    Import { path: PathBuf, layout: bool, name: Option<String> },
     Verify { name: String },
     Remove { names: Vec<String> },
 }
@@ -103,18 +104,14 @@ fn serve(input: &mut dyn BufRead) -> Result<Response> {
             records: vec![fetch::pull(&store, &policy, &req.fetch, &reference)?],
             removed: vec![],
         },
-        Op::Import {
-            path,
-            archive,
-            name,
-        } => {
-            let mut rest: Option<&mut dyn Read> = if archive { Some(input) } else { None };
+        Op::Import { path, layout, name } => {
             let rec = fetch::import(
                 &store,
                 &policy,
                 &req.fetch,
                 &path,
-                rest.as_deref_mut(),
+                input,
+                layout,
                 name.as_deref(),
             );
             // An archive leaves every file it carried in the store; keep only what is named.

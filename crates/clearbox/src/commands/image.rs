@@ -75,8 +75,8 @@ impl ImageEnv {
         Ok((u.uid.as_raw(), u.gid.as_raw()))
     }
 
-    /// Runs one operation in the unprivileged worker; `archive` is streamed to it.
-    fn worker(&self, op: Op, skip_verify: bool, archive: Option<fs::File>) -> Result<(Vec<ImageRecord>, Vec<String>)> {
+    /// Runs one operation in the unprivileged worker; `feed` is streamed to it.
+    fn worker(&self, op: Op, skip_verify: bool, feed: Option<Feed>) -> Result<(Vec<ImageRecord>, Vec<String>)> {
         if !nix::unistd::geteuid().is_root() {
             bail!("clearbox image must run as root (it drops to the fetch user {:?} itself)", self.user);
         }
@@ -108,8 +108,15 @@ impl ImageEnv {
         let feeder = std::thread::spawn(move || -> std::io::Result<()> {
             stdin.write_all(line.as_bytes())?;
             stdin.write_all(b"\n")?;
-            if let Some(mut f) = archive {
-                std::io::copy(&mut f, &mut stdin)?;
+            match feed {
+                Some(Feed::Archive(mut f)) => {
+                    std::io::copy(&mut f, &mut stdin)?;
+                }
+                Some(Feed::Layout(dir)) => {
+                    clearbox_image::fetch::write_layout_tar(&dir, &mut stdin)
+                        .map_err(std::io::Error::other)?;
+                }
+                None => {}
             }
             Ok(())
         });
@@ -130,6 +137,13 @@ impl ImageEnv {
             Response::Err { message, .. } => Err(anyhow!(message)),
         }
     }
+}
+
+/// What root reads for the worker: an archive it opened, or a layout directory it streams as a
+/// tar — the worker never opens the user's files (they may be unreadable to the fetch user).
+enum Feed {
+    Archive(fs::File),
+    Layout(PathBuf),
 }
 
 /// SIGPIPE ignored while it lives (restored to the default after).
@@ -188,22 +202,20 @@ pub fn run(g: &GlobalOpts, a: Image) -> Result<u8> {
                 warn_insecure(&i.path.display().to_string());
             }
             let meta = fs::metadata(&i.path).with_context(|| format!("cannot import {}", i.path.display()))?;
-            let (archive, path) = if meta.is_dir() {
-                let p = i.path.canonicalize().with_context(|| format!("cannot resolve {}", i.path.display()))?;
-                (None, p)
+            let layout = meta.is_dir();
+            let feed = if layout {
+                Feed::Layout(i.path.clone())
             } else {
-                // Root opens the archive; the worker reads it from its stdin.
-                let f = fs::File::open(&i.path).with_context(|| format!("cannot open {}", i.path.display()))?;
-                (Some(f), i.path.clone())
+                Feed::Archive(fs::File::open(&i.path).with_context(|| format!("cannot open {}", i.path.display()))?)
             };
             let (recs, _) = env.worker(
                 Op::Import {
-                    path,
-                    archive: archive.is_some(),
+                    path: i.path.clone(),
+                    layout,
                     name: i.name,
                 },
                 i.insecure_skip_verify,
-                archive,
+                Some(feed),
             )?;
             print_pulled(&recs);
             Ok(0)
@@ -262,9 +274,14 @@ pub fn run(g: &GlobalOpts, a: Image) -> Result<u8> {
 
 fn print_pulled(recs: &[ImageRecord]) {
     for r in recs {
-        eprintln!("clearbox: {} {}: {}", r.name, r.digest, describe(&r.verification));
+        note(r);
         println!("{}", r.digest);
     }
+}
+
+/// How an image was judged, on stderr (the journal, under systemd).
+fn note(r: &ImageRecord) {
+    eprintln!("clearbox: {} {}: {}", r.name, r.digest, describe(&r.verification));
 }
 
 fn human(n: u64) -> String {
@@ -305,9 +322,7 @@ fn run_image(g: &GlobalOpts, env: &ImageEnv, r: ImageRun) -> Result<u8> {
         Some(_) if r.insecure_skip_verify => Vec::new(),
         Some(_) => env.worker(Op::Verify { name: name.clone() }, false, None)?.0,
     };
-    for rec in &rec {
-        tracing::info!(image = %rec.name, digest = %rec.digest, verification = %describe(&rec.verification), "image");
-    }
+    rec.iter().for_each(note);
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
