@@ -210,6 +210,44 @@ mod tests {
         )));
     }
 
+    /// In a private mount namespace of a test thread: a recursive bind with a submount becomes
+    /// read-only on every level, the source stays writable, and nosuid is kept.
+    #[test]
+    fn recursive_bind_becomes_read_only() {
+        use nix::mount::{mount, MsFlags};
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "needs root (mounts)");
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        for d in [src.join("sub"), dst.clone(), tmp.path().join("other")] {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        let (src2, other) = (src.clone(), tmp.path().join("other"));
+        std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare");
+            let none = None::<&str>;
+            mount(none, "/", none, MsFlags::MS_PRIVATE | MsFlags::MS_REC, none).expect("private");
+            mount(Some(&other), &src2.join("sub"), none, MsFlags::MS_BIND, none).expect("sub");
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+            mount(Some(&src2), &dst, none, flags, none).expect("bind");
+            let nosuid = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NOSUID;
+            mount(none, &dst, none, nosuid, none).expect("nosuid");
+            make_readonly(&dst).expect("read-only");
+            let erofs = |p: &Path| {
+                let e = std::fs::write(p, "x").expect_err("written");
+                assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{}", p.display());
+            };
+            erofs(&dst.join("f"));
+            erofs(&dst.join("sub/f"));
+            std::fs::write(src2.join("f"), "x").expect("source stays writable");
+            let st = nix::sys::statvfs::statvfs(&dst).expect("statvfs");
+            assert!(st.flags().contains(nix::sys::statvfs::FsFlags::ST_NOSUID));
+        })
+        .join()
+        .expect("thread");
+        assert!(src.join("f").exists());
+    }
+
     #[test]
     fn nested_destinations_need_no_mount_point() {
         let list = |v: &[&str]| -> Vec<(PathBuf, bool)> {
