@@ -45,8 +45,8 @@ fn cancelled(ctx: &TtrpcContext) -> bool {
 impl From<RequestError> for Error {
     fn from(e: RequestError) -> Self {
         let code = match e {
-            RequestError::NoContainerId | RequestError::NoExecId => Code::INVALID_ARGUMENT,
-            RequestError::NoProcess { .. } => Code::NOT_FOUND,
+            RequestError::EmptyContainerId | RequestError::EmptyExecId => Code::INVALID_ARGUMENT,
+            RequestError::UnknownProcess { .. } => Code::NOT_FOUND,
         };
         status(code, e)
     }
@@ -154,7 +154,7 @@ impl Agent for Service {
         self.touch();
         target::container_id(&req.container_id)?;
         if req.exec_id.is_empty() {
-            return Err(RequestError::NoExecId.into());
+            return Err(RequestError::EmptyExecId.into());
         }
         let p = spec::Process::from_json(&req.process_json)
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("process: {}", chain(&e))))?;

@@ -12,11 +12,11 @@ use crate::state::State;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
     #[error("container_id is empty: every process runs in a container")]
-    NoContainerId,
+    EmptyContainerId,
     #[error("exec_id is empty")]
-    NoExecId,
+    EmptyExecId,
     #[error("no process {exec_id:?} in container {container_id:?}")]
-    NoProcess {
+    UnknownProcess {
         container_id: String,
         exec_id: String,
     },
@@ -25,7 +25,7 @@ pub enum RequestError {
 /// Refuses an empty container id.
 pub fn container_id(id: &str) -> Result<(), RequestError> {
     if id.is_empty() {
-        return Err(RequestError::NoContainerId);
+        return Err(RequestError::EmptyContainerId);
     }
     Ok(())
 }
@@ -42,7 +42,7 @@ pub fn find(
         .procs
         .get(&(container_id.to_string(), exec_id.to_string()))
         .cloned()
-        .ok_or_else(|| RequestError::NoProcess {
+        .ok_or_else(|| RequestError::UnknownProcess {
             container_id: container_id.to_string(),
             exec_id: exec_id.to_string(),
         })
@@ -55,16 +55,16 @@ mod tests {
     #[test]
     fn empty_or_unknown_containers_are_refused() {
         let state = State::default();
-        assert_eq!(container_id(""), Err(RequestError::NoContainerId));
+        assert_eq!(container_id(""), Err(RequestError::EmptyContainerId));
         assert_eq!(container_id("c"), Ok(()));
         for exec in ["", "e1"] {
             assert_eq!(
                 find(&state, "", exec).err(),
-                Some(RequestError::NoContainerId)
+                Some(RequestError::EmptyContainerId)
             );
             assert!(matches!(
                 find(&state, "nope", exec),
-                Err(RequestError::NoProcess { .. })
+                Err(RequestError::UnknownProcess { .. })
             ));
         }
     }

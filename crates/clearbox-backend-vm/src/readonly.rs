@@ -227,7 +227,14 @@ mod tests {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare");
             let none = None::<&str>;
             mount(none, "/", none, MsFlags::MS_PRIVATE | MsFlags::MS_REC, none).expect("private");
-            mount(Some(&other), &src2.join("sub"), none, MsFlags::MS_BIND, none).expect("sub");
+            mount(
+                Some(&other),
+                &src2.join("sub"),
+                none,
+                MsFlags::MS_BIND,
+                none,
+            )
+            .expect("sub");
             let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
             mount(Some(&src2), &dst, none, flags, none).expect("bind");
             let nosuid = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NOSUID;

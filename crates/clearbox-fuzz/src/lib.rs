@@ -35,8 +35,11 @@ mod spec;
 #[path = "../../clearbox-agent/src/bundle.rs"]
 mod bundle;
 
+/// A fuzz target body.
+pub type Target = fn(&[u8]);
+
 /// The targets, by name (what `scripts/fuzz.sh` and the regression test iterate over).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("spec_json", spec_json),
     ("state_json", state_json),
     ("config_toml", config_toml),

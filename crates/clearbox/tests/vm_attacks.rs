@@ -141,7 +141,7 @@ fn run_in_vm(env: &Env, bundle: &Path, id: &str) -> String {
         "vm",
         "run",
         "--bundle",
-        bundle.to_str().unwrap(),
+        bundle.to_str().expect("utf-8 bundle path"),
         id,
     ]);
     let out = stdout(&o);
@@ -314,10 +314,15 @@ fn read_only_volumes_and_rootfs_cannot_be_written_from_a_privileged_guest() {
 /// Relative paths of everything below `dir`, sorted (symlinks not followed).
 fn listing(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in std::fs::read_dir(dir).unwrap().flatten() {
+        for e in std::fs::read_dir(dir).expect("read dir").flatten() {
             let p = e.path();
-            out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
-            if e.file_type().unwrap().is_dir() {
+            out.push(
+                p.strip_prefix(base)
+                    .expect("below base")
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            if e.file_type().expect("file type").is_dir() {
                 walk(base, &p, out);
             }
         }
