@@ -22,4 +22,6 @@ for iso in vm namespaces fly; do
     log "end-to-end suites, isolation=$iso (podman, docker, containerd, lifecycle, bad input)"
     ISOLATION=$iso RUNTIME="$root/target/release/clearbox" tests/e2e/run.sh || status=1
 done
+log "fuzzing, bounded (scripts/fuzz.sh TARGET [SECONDS] for a longer run)"
+scripts/fuzz.sh all "${FUZZ_SECONDS:-40}" || status=1
 exit $status

@@ -236,6 +236,25 @@ teardown_file() {
     [ "$(cat "$d/out")" = "from-container" ] || fail "write did not reach the host"
 }
 
+@test "podman -v hostdir:/data:ro cannot be written (vm: not even --privileged, after a remount)" {
+    local d="$BATS_TEST_TMPDIR/rovol"
+    mkdir -p "$d"
+    echo original >"$d/f"
+    run --separate-stderr prun run --rm -v "$d:/data:ro" "$IMAGE" \
+        sh -c 'cat /data/f; echo x >/data/f || echo refused-volume'
+    assert_status 0
+    [ "$output" = $'original\nrefused-volume' ] || fail "output: '$output' stderr: $stderr"
+    [ "$(cat "$d/f")" = original ] || fail "the read-only volume was written"
+    if expect_vm; then
+        # A privileged guest can remount it read-write; the host still refuses the writes.
+        run --separate-stderr prun run --rm --privileged -v "$d:/data:ro" "$IMAGE" \
+            sh -c 'mount -o remount,rw /data && echo remounted; echo x >/data/f || echo refused-volume'
+        assert_status 0
+        [ "$output" = $'remounted\nrefused-volume' ] || fail "output: '$output' stderr: $stderr"
+        [ "$(cat "$d/f")" = original ] || fail "the read-only volume was written"
+    fi
+}
+
 @test "podman run --rm leaves no container, state, mount or cgroup behind" {
     local cid d
     run --separate-stderr prun run --rm --name e2e-gone --cidfile "$BATS_TEST_TMPDIR/cid" "$IMAGE" true

@@ -277,6 +277,8 @@ fn serve() -> Result<i32, String> {
         Some(_) => ns::Stdio::default(),
         None => take_stdio()?,
     };
+    // Every container process inherits it: no vsock, no io_uring (see `guard`).
+    crate::guard::install().map_err(|e| crate::service::chain(&e))?;
     let chain = |e: clearbox_container::Error| crate::service::chain(&e);
     match &req {
         Request::Create {

@@ -12,16 +12,17 @@
 
 mod bundle;
 mod container;
+mod guard;
 mod helper;
 mod init;
 mod log;
 mod milestones;
+mod peer;
 mod process;
 mod service;
-mod spawn;
 mod spec;
 mod state;
-mod stats;
+mod target;
 mod wiring;
 
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
@@ -154,13 +155,13 @@ fn run(is_pid1: bool) -> anyhow::Result<()> {
     )
     .context("starting reaper")?;
 
-    let listener = match &args.listen_unix {
+    let (listener, channel) = match &args.listen_unix {
         Some(path) => {
             let l = unix_listener(path)?;
             host_files.socket = Some(path.clone());
-            l
+            (l, peer::Channel::Unix)
         }
-        None => vsock_listener(AGENT_VSOCK_PORT)?,
+        None => (vsock_listener(AGENT_VSOCK_PORT)?, peer::Channel::Vsock),
     };
     let shutdown_tx = Mutex::new(shutdown_tx);
     let service = service::Service {
@@ -175,6 +176,8 @@ fn run(is_pid1: bool) -> anyhow::Result<()> {
     let mut server = Server::new()
         .add_listener(listener.into_raw_fd())
         .context("ttrpc listener")?
+        // Only the host is served (see `peer`).
+        .set_accept_hook(peer::Guard(channel))
         .register_service(create_agent(Arc::new(service)))
         .set_thread_count_min(2)
         .set_thread_count_default(4)

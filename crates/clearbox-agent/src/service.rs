@@ -9,8 +9,9 @@ use clearbox_protocol::{API_VERSION, DEFAULT_READ_CHUNK, MAX_READ_CHUNK};
 use crate::container;
 use crate::milestones::{self, Milestone};
 use crate::process::{Process, WaitResult, Which};
+use crate::spec;
 use crate::state::{Key, State};
-use crate::{spawn, spec, stats};
+use crate::target::{self, RequestError};
 
 pub fn status(code: Code, msg: impl std::fmt::Display) -> Error {
     Error::RpcStatus(get_status(code, msg.to_string()))
@@ -40,6 +41,17 @@ fn cancelled(ctx: &TtrpcContext) -> bool {
     matches!(ctx.cancel_rx.try_recv(), Err(e) if e.is_disconnected())
 }
 
+/// Domain errors of request checks become ttrpc codes here, at the service edge.
+impl From<RequestError> for Error {
+    fn from(e: RequestError) -> Self {
+        let code = match e {
+            RequestError::EmptyContainerId | RequestError::EmptyExecId => Code::INVALID_ARGUMENT,
+            RequestError::UnknownProcess { .. } => Code::NOT_FOUND,
+        };
+        status(code, e)
+    }
+}
+
 fn key(container_id: &str, exec_id: &str) -> Key {
     (container_id.to_string(), exec_id.to_string())
 }
@@ -50,22 +62,7 @@ impl Service {
     }
 
     fn find(&self, container_id: &str, exec_id: &str) -> Result<Arc<Process>> {
-        if container_id.is_empty() && exec_id.is_empty() {
-            return Err(status(
-                Code::INVALID_ARGUMENT,
-                "container_id and exec_id are both empty",
-            ));
-        }
-        let t = self.state.table();
-        t.procs
-            .get(&key(container_id, exec_id))
-            .cloned()
-            .ok_or_else(|| {
-                status(
-                    Code::NOT_FOUND,
-                    format!("no process {exec_id:?} in container {container_id:?}"),
-                )
-            })
+        Ok(target::find(&self.state, container_id, exec_id)?)
     }
 
     /// Drops an exec'd process once everything about it was delivered.
@@ -119,6 +116,7 @@ impl Agent for Service {
 
     fn start_container(&self, _ctx: &TtrpcContext, req: pb::ContainerRequest) -> Result<pb::Empty> {
         self.touch();
+        target::container_id(&req.container_id)?;
         container::start(&self.state, &req.container_id)?;
         empty()
     }
@@ -129,12 +127,14 @@ impl Agent for Service {
         req: pb::RemoveContainerRequest,
     ) -> Result<pb::Empty> {
         self.touch();
+        target::container_id(&req.container_id)?;
         container::remove(&self.state, &req.container_id, req.force)?;
         empty()
     }
 
     fn pause_container(&self, _ctx: &TtrpcContext, req: pb::ContainerRequest) -> Result<pb::Empty> {
         self.touch();
+        target::container_id(&req.container_id)?;
         container::freeze(&self.state, &req.container_id, true)?;
         empty()
     }
@@ -145,44 +145,29 @@ impl Agent for Service {
         req: pb::ContainerRequest,
     ) -> Result<pb::Empty> {
         self.touch();
+        target::container_id(&req.container_id)?;
         container::freeze(&self.state, &req.container_id, false)?;
         empty()
     }
 
     fn exec_process(&self, _ctx: &TtrpcContext, req: pb::ExecProcessRequest) -> Result<pb::Empty> {
         self.touch();
+        target::container_id(&req.container_id)?;
         if req.exec_id.is_empty() {
-            return Err(status(Code::INVALID_ARGUMENT, "exec_id is empty"));
+            return Err(RequestError::EmptyExecId.into());
         }
-        let mut p = spec::Process::from_json(&req.process_json)
+        let p = spec::Process::from_json(&req.process_json)
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("process: {}", chain(&e))))?;
         let stdio = req.stdio.clone().unwrap_or_default();
         let terminal = stdio.terminal || p.terminal;
-        p.terminal = terminal;
-        if !req.container_id.is_empty() {
-            container::exec(
-                &self.state,
-                &req.container_id,
-                &req.exec_id,
-                &req.process_json,
-                terminal,
-                stdio.stdin,
-            )?;
-            return empty();
-        }
-        let mut t = self.state.table();
-        let k = key("", &req.exec_id);
-        if t.procs.contains_key(&k) {
-            return Err(status(
-                Code::ALREADY_EXISTS,
-                format!("exec {:?} already exists", req.exec_id),
-            ));
-        }
-        // Table lock held across spawn: see `state` module docs.
-        let s = spawn::spawn(&p, terminal, stdio.stdin)
-            .map_err(|e| status(Code::INVALID_ARGUMENT, chain(&e)))?;
-        let proc_ = register(&mut t, k, s, terminal);
-        crate::debug!("exec {:?}: pid {} {:?}", req.exec_id, proc_.pid, p.args);
+        container::exec(
+            &self.state,
+            &req.container_id,
+            &req.exec_id,
+            &req.process_json,
+            terminal,
+            stdio.stdin,
+        )?;
         empty()
     }
 
@@ -194,7 +179,8 @@ impl Agent for Service {
         self.touch();
         let sig = i32::try_from(req.signal)
             .map_err(|_| status(Code::INVALID_ARGUMENT, "signal out of range"))?;
-        if req.exec_id.is_empty() && !req.container_id.is_empty() && req.all {
+        target::container_id(&req.container_id)?;
+        if req.exec_id.is_empty() && req.all {
             container::kill_all(&self.state, &req.container_id, sig)?;
             return empty();
         }
@@ -240,11 +226,8 @@ impl Agent for Service {
     ) -> Result<pb::ListProcessesResponse> {
         self.touch();
         let mut r = pb::ListProcessesResponse::new();
-        r.pids = if req.container_id.is_empty() {
-            stats::all_pids()
-        } else {
-            container::pids(&self.state, &req.container_id)?
-        };
+        target::container_id(&req.container_id)?;
+        r.pids = container::pids(&self.state, &req.container_id)?;
         Ok(r)
     }
 
@@ -318,9 +301,7 @@ impl Agent for Service {
 
     fn stats(&self, _ctx: &TtrpcContext, req: pb::ContainerRequest) -> Result<pb::StatsResponse> {
         self.touch();
-        if req.container_id.is_empty() {
-            return stats::guest().map_err(|e| status(Code::INTERNAL, format!("stats: {e}")));
-        }
+        target::container_id(&req.container_id)?;
         container::stats(&self.state, &req.container_id)
     }
 
@@ -350,18 +331,4 @@ impl Agent for Service {
         (self.on_shutdown)();
         empty()
     }
-}
-
-/// Registers a freshly spawned process and starts its output readers.
-pub fn register(
-    t: &mut crate::state::Table,
-    k: Key,
-    s: spawn::Spawned,
-    terminal: bool,
-) -> Arc<Process> {
-    let p = Process::new(s.pid, terminal, s.stdin, s.pty_master);
-    p.attach_output(Which::Stdout, s.stdout);
-    p.attach_output(Which::Stderr, s.stderr);
-    t.register(k, Arc::clone(&p));
-    p
 }

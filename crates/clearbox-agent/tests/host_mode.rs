@@ -1,15 +1,15 @@
 //! Drives the real agent binary in host mode (`--no-init --listen-unix`) through
-//! `clearbox_protocol::AgentClient`: plain guest processes.
+//! `clearbox_protocol::AgentClient`: processes exec'd into a container (the agent runs nothing
+//! outside one). Needs root and /bin/busybox, as `containers`.
 
 mod common;
 
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clearbox_protocol::server::Code;
 use clearbox_protocol::{AgentClient, ProcessId, ProcessSpec, ReadChunk, Stream};
-use common::Agent;
+use common::{create, Agent, Boxed, Fixture, CID};
 
 fn sh(script: &str) -> ProcessSpec {
     ProcessSpec::new(["sh", "-c", script])
@@ -17,34 +17,31 @@ fn sh(script: &str) -> ProcessSpec {
 
 #[test]
 fn exec_collects_output_and_exit_code() {
-    let agent = Agent::start();
-    let c = agent.client();
+    let b = Boxed::start("exec_collect");
+    let c = &b.client;
     assert!(c.check().expect("check"));
     let out = c
-        .run(
-            &ProcessId::guest("e1"),
-            &sh("echo hi; echo err >&2; exit 3"),
-        )
+        .run(&b.id("e1"), &sh("echo hi; echo err >&2; exit 3"))
         .expect("run");
     assert_eq!(out.stdout, b"hi\n");
     assert_eq!(out.stderr, b"err\n");
     assert_eq!(out.status.code, 3);
     assert_eq!(out.status.signal, None);
     // Everything was delivered: the entry is gone.
-    let err = c.wait(&ProcessId::guest("e1"), None).expect_err("released");
+    let err = c.wait(&b.id("e1"), None).expect_err("released");
     assert!(err.is_not_found(), "{err}");
 }
 
 #[test]
 fn env_cwd_and_user_are_applied() {
-    let agent = Agent::start();
-    let c = agent.client();
+    let b = Boxed::start("env_cwd_and_");
+    let c = &b.client;
     let mut spec = sh("echo $FOO; pwd; id -u; id -g");
     spec.env = vec!["FOO=bar".into()];
     spec.cwd = "/tmp".into();
     spec.uid = 65534;
     spec.gid = 65534;
-    let out = c.run(&ProcessId::guest("u"), &spec).expect("run");
+    let out = c.run(&b.id("u"), &spec).expect("run");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "bar\n/tmp\n65534\n65534\n"
@@ -53,7 +50,7 @@ fn env_cwd_and_user_are_applied() {
     // The agent's blocked/ignored signals must not leak into programs.
     let out = c
         .run(
-            &ProcessId::guest("sig"),
+            &b.id("sig"),
             &ProcessSpec::new(["cat", "/proc/self/status"]),
         )
         .expect("run");
@@ -71,9 +68,9 @@ fn env_cwd_and_user_are_applied() {
 
 #[test]
 fn stdin_round_trips_through_cat() {
-    let agent = Agent::start();
-    let c = agent.client();
-    let id = ProcessId::guest("cat");
+    let b = Boxed::start("stdin_round_");
+    let c = &b.client;
+    let id = b.id("cat");
     let mut spec = ProcessSpec::new(["cat"]);
     spec.stdin = true;
     c.exec(&id, &spec).expect("exec");
@@ -96,10 +93,10 @@ fn stdin_round_trips_through_cat() {
 
 #[test]
 fn signals_are_delivered_and_reported() {
-    let agent = Agent::start();
-    let c = agent.client();
+    let b = Boxed::start("signals_are_");
+    let c = &b.client;
     for (n, sig) in [(0, 15), (1, 9)] {
-        let id = ProcessId::guest(format!("sleep{n}"));
+        let id = b.id(&format!("sleep{n}"));
         c.exec(&id, &ProcessSpec::new(["sleep", "100"]))
             .expect("exec");
         let err = c
@@ -118,10 +115,11 @@ fn signals_are_delivered_and_reported() {
 
 #[test]
 fn output_right_before_exit_is_never_lost() {
-    let agent = Agent::start();
-    let c = agent.client();
-    for i in 0..200 {
-        let id = ProcessId::guest(format!("x{i}"));
+    let b = Boxed::start("output_right");
+    let c = &b.client;
+    // Each one is a container exec (a libcontainer helper): fewer rounds than plain processes.
+    for i in 0..40 {
+        let id = b.id(&format!("x{i}"));
         let script = format!("printf 'line-{i}'; printf 'err-{i}' >&2; exit {}", i % 7);
         c.exec(&id, &sh(&script)).expect("exec");
         // Wait first: the agent must already hold every byte.
@@ -133,7 +131,7 @@ fn output_right_before_exit_is_never_lost() {
         assert_eq!(String::from_utf8_lossy(&err), format!("err-{i}"));
     }
     // A large burst right before exit, read while the process runs (back-pressure path).
-    let id = ProcessId::guest("big");
+    let id = b.id("big");
     let out = c
         .run(&id, &sh("head -c 5000000 /dev/zero | tr '\\0' a; echo END"))
         .expect("run");
@@ -143,38 +141,21 @@ fn output_right_before_exit_is_never_lost() {
 
 #[test]
 fn orphans_are_reaped_and_background_output_is_kept() {
-    let agent = Agent::start();
-    let c = agent.client();
+    let b = Boxed::start("orphans_are_");
+    let c = &b.client;
     // The background child keeps stdout open: wait covers its output too.
     let out = c
-        .run(
-            &ProcessId::guest("bg"),
-            &sh("(sleep 0.3; echo late) & echo early"),
-        )
+        .run(&b.id("bg"), &sh("(sleep 0.3; echo late) & echo early"))
         .expect("run");
     assert_eq!(out.stdout, b"early\nlate\n");
-    // An orphan (stdout detached) is re-parented to the agent and reaped there.
-    let out = c
-        .run(
-            &ProcessId::guest("orphan"),
-            &sh("sleep 0.2 >/dev/null 2>&1 & echo $!"),
-        )
-        .expect("run");
-    let pid: i32 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("pid");
-    let until = Instant::now() + Duration::from_secs(5);
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(Instant::now() < until, "orphan {pid} not reaped");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Orphans are re-parented to the container's init (its pid namespace), as with runc.
 }
 
 #[test]
 fn read_abandoned_by_a_closed_connection_loses_nothing() {
-    let agent = Agent::start();
-    let id = ProcessId::guest("late");
+    let b = Boxed::start("read_abandon");
+    let agent = &b.agent;
+    let id = b.id("late");
     let first = UnixStream::connect(&agent.socket).expect("connect");
     let killer = first.try_clone().expect("dup");
     let c1 = AgentClient::from_unix_stream(first).expect("client");
@@ -205,9 +186,9 @@ fn read_abandoned_by_a_closed_connection_loses_nothing() {
 
 #[test]
 fn terminal_exec_and_resize() {
-    let agent = Agent::start();
-    let c = agent.client();
-    let id = ProcessId::guest("tty");
+    let b = Boxed::start("terminal_exe");
+    let c = &b.client;
+    let id = b.id("tty");
     let mut spec = sh("test -t 0 && echo IS-TTY; read x; stty size");
     spec.terminal = true;
     spec.stdin = true;
@@ -227,45 +208,75 @@ fn terminal_exec_and_resize() {
 
 #[test]
 fn bad_requests_get_clear_errors() {
-    let agent = Agent::start();
-    let c = agent.client();
-    let e = c
-        .wait(&ProcessId::guest("nope"), None)
-        .expect_err("unknown");
+    let b = Boxed::start("bad_requests");
+    let c = &b.client;
+    let e = c.wait(&b.id("nope"), None).expect_err("unknown");
     assert!(e.is_not_found(), "{e}");
     let e = c
-        .exec(
-            &ProcessId::guest("a"),
-            &ProcessSpec::new(Vec::<String>::new()),
-        )
+        .exec(&b.id("a"), &ProcessSpec::new(Vec::<String>::new()))
         .expect_err("no args");
     assert_eq!(e.code(), Some(Code::INVALID_ARGUMENT), "{e}");
     let e = c
-        .exec(
-            &ProcessId::guest("b"),
-            &ProcessSpec::new(["/no/such/binary"]),
-        )
+        .exec(&b.id("b"), &ProcessSpec::new(["/no/such/binary"]))
         .expect_err("no binary");
     assert!(e.to_string().contains("/no/such/binary"), "{e}");
-    c.exec(&ProcessId::guest("dup"), &ProcessSpec::new(["sleep", "5"]))
+    c.exec(&b.id("dup"), &ProcessSpec::new(["sleep", "5"]))
         .expect("exec");
     let e = c
-        .exec(&ProcessId::guest("dup"), &ProcessSpec::new(["true"]))
+        .exec(&b.id("dup"), &ProcessSpec::new(["true"]))
         .expect_err("dup");
     assert_eq!(e.code(), Some(Code::ALREADY_EXISTS), "{e}");
-    c.signal(&ProcessId::guest("dup"), 9, true).expect("kill");
-    assert_eq!(
-        c.wait(&ProcessId::guest("dup"), None).expect("wait").signal,
-        Some(9)
-    );
+    c.signal(&b.id("dup"), 9, true).expect("kill");
+    assert_eq!(c.wait(&b.id("dup"), None).expect("wait").signal, Some(9));
     let e = c.start_container("missing").expect_err("no container");
     assert!(e.is_not_found(), "{e}");
 }
 
+/// The agent runs nothing outside a container: an empty container id is refused by every
+/// request naming a process or a container, an unknown one is not found.
+#[test]
+fn nothing_runs_outside_a_container() {
+    let b = Boxed::start("outside");
+    let c = &b.client;
+    let invalid = |e: clearbox_protocol::AgentError| {
+        assert_eq!(e.code(), Some(Code::INVALID_ARGUMENT), "{e}");
+    };
+    let plain = ProcessId {
+        container_id: String::new(),
+        exec_id: "e".into(),
+    };
+    invalid(c.exec(&plain, &sh("echo escaped")).expect_err("exec"));
+    invalid(c.wait(&plain, None).expect_err("wait"));
+    invalid(c.signal(&plain, 9, false).expect_err("signal"));
+    invalid(
+        c.signal(&ProcessId::container(""), 9, true)
+            .expect_err("signal all"),
+    );
+    invalid(c.write_stdin(&plain, b"x").expect_err("stdin"));
+    invalid(c.close_stdin(&plain).expect_err("close stdin"));
+    invalid(c.read(&plain, Stream::Stdout, 0, None).expect_err("stdout"));
+    invalid(c.read(&plain, Stream::Stderr, 0, None).expect_err("stderr"));
+    invalid(c.tty_resize(&plain, 1, 1).expect_err("resize"));
+    invalid(c.list_processes("").expect_err("ps"));
+    invalid(c.stats("").expect_err("stats"));
+    invalid(c.start_container("").expect_err("start"));
+    invalid(c.remove_container("", true).expect_err("remove"));
+    let ghost = ProcessId::container_exec("ghost", "e");
+    assert!(c
+        .exec(&ghost, &sh("true"))
+        .expect_err("ghost")
+        .is_not_found());
+    assert!(c.wait(&ghost, None).expect_err("ghost").is_not_found());
+    assert!(c.stats("ghost").expect_err("ghost").is_not_found());
+    // The container itself still works.
+    let out = c.run(&b.id("ok"), &sh("echo inside")).expect("run");
+    assert_eq!(out.stdout, b"inside\n");
+}
+
 #[test]
 fn version_reports_milestones_and_ps_stats_work() {
-    let agent = Agent::start();
-    let c = agent.client();
+    let b = Boxed::start("version_repo");
+    let c = &b.client;
     let v = c.version().expect("version");
     assert_eq!(v.api_version, clearbox_protocol::API_VERSION);
     assert!(!v.is_init);
@@ -274,23 +285,36 @@ fn version_reports_milestones_and_ps_stats_work() {
     assert!(m.agent_start_ns > 0);
     assert!(m.agent_start_ns <= m.listening_ns);
     assert!(m.listening_ns <= m.first_request_ns);
-    let id = ProcessId::guest("s");
+    let id = b.id("s");
     c.exec(&id, &ProcessSpec::new(["sleep", "100"]))
         .expect("exec");
-    let pids = c.list_processes("").expect("ps");
-    assert!(pids.len() > 2);
-    let stats = c.stats("").expect("stats");
-    assert!(stats.memory_usage_bytes > 0 && stats.pids_current > 0);
+    let pids = c.list_processes(CID).expect("ps");
+    assert!(pids.len() >= 2, "{pids:?}");
+    let stats = c.stats(CID).expect("stats");
+    assert!(stats.memory_usage_bytes > 0 && stats.pids_current >= 2);
     c.signal(&id, 9, false).expect("kill");
     c.wait(&id, None).expect("wait");
 }
 
 #[test]
 fn shutdown_stops_host_mode_agent() {
+    let fx = Fixture::new("shutdown");
     let mut agent = Agent::start();
     let c = agent.client();
-    c.exec(&ProcessId::guest("s"), &ProcessSpec::new(["sleep", "100"]))
-        .expect("exec");
+    create(
+        &c,
+        &fx,
+        CID,
+        &fx.spec(CID, "exec sleep 1000000"),
+        false,
+        false,
+    );
+    c.start_container(CID).expect("start");
+    c.exec(
+        &ProcessId::container_exec(CID, "s"),
+        &ProcessSpec::new(["sleep", "100"]),
+    )
+    .expect("exec");
     c.shutdown().expect("shutdown");
     let until = Instant::now() + Duration::from_secs(10);
     loop {

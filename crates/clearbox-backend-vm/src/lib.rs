@@ -32,6 +32,7 @@ mod error;
 mod guest_spec;
 mod hooks;
 mod layout;
+mod readonly;
 mod share;
 pub mod shim;
 mod sizing;

@@ -2,6 +2,7 @@
 //! rootfs and `<base>/shared/mounts/<n>` one of the source of the spec's n-th bind mount (a
 //! directory or a file). virtiofsd exports only `shared`, so the guest sees nothing else of the
 //! host. virtio-fs is a passthrough: what the container writes lands in the bundle's rootfs.
+//! Read-only binds and a read-only rootfs are read-only on the host (see `readonly`).
 
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
@@ -11,6 +12,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use oci_spec::runtime::{Mount, Spec};
 
 use crate::layout::Record;
+use crate::readonly;
 use crate::Error;
 
 /// Whether an OCI mount is a bind mount (by type or by option, as runc reads it).
@@ -55,6 +57,22 @@ pub(crate) fn prepare(
         mkdir(&root_mp, 0o755)?;
         bind(rootfs, &root_mp, true)?;
         let mounts = spec.mounts().as_deref().unwrap_or_default();
+        if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+            // The guest cannot create mount points in a read-only rootfs: make them first.
+            let wanted: Vec<(PathBuf, bool)> = mounts
+                .iter()
+                .map(|m| {
+                    (
+                        m.destination().clone(),
+                        is_bind(m) && source_is_file(bundle, m),
+                    )
+                })
+                .collect();
+            for (dst, is_file) in readonly::mount_points(&wanted) {
+                readonly::create_mount_point(&root_mp, &dst, is_file)?;
+            }
+            readonly::make_readonly(&root_mp)?;
+        }
         if mounts.iter().any(is_bind) {
             mkdir(&record.shared.join("mounts"), 0o755)?;
         }
@@ -91,6 +109,9 @@ pub(crate) fn prepare(
                     .map_err(|e| Error::io(format!("create {}", mp.display()), e))?;
             }
             bind(&src, &mp, is_rbind(m))?;
+            if readonly::is_readonly(m) {
+                readonly::make_readonly(&mp)?;
+            }
         }
         Ok(())
     })();
@@ -98,6 +119,13 @@ pub(crate) fn prepare(
         remove(record);
     }
     result
+}
+
+/// Whether the source of bind mount `m` is a file (relative sources are in the bundle).
+fn source_is_file(bundle: &Path, m: &Mount) -> bool {
+    m.source()
+        .as_ref()
+        .is_some_and(|s| bundle.join(s).is_file())
 }
 
 fn mkdir(p: &Path, mode: u32) -> Result<(), Error> {

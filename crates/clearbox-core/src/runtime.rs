@@ -454,19 +454,26 @@ pub fn load_bundle(bundle: &Path) -> Result<(PathBuf, Spec), Error> {
         path: canonical.clone(),
         source,
     })?;
+    check_spec(&spec).map_err(bundle_err)?;
+    Ok((canonical, spec))
+}
+
+/// What `create` requires of a parsed config.json beyond its schema: a process with arguments
+/// and an absolute cwd. The error is the reason, naming the field. Public for the fuzz targets.
+pub fn check_spec(spec: &Spec) -> Result<(), String> {
     let Some(process) = spec.process() else {
-        return Err(bundle_err("config.json has no process".into()));
+        return Err("config.json has no process".into());
     };
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
-        return Err(bundle_err("config.json: process.args is empty".into()));
+        return Err("config.json: process.args is empty".into());
     }
     if !process.cwd().is_absolute() {
-        return Err(bundle_err(format!(
+        return Err(format!(
             "config.json: process.cwd {:?} is not absolute",
             process.cwd()
-        )));
+        ));
     }
-    Ok((canonical, spec))
+    Ok(())
 }
 
 /// The canonical rootfs directory named by `root.path` (relative to the bundle).

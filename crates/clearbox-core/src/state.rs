@@ -83,6 +83,11 @@ pub struct OciState<'a> {
 }
 
 impl State {
+    /// Parses a `state.json` (what [`Locked::load`] reads; public for the fuzz targets).
+    pub fn from_json(bytes: &[u8]) -> Result<State, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
     pub fn oci(&self) -> OciState<'_> {
         OciState {
             oci_version: &self.oci_version,
@@ -226,7 +231,7 @@ impl Locked {
             }
             Err(e) => return Err(Error::io("cannot read", &path, e)),
         };
-        serde_json::from_slice(&text).map_err(|source| Error::StateCorrupt {
+        State::from_json(&text).map_err(|source| Error::StateCorrupt {
             id: self.id.clone(),
             source,
         })

@@ -30,12 +30,13 @@
 //! BufReader::with_capacity(1, &s).read_until(b'\n', &mut ok)?; // "OK <port>\n"
 //! let agent = AgentClient::from_unix_stream(s)?;
 //!
+//! // Every process runs in a container (created with `create_container`, started).
 //! // One call: exec, drain stdout+stderr, wait.
-//! let out = agent.run(&ProcessId::guest("e1"), &ProcessSpec::new(["uname", "-r"]))?;
+//! let out = agent.run(&ProcessId::container_exec("c1", "e1"), &ProcessSpec::new(["uname", "-r"]))?;
 //! assert!(out.status.success());
 //!
 //! // Step by step, with stdin.
-//! let id = ProcessId::guest("cat");
+//! let id = ProcessId::container_exec("c1", "cat");
 //! let mut spec = ProcessSpec::new(["cat"]);
 //! spec.stdin = true;
 //! agent.exec(&id, &spec)?;
@@ -91,4 +92,6 @@ pub mod pb {
 pub mod server {
     pub use crate::pb::agent_ttrpc::{create_agent, Agent};
     pub use ttrpc::{get_status, Code, Error, Result, Server, TtrpcContext};
+    /// Connection hook (peer checks before any request is read).
+    pub use ttrpc::{AcceptHook, HookError, HookOutput};
 }

@@ -5,21 +5,13 @@ use serde_json::json;
 /// Names a process: see "Process identity" in `proto/agent.proto`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ProcessId {
-    /// Empty for a plain guest process.
+    /// Never empty: every process runs in a container (the agent refuses an empty id).
     pub container_id: String,
     /// Empty for a container's init process.
     pub exec_id: String,
 }
 
 impl ProcessId {
-    /// A plain process running in the guest itself (no container).
-    pub fn guest(exec_id: impl Into<String>) -> Self {
-        Self {
-            container_id: String::new(),
-            exec_id: exec_id.into(),
-        }
-    }
-
     /// The init process of a container.
     pub fn container(container_id: impl Into<String>) -> Self {
         Self {

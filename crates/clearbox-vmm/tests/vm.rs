@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use clearbox_protocol::{ProcessId, ProcessSpec, Stream, API_VERSION};
+use clearbox_protocol::{ProcessSpec, Stream, API_VERSION};
 use clearbox_vmm::{Error, FsShare, Vm, VmConfig, VmHandle, AGENT_PORT};
 use common::*;
 
@@ -47,12 +47,26 @@ fn agent_version_exec_and_clean_shutdown() {
         "guest kernel must not be the host's"
     );
 
+    // Nothing runs outside a container.
+    let e = client
+        .run(
+            &clearbox_protocol::ProcessId {
+                container_id: String::new(),
+                exec_id: "plain".into(),
+            },
+            &sh("true"),
+        )
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(clearbox_protocol::server::Code::INVALID_ARGUMENT),
+        "{e}"
+    );
+    start_container(&client);
+
     // A command with output on both streams and an exit code.
     let out = client
-        .run(
-            &ProcessId::guest("e1"),
-            &sh("echo out; echo err >&2; exit 3"),
-        )
+        .run(&in_container("e1"), &sh("echo out; echo err >&2; exit 3"))
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
@@ -61,10 +75,7 @@ fn agent_version_exec_and_clean_shutdown() {
 
     // uname -r in the guest is the guest kernel, not the host's.
     let out = client
-        .run(
-            &ProcessId::guest("uname"),
-            &ProcessSpec::new(["uname", "-r"]),
-        )
+        .run(&in_container("uname"), &ProcessSpec::new(["uname", "-r"]))
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let guest = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -86,8 +97,9 @@ fn agent_version_exec_and_clean_shutdown() {
 fn stdin_round_trip_and_signal() {
     let tmp = tempfile::tempdir().unwrap();
     let (vm, client) = boot(config(&tmp));
+    start_container(&client);
 
-    let id = ProcessId::guest("cat");
+    let id = in_container("cat");
     let mut spec = ProcessSpec::new(["cat"]);
     spec.stdin = true;
     client.exec(&id, &spec).unwrap();
@@ -104,7 +116,7 @@ fn stdin_round_trip_and_signal() {
     assert!(stderr.is_empty());
     assert!(status.success());
 
-    let id = ProcessId::guest("sleep");
+    let id = in_container("sleep");
     client
         .exec(&id, &ProcessSpec::new(["sleep", "1000"]))
         .unwrap();
@@ -143,11 +155,12 @@ fn virtio_fs_shares_read_only_and_writable() {
         },
     ];
     let (vm, client) = boot(cfg);
+    start_container(&client);
     let script = "mkdir -p /ro /rw && mount -t virtiofs ro /ro && mount -t virtiofs rw /rw && \
                   cat /ro/greeting && \
                   if echo x > /ro/new 2>/dev/null; then echo ro-writable; else echo ro-refused; fi && \
                   echo written-by-guest > /rw/out";
-    let out = client.run(&ProcessId::guest("fs"), &sh(script)).unwrap();
+    let out = client.run(&in_container("fs"), &sh(script)).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(

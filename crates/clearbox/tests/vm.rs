@@ -9,38 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn require_assets() {
-    for (path, script) in [
-        (
-            "/usr/share/clearbox/vmlinux",
-            "scripts/build-guest-kernel.sh",
-        ),
-        (
-            "/usr/share/clearbox/initramfs.img",
-            "scripts/build-initramfs.sh \"$(scripts/build-agent.sh)\"",
-        ),
-    ] {
-        assert!(
-            Path::new(path).is_file(),
-            "{path} is missing: build it with {script}"
-        );
-    }
-}
-
-/// A VM test environment with the assets checked. `CLEARBOX_TEST_VM_CONFIG` names a
-/// config.toml to use instead of the defaults (e.g. `[vm] initrd = ...` to try a new agent).
-fn vm_env() -> Env {
-    let env = Env::new();
-    match std::env::var_os("CLEARBOX_TEST_VM_CONFIG") {
-        // `Env::cb` points CLEARBOX_CONFIG at this (otherwise absent) file.
-        Some(cfg) => {
-            std::fs::copy(&cfg, env.tmp.path().join("no-config.toml")).expect("copy VM config");
-        }
-        None => require_assets(),
-    }
-    env
-}
-
 fn bundle(env: &Env, name: &str, args: &[&str]) -> PathBuf {
     env.bundle(name, args, |v| v["root"]["readonly"] = false.into())
 }

@@ -42,11 +42,19 @@ pub fn agent_initramfs() -> PathBuf {
 }
 
 /// Busybox applets the tests exec in the guest.
-const APPLETS: &[&str] = &["sh", "cat", "echo", "sleep", "uname", "mount", "ls", "true"];
+const APPLETS: &[&str] = &[
+    "sh", "cat", "echo", "sleep", "uname", "mount", "ls", "true", "mkdir",
+];
+
+/// Guest path of the test container's rootfs (in the test initramfs).
+pub const GUEST_ROOTFS: &str = "/rootfs";
+/// The test container's id.
+pub const CONTAINER: &str = "c";
 
 /// The agent initramfs with a second cpio archive appended (the kernel
-/// unpacks concatenated archives in order) holding static busybox in /bin,
-/// so the guest has commands to exec. Built once per test run.
+/// unpacks concatenated archives in order) holding a busybox rootfs in
+/// /rootfs, for the container the tests exec in (the agent runs nothing
+/// outside a container). Built once per test run.
 pub fn test_initramfs() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
@@ -55,11 +63,13 @@ pub fn test_initramfs() -> PathBuf {
         assert!(busybox.is_file(), "/bin/busybox is missing: run scripts/install-deps.sh (busybox-static)");
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("vmm-initrd-{}", std::process::id()));
         let stage = dir.join("stage");
-        std::fs::create_dir_all(stage.join("bin")).unwrap();
-        std::fs::create_dir_all(stage.join("mnt")).unwrap();
-        std::fs::copy(busybox, stage.join("bin/busybox")).unwrap();
+        let root = stage.join(GUEST_ROOTFS.trim_start_matches('/'));
+        for d in ["bin", "mnt", "proc", "sys", "dev", "tmp"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
         for a in APPLETS {
-            let link = stage.join("bin").join(a);
+            let link = root.join("bin").join(a);
             let _ = std::fs::remove_file(&link);
             std::os::unix::fs::symlink("busybox", link).unwrap();
         }
@@ -109,6 +119,54 @@ pub fn boot(cfg: VmConfig) -> (Vm, AgentClient) {
         ),
     };
     (vm, AgentClient::new(fd).unwrap())
+}
+
+/// Creates and starts the test container [`CONTAINER`] (rootfs [`GUEST_ROOTFS`], init
+/// sleeping, CAP_SYS_ADMIN so that tests can mount virtio-fs tags in it).
+pub fn start_container(client: &AgentClient) {
+    let caps = serde_json::json!([
+        "CAP_SYS_ADMIN",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_DAC_OVERRIDE",
+        "CAP_CHOWN",
+        "CAP_FOWNER"
+    ]);
+    let spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "args": ["/bin/sleep", "1000000"],
+            "env": ["PATH=/bin"],
+            "cwd": "/",
+            "user": {"uid": 0, "gid": 0},
+            "capabilities": {
+                "bounding": caps, "effective": caps, "permitted": caps
+            }
+        },
+        "root": {"path": "rootfs", "readonly": false},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}
+        ],
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}]}
+    });
+    client
+        .create_container(
+            CONTAINER,
+            spec.to_string().as_bytes(),
+            &clearbox_protocol::RootfsLocation::GuestPath(GUEST_ROOTFS.into()),
+            false,
+            false,
+        )
+        .unwrap();
+    client.start_container(CONTAINER).unwrap();
+}
+
+/// A process exec'd into the test container.
+pub fn in_container(exec_id: &str) -> clearbox_protocol::ProcessId {
+    clearbox_protocol::ProcessId::container_exec(CONTAINER, exec_id)
 }
 
 /// True when `pid` still exists (zombies count as gone: they hold nothing).

@@ -151,3 +151,35 @@ pub fn mounts_below(dir: &Path) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+pub fn require_assets() {
+    for (path, script) in [
+        (
+            "/usr/share/clearbox/vmlinux",
+            "scripts/build-guest-kernel.sh",
+        ),
+        (
+            "/usr/share/clearbox/initramfs.img",
+            "scripts/build-initramfs.sh \"$(scripts/build-agent.sh)\"",
+        ),
+    ] {
+        assert!(
+            Path::new(path).is_file(),
+            "{path} is missing: build it with {script}"
+        );
+    }
+}
+
+/// A VM test environment with the assets checked. `CLEARBOX_TEST_VM_CONFIG` names a
+/// config.toml to use instead of the defaults (e.g. `[vm] initrd = ...` to try a new agent).
+pub fn vm_env() -> Env {
+    let env = Env::new();
+    match std::env::var_os("CLEARBOX_TEST_VM_CONFIG") {
+        // `Env::cb` points CLEARBOX_CONFIG at this (otherwise absent) file.
+        Some(cfg) => {
+            std::fs::copy(&cfg, env.tmp.path().join("no-config.toml")).expect("copy VM config");
+        }
+        None => require_assets(),
+    }
+    env
+}

@@ -1,0 +1,157 @@
+//! Who may talk to the agent: only the host.
+//!
+//! The agent's API runs anything in any container, so a connection is served only when it
+//! comes from the host. On vsock the host is `VMADDR_CID_HOST` (2), also behind
+//! vhost-user-vsock (`vhost-device-vsock` presents the host side as CID 2). Everything else
+//! is refused before ttrpc reads a byte: `VMADDR_CID_LOCAL` (1, the guest's loopback
+//! transport), the guest's own CID (loopback to itself), the hypervisor (0) and any other
+//! guest. A container cannot even open an `AF_VSOCK` socket (see `guard`); this check is the
+//! second, independent layer.
+//!
+//! The decision ([`check`]) is a pure function of the channel kind and the peer address, so
+//! any later channel reuses it: a virtio-serial port (planned for templates) has no peer
+//! address, only the host can open its other end, and it is accepted through
+//! [`Channel::VirtioSerial`]; the agent must then keep the port's device node out of every
+//! container (containers get their own /dev), which is the equivalent of this check there.
+//! The Unix socket of host test mode (`--listen-unix`) is guarded by its file permissions.
+
+use std::os::fd::RawFd;
+
+use clearbox_protocol::server::{HookError, HookOutput};
+
+/// `VMADDR_CID_HOST`: the host, as seen from a guest.
+pub const HOST_CID: u32 = 2;
+
+/// The transport a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// AF_VSOCK: only the host's CID is served.
+    Vsock,
+    /// A virtio-serial port: reachable only from the host by construction. Not served yet: the
+    /// planned template channel uses it.
+    #[allow(dead_code)]
+    VirtioSerial,
+    /// Host test mode's Unix socket (0700 directory, the test's own).
+    Unix,
+}
+
+/// What `getpeername` said about an accepted connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Vsock {
+        cid: u32,
+        port: u32,
+    },
+    Unix,
+    /// Any other address family, or no address.
+    Other,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("vsock peer CID {cid} (port {port}) is not the host (CID {HOST_CID})")]
+    NotHost { cid: u32, port: u32 },
+    #[error("peer {peer:?} does not belong on a {channel:?} channel")]
+    WrongFamily { channel: Channel, peer: Peer },
+    #[error("cannot read the peer address")]
+    Unknown(#[source] nix::Error),
+}
+
+/// The decision, without side effects.
+pub fn check(channel: Channel, peer: Peer) -> Result<(), Refused> {
+    match (channel, peer) {
+        (Channel::Vsock, Peer::Vsock { cid, .. }) if cid == HOST_CID => Ok(()),
+        (Channel::Vsock, Peer::Vsock { cid, port }) => Err(Refused::NotHost { cid, port }),
+        (Channel::Unix, Peer::Unix) => Ok(()),
+        // virtio-serial ports are character devices: there is no socket peer to inspect.
+        (Channel::VirtioSerial, _) => Ok(()),
+        (channel, peer) => Err(Refused::WrongFamily { channel, peer }),
+    }
+}
+
+/// The peer of a connected socket.
+pub fn peer_of(fd: RawFd) -> Result<Peer, Refused> {
+    use nix::sys::socket::{getpeername, SockaddrLike, SockaddrStorage};
+    let addr = getpeername::<SockaddrStorage>(fd).map_err(Refused::Unknown)?;
+    if let Some(v) = addr.as_vsock_addr() {
+        return Ok(Peer::Vsock {
+            cid: v.cid(),
+            port: v.port(),
+        });
+    }
+    if addr.family() == Some(nix::sys::socket::AddressFamily::Unix) {
+        return Ok(Peer::Unix);
+    }
+    Ok(Peer::Other)
+}
+
+/// ttrpc accept hook: refused connections are closed before any request is read.
+#[derive(Debug)]
+pub struct Guard(pub Channel);
+
+impl clearbox_protocol::server::AcceptHook for Guard {
+    fn on_accept(&self, fd: RawFd) -> Result<HookOutput, HookError> {
+        let decision = match self.0 {
+            Channel::VirtioSerial => check(self.0, Peer::Other),
+            ch => peer_of(fd).and_then(|p| check(ch, p)),
+        };
+        match decision {
+            Ok(()) => Ok(HookOutput {
+                data: Default::default(),
+                payload_transform: None,
+            }),
+            Err(e) => {
+                // Debug only: a guest process must not be able to flood the console.
+                crate::debug!("connection refused: {e}");
+                Err(HookError::Rejected(e.to_string()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clearbox_protocol::server::AcceptHook;
+    use std::os::fd::AsRawFd;
+
+    fn vsock(cid: u32) -> Peer {
+        Peer::Vsock { cid, port: 1234 }
+    }
+
+    #[test]
+    fn only_the_host_cid_is_served_on_vsock() {
+        assert_eq!(check(Channel::Vsock, vsock(HOST_CID)), Ok(()));
+        // Hypervisor, local loopback, the guest's own CID (3 is the first guest CID; any
+        // other value too), another guest, VMADDR_CID_ANY.
+        for cid in [0, 1, 3, 4, 1000, u32::MAX] {
+            assert_eq!(
+                check(Channel::Vsock, vsock(cid)),
+                Err(Refused::NotHost { cid, port: 1234 }),
+                "cid {cid}"
+            );
+        }
+        assert!(check(Channel::Vsock, Peer::Unix).is_err());
+        assert!(check(Channel::Vsock, Peer::Other).is_err());
+    }
+
+    #[test]
+    fn other_channels() {
+        assert_eq!(check(Channel::Unix, Peer::Unix), Ok(()));
+        assert!(check(Channel::Unix, vsock(HOST_CID)).is_err());
+        assert_eq!(check(Channel::VirtioSerial, Peer::Other), Ok(()));
+    }
+
+    #[test]
+    fn hook_reads_the_real_peer() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        assert_eq!(peer_of(a.as_raw_fd()), Ok(Peer::Unix));
+        // A Unix peer on a vsock listener is refused by the hook itself.
+        assert!(Guard(Channel::Vsock).on_accept(a.as_raw_fd()).is_err());
+        assert!(Guard(Channel::Unix).on_accept(a.as_raw_fd()).is_ok());
+        // Not a socket at all.
+        let f = std::fs::File::open("/dev/null").expect("open");
+        assert!(matches!(peer_of(f.as_raw_fd()), Err(Refused::Unknown(_))));
+    }
+}

@@ -1,0 +1,220 @@
+//! Bodies of the fuzz targets, one function per target. `fuzz/` (a cargo-fuzz crate with its own
+//! workspace, built with `RUSTC_BOOTSTRAP=1`) calls them from libFuzzer; `tests/regressions.rs`
+//! replays every input kept in `fuzz/regressions/<target>/` through them in the normal
+//! `cargo test`, so an input that once crashed stays a test. Every function must return (or
+//! fail) without panicking, hanging or growing without bound, whatever the bytes.
+//!
+//! The agent is a static binary without a library: its request decoding modules (`spec`, the
+//! first parse of every spec and process JSON; `bundle`, the spec the agent prepares for
+//! libcontainer) are compiled here from the agent's own source files, not copied.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use clearbox_protocol::pb::agent as pb;
+use clearbox_protocol::server::{create_agent, Agent, Server};
+use clearbox_protocol::{AgentClient, ProcessId, ProcessSpec, RootfsLocation, Stream};
+use protobuf::Message;
+
+/// The agent's console logging, which `bundle` calls; silent here.
+#[macro_export]
+macro_rules! debug {
+    ($($arg:tt)*) => {{
+        let _ = format_args!($($arg)*);
+    }};
+}
+
+#[allow(dead_code, clippy::all)]
+#[path = "../../clearbox-agent/src/spec.rs"]
+mod spec;
+
+#[allow(dead_code, clippy::all)]
+#[path = "../../clearbox-agent/src/bundle.rs"]
+mod bundle;
+
+/// A fuzz target body.
+pub type Target = fn(&[u8]);
+
+/// The targets, by name (what `scripts/fuzz.sh` and the regression test iterate over).
+pub const TARGETS: &[(&str, Target)] = &[
+    ("spec_json", spec_json),
+    ("state_json", state_json),
+    ("config_toml", config_toml),
+    ("agent_request", agent_request),
+    ("agent_reply", agent_reply),
+];
+
+/// config.json as `create` validates it (the core), then as the agent parses and prepares it.
+pub fn spec_json(data: &[u8]) {
+    if let Ok(spec) = serde_json::from_slice::<oci_spec::runtime::Spec>(data) {
+        if clearbox_core::runtime::check_spec(&spec).is_ok() {
+            let _ = clearbox_core::isolation::select(
+                spec.annotations().as_ref(),
+                None,
+                None,
+                clearbox_core::Isolation::Vm,
+            );
+            let _ = clearbox_core::runtime::merge_exec_process(&spec, &Default::default());
+        }
+    }
+    agent_spec(data);
+}
+
+/// What the agent does with the spec of a CreateContainer request and the process of an
+/// ExecProcess request.
+fn agent_spec(data: &[u8]) {
+    let _ = spec::Spec::from_json(data);
+    let _ = spec::Process::from_json(data);
+    if let Ok(prepared) = bundle::prepare(
+        data,
+        "c1",
+        Path::new("/run/clearbox/shared/rootfs"),
+        false,
+        false,
+        "clearbox",
+        bundle::Lsm::default(),
+    ) {
+        let _ = bundle::exec_process(data, false, &prepared.config, bundle::Lsm::default());
+    }
+}
+
+/// state.json as every command reads it, and its OCI view as `state` prints it.
+pub fn state_json(data: &[u8]) {
+    if let Ok(state) = clearbox_core::State::from_json(data) {
+        let _ = serde_json::to_vec(&state.oci());
+        let _ = serde_json::to_vec(&state);
+    }
+}
+
+/// /etc/clearbox/config.toml.
+pub fn config_toml(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = clearbox_core::Config::parse(text);
+    }
+}
+
+/// The agent's request decoding: every request message from raw protobuf bytes, and raw bytes
+/// as ttrpc frames through a real ttrpc server serving the agent's service (frame header,
+/// length limits, request envelope, method dispatch, message decoding). The service behind it
+/// refuses every call (the generated defaults): what is fuzzed is the decoding.
+pub fn agent_request(data: &[u8]) {
+    decode_requests(data);
+    let Ok(mut s) = UnixStream::connect(stub_server()) else {
+        return;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+    let _ = s.write_all(data);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut sink = Vec::new();
+    let _ = s.take(8 << 20).read_to_end(&mut sink);
+}
+
+fn decode_requests(data: &[u8]) {
+    fn one<M: Message>(data: &[u8]) {
+        if let Ok(m) = M::parse_from_bytes(data) {
+            let _ = m.write_to_bytes();
+        }
+    }
+    one::<pb::CreateContainerRequest>(data);
+    one::<pb::ContainerRequest>(data);
+    one::<pb::RemoveContainerRequest>(data);
+    one::<pb::ProcessRequest>(data);
+    one::<pb::ExecProcessRequest>(data);
+    one::<pb::SignalProcessRequest>(data);
+    one::<pb::WaitProcessRequest>(data);
+    one::<pb::WriteStdinRequest>(data);
+    one::<pb::ReadStreamRequest>(data);
+    one::<pb::TtyWinResizeRequest>(data);
+    one::<pb::Empty>(data);
+    if let Ok(r) = pb::CreateContainerRequest::parse_from_bytes(data) {
+        agent_spec(&r.oci_spec_json);
+    }
+    if let Ok(r) = pb::ExecProcessRequest::parse_from_bytes(data) {
+        let _ = spec::Process::from_json(&r.process_json);
+    }
+}
+
+struct Refuse;
+impl Agent for Refuse {}
+
+/// A ttrpc server with the agent's service on a Unix socket, started once per process.
+fn stub_server() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("clearbox-fuzz-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("agent.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).expect("bind fuzz server socket");
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(listener);
+        let server = Server::new()
+            .add_listener(fd)
+            .expect("listener")
+            .register_service(create_agent(Arc::new(Refuse)))
+            .set_thread_count_min(1)
+            .set_thread_count_default(2)
+            .set_thread_count_max(8);
+        // Leaked on purpose: it serves until the fuzzing process exits.
+        let server = Box::leak(Box::new(server));
+        server.start().expect("start fuzz server");
+        path
+    })
+}
+
+/// The host's decoding of agent replies: a fake agent answers one call of the real
+/// `AgentClient` with the fuzz bytes (first byte: which call; the reply's stream id is patched
+/// to the request's so that a well-formed frame is matched).
+pub fn agent_reply(data: &[u8]) {
+    let Some((&call, reply)) = data.split_first() else {
+        return;
+    };
+    let Ok((ours, theirs)) = UnixStream::pair() else {
+        return;
+    };
+    let reply = reply.to_vec();
+    let agent = std::thread::spawn(move || fake_agent(theirs, reply));
+    if let Ok(client) = AgentClient::from_unix_stream(ours) {
+        let client = client.with_timeout(Duration::from_millis(500));
+        let id = ProcessId::container_exec("c1", "e1");
+        let t = Some(Duration::from_millis(100));
+        match call % 10 {
+            0 => drop(client.version()),
+            1 => drop(client.check()),
+            2 => drop(client.wait(&id, t)),
+            3 => drop(client.read(&id, Stream::Stdout, 0, t)),
+            4 => drop(client.stats("c1")),
+            5 => drop(client.list_processes("c1")),
+            6 => drop(client.write_stdin(&id, b"x")),
+            7 => drop(client.exec(&id, &ProcessSpec::new(["true"]))),
+            8 => drop(client.create_container(
+                "c1",
+                b"{}",
+                &RootfsLocation::GuestPath("/".into()),
+                false,
+                false,
+            )),
+            _ => drop(client.shutdown()),
+        }
+    }
+    let _ = agent.join();
+}
+
+/// Reads one request frame, answers with `reply`, closes.
+fn fake_agent(mut s: UnixStream, mut reply: Vec<u8>) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut hdr = [0u8; 10];
+    if s.read_exact(&mut hdr).is_err() {
+        return;
+    }
+    let len = u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as u64;
+    let mut payload = Vec::new();
+    let _ = (&mut s).take(len).read_to_end(&mut payload);
+    if reply.len() >= 8 {
+        reply[4..8].copy_from_slice(&hdr[4..8]);
+    }
+    let _ = s.write_all(&reply);
+}
