@@ -2,13 +2,15 @@
 //!
 //! * `root.path` → the rootfs inside the guest's virtio-fs mount.
 //! * bind mount sources → their copies below the share (`mounts/<n>`).
-//! * namespace `path`s are dropped: they name host namespaces (podman's netns, …); the guest
-//!   creates fresh ones of the same types.
+//! * namespace `path`s are dropped: they name host namespaces; the guest creates fresh ones of
+//!   the same types. The network namespace is dropped altogether: the container shares the
+//!   VM's root namespace, where the agent set up the NICs that carry the engine's interfaces
+//!   (see `net.rs`; the VM is the isolation boundary).
 //! * `cgroupsPath` → a guest-local path; hooks are removed (they run on the host).
 
 use std::path::PathBuf;
 
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::layout::GUEST_SHARE;
 use crate::share::is_bind;
@@ -39,6 +41,7 @@ pub(crate) fn rewrite(spec: &Spec, guest_id: &str) -> Result<Vec<u8>, Error> {
         if let Some(ns) = linux.namespaces().clone() {
             let ns = ns
                 .into_iter()
+                .filter(|n| n.typ() != LinuxNamespaceType::Network)
                 .map(|mut n| {
                     n.set_path(None);
                     n
@@ -73,7 +76,7 @@ mod tests {
             "hooks": {"prestart": [{"path": "/bin/true"}]},
             "linux": {
                 "cgroupsPath": "machine.slice:libpod:abc",
-                "namespaces": [{"type": "pid"}, {"type": "network", "path": "/run/netns/cni-1"}]
+                "namespaces": [{"type": "pid", "path": "/proc/1/ns/pid"}, {"type": "network", "path": "/run/netns/cni-1"}]
             }
         }))
         .unwrap();
@@ -91,7 +94,9 @@ mod tests {
         );
         assert!(out.get("hooks").is_none() || out["hooks"].is_null());
         assert_eq!(out["linux"]["cgroupsPath"], "/clearbox/abc");
-        assert!(out["linux"]["namespaces"][1].get("path").is_none());
-        assert_eq!(out["linux"]["namespaces"][1]["type"], "network");
+        // The container uses the VM's network namespace.
+        assert_eq!(out["linux"]["namespaces"].as_array().unwrap().len(), 1);
+        assert_eq!(out["linux"]["namespaces"][0]["type"], "pid");
+        assert!(out["linux"]["namespaces"][0].get("path").is_none());
     }
 }
