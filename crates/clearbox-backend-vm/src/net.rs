@@ -156,18 +156,28 @@ pub(crate) fn wire(net: &Network, ns: &NetNs, dir: &Path, rec: &Record) -> Resul
     });
     rec.save(dir)?;
     let mut w = Wiring {
-        links,
+        links: Vec::new(),
         taps: Vec::new(),
     };
-    for (iface, l) in net.interfaces.iter().zip(w.links.clone()) {
-        let tap = clearbox_net::tap::wire(iface, &l.tap).map_err(|e| {
-            Error::Msg(format!(
-                "cannot connect interface {} to the VM: {}",
-                iface.name,
-                crate::one_line(&e)
-            ))
-        })?;
-        w.taps.push(tap);
+    for (iface, l) in net.interfaces.iter().zip(links) {
+        match clearbox_net::tap::wire(iface, &l.tap) {
+            Ok(tap) => {
+                w.links.push(l);
+                w.taps.push(tap);
+            }
+            Err(e) => {
+                // Only what was wired is ours to remove (`wire` undid its own part).
+                if let Some(n) = rec.net.as_mut() {
+                    n.links = w.links.clone();
+                }
+                let _ = rec.save(dir);
+                return Err(Error::Msg(format!(
+                    "cannot connect interface {} to the VM: {}",
+                    iface.name,
+                    crate::one_line(&e)
+                )));
+            }
+        }
     }
     Ok(w)
 }

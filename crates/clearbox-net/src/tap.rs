@@ -154,10 +154,13 @@ pub fn wire(iface: &Interface, tap_name: &str) -> Result<Tap, Error> {
     let mut nl = Netlink::open()?;
     let veth = index_of(&mut nl, &iface.name)?;
     let fd = open_tap(tap_name)?;
+    // Whether the veth's ingress qdisc is ours to remove on failure.
+    let mut veth_qdisc = false;
     let res = (|| {
         let tap = index_of(&mut nl, tap_name)?;
         set_link(&mut nl, tap, None, Some(iface.mtu), true)?;
         add_ingress(&mut nl, veth, &iface.name)?;
+        veth_qdisc = true;
         add_redirect(&mut nl, veth, tap, &format!("{} to {tap_name}", iface.name))?;
         add_ingress(&mut nl, tap, tap_name)?;
         add_redirect(&mut nl, tap, veth, &format!("{tap_name} to {}", iface.name))
@@ -168,8 +171,11 @@ pub fn wire(iface: &Interface, tap_name: &str) -> Result<Tap, Error> {
             fd,
         }),
         Err(e) => {
+            // The tap goes with its fd; a qdisc someone else put on the veth stays.
             drop(fd);
-            let _ = unwire(&iface.name, tap_name);
+            if veth_qdisc {
+                let _ = del_ingress(&mut nl, veth, &iface.name);
+            }
             Err(e)
         }
     }

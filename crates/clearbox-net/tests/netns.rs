@@ -91,6 +91,8 @@ fn wire_scan_apply_unwire() {
             "{e}"
         );
         assert!(scan::clearbox_taps().unwrap() == vec!["cbtap0".to_string()]);
+        // ... and the refusal leaves the first wiring alone.
+        assert!(sh("tc filter show dev veth0 ingress").contains("cbtap0"));
 
         // The tap dies with its last fd; unwire removes the veth's qdisc.
         drop(t);
