@@ -512,27 +512,6 @@ pub fn remove_all(state: &State) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn container_ids_are_checked() {
-        assert!(valid_id("abc-1.2_x"));
-        assert!(!valid_id(""));
-        assert!(!valid_id(".."));
-        assert!(!valid_id("a/b"));
-        assert!(!valid_id("a b"));
-    }
-
-    #[test]
-    fn terminal_flag_is_read_from_the_spec() {
-        assert!(spec_terminal(br#"{"process":{"terminal":true}}"#));
-        assert!(!spec_terminal(br#"{"process":{}}"#));
-        assert!(!spec_terminal(b"nonsense"));
-    }
-}
-
 /// The VM's root network namespace, as the host names it in guest specs (the agent is PID 1).
 const VM_ROOT_NETNS: &str = "/proc/1/ns/net";
 
@@ -577,4 +556,25 @@ fn vm_network_sysctls(config: &mut serde_json::Value) -> Result<()> {
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("sysctl {key}={value}: {e}")))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_ids_are_checked() {
+        assert!(valid_id("abc-1.2_x"));
+        assert!(!valid_id(""));
+        assert!(!valid_id(".."));
+        assert!(!valid_id("a/b"));
+        assert!(!valid_id("a b"));
+    }
+
+    #[test]
+    fn terminal_flag_is_read_from_the_spec() {
+        assert!(spec_terminal(br#"{"process":{"terminal":true}}"#));
+        assert!(!spec_terminal(br#"{"process":{}}"#));
+        assert!(!spec_terminal(b"nonsense"));
+    }
 }

@@ -151,7 +151,7 @@ fn run_one(hook: &Hook, state: &[u8]) -> Result<(), String> {
     let timeout = hook
         .timeout()
         .filter(|t| *t > 0)
-        .map(|t| Duration::from_secs(t.unsigned_abs().into()));
+        .map(|t| Duration::from_secs(t.unsigned_abs()));
     let timed_out = match timeout {
         Some(t) => rx.recv_timeout(t).is_err(),
         None => rx.recv().is_err(),

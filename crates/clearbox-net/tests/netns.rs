@@ -131,7 +131,7 @@ fn wire_scan_apply_unwire() {
             ipv6: false,
             metric: None,
         };
-        apply::add_routes(&[route.clone()]).unwrap();
+        apply::add_routes(std::slice::from_ref(&route)).unwrap();
         // Twice is fine.
         apply::add_routes(&[route]).unwrap();
         assert!(sh("ip route show").contains("10.11.0.0/16 via 10.9.0.1 dev eth5"));

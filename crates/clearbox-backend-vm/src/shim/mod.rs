@@ -53,7 +53,7 @@ pub(crate) struct Request {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Kind {
     Init {
-        vm: VmConfig,
+        vm: Box<VmConfig>,
         spec: serde_json::Value,
         netns: NetNs,
     },
@@ -135,7 +135,7 @@ pub fn main(request: &Path, ready_fd: RawFd) -> i32 {
             ref vm,
             ref spec,
             ref netns,
-        } => init(&req, vm.clone(), spec, netns, &mut ready),
+        } => init(&req, vm.as_ref().clone(), spec, netns, &mut ready),
         Kind::Exec {
             ref exec_id,
             ref process,
