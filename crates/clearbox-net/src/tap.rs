@@ -76,14 +76,19 @@ fn index_of(nl: &mut Netlink, name: &str) -> Result<u32, Error> {
         .ok_or_else(|| Error::Invalid(format!("no network interface {name}")))
 }
 
-fn add_ingress(nl: &mut Netlink, index: u32, name: &str) -> Result<(), Error> {
+/// The ingress qdisc of link `index` (`tc qdisc … dev X ingress`).
+fn ingress_qdisc(index: u32) -> TcMessage {
     let mut m = TcMessage::default();
     m.header.index = index as i32;
     m.header.parent = TcHandle::INGRESS;
     m.header.handle = INGRESS_HANDLE;
     m.attributes.push(TcAttribute::Kind("ingress".into()));
+    m
+}
+
+fn add_ingress(nl: &mut Netlink, index: u32, name: &str) -> Result<(), Error> {
     let r = nl.request(
-        RouteNetlinkMessage::NewQueueDiscipline(m),
+        RouteNetlinkMessage::NewQueueDiscipline(ingress_qdisc(index)),
         NLM_F_CREATE | NLM_F_EXCL,
         &format!("add an ingress qdisc to {name}"),
     );
@@ -96,13 +101,8 @@ fn add_ingress(nl: &mut Netlink, index: u32, name: &str) -> Result<(), Error> {
 }
 
 fn del_ingress(nl: &mut Netlink, index: u32, name: &str) -> Result<(), Error> {
-    let mut m = TcMessage::default();
-    m.header.index = index as i32;
-    m.header.parent = TcHandle::INGRESS;
-    m.header.handle = INGRESS_HANDLE;
-    m.attributes.push(TcAttribute::Kind("ingress".into()));
     let r = nl.request(
-        RouteNetlinkMessage::DelQueueDiscipline(m),
+        RouteNetlinkMessage::DelQueueDiscipline(ingress_qdisc(index)),
         0,
         &format!("remove the ingress qdisc of {name}"),
     );

@@ -520,8 +520,7 @@ fn host_hooks_run_in_order_with_the_container_state() {
         assert_eq!(state["annotations"]["org.example/hooks"], "yes", "{line}");
     }
     // The pid the create hooks get is the shim's, in the container's network namespace.
-    let pre: serde_json::Value =
-        serde_json::from_str(lines[0].split_once(' ').unwrap().1).unwrap();
+    let pre: serde_json::Value = serde_json::from_str(lines[0].split_once(' ').unwrap().1).unwrap();
     assert!(pre["pid"].as_i64().unwrap() > 0, "{text}");
 }
 
