@@ -320,6 +320,7 @@ setup_direct_netns() {
 teardown() {
     [ -n "${NS:-}" ] || return 0
     teardown_direct
+    [ -z "${CLIENT:-}" ] || ip netns del "$CLIENT" 2>/dev/null || true
     ip netns del "$NS" 2>/dev/null || true
     ip link del "cbh$NET_N-$BATS_TEST_NUMBER" 2>/dev/null || true
 }
@@ -428,6 +429,36 @@ EOF
     assert_output_contains "hello from"
     rt delete --force "$id"
     ip link del "$peer" 2>/dev/null || true
+    assert_nothing_left "$id" "$B"
+}
+
+@test "vm: IPv6 addresses and routes reach the guest (host IPv6 is off here: a client netns)" {
+    expect_vm || skip "isolation is not vm"
+    setup_direct_netns
+    CLIENT="${NS}c"
+    local peer="cbq$NET_N-$BATS_TEST_NUMBER" v6="fd00:cb:$NET_N"
+    ip netns add "$CLIENT"
+    ip -n "$CLIENT" link add "$peer" type veth peer name eth1 netns "$NS"
+    ip -n "$CLIENT" addr add "$v6::1/64" dev "$peer" nodad
+    ip -n "$CLIENT" link set "$peer" up
+    ip -n "$NS" addr add "$v6::2/64" dev eth1 nodad
+    ip -n "$NS" link set eth1 up
+    ip -n "$NS" -6 route add "$v6:1::/64" via "$v6::1" dev eth1
+    local id
+    id=$(new_id v6)
+    track "$id"
+    rt_detached run -d --bundle "$B" "$id"
+    assert_status 0
+    run --separate-stderr rt exec "$id" sh -c 'ip -6 addr show dev eth1; ip -6 route; ip -o -4 addr'
+    assert_status 0
+    assert_output_contains "$v6::2/64"
+    assert_output_contains "$v6:1::/64 via $v6::1 dev eth1"
+    assert_output_contains "10.196.$NET_N.2"
+    run ip netns exec "$CLIENT" curl -s -g -m 3 --retry 40 --retry-delay 1 --retry-all-errors "http://[$v6::2]/"
+    assert_status 0
+    assert_output_contains "hello from"
+    rt delete --force "$id"
+    assert_unwired "/var/run/netns/$NS"
     assert_nothing_left "$id" "$B"
 }
 
