@@ -24,7 +24,7 @@ PACKAGES=(
     docker-registry gnupg openssl curl
     slirp4netns fuse-overlayfs uidmap iproute2
     # tests and benchmarks
-    bats hyperfine busybox-static jq file time python3 util-linux
+    bats hyperfine busybox-static jq file time python3 util-linux curl iperf3
     # guest kernel build (scripts/build-guest-kernel.sh) and initramfs
     linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev
     cpio xz-utils

@@ -19,7 +19,7 @@ cargo test --workspace -- --test-threads=2
 # Every isolation through the real clients: vm (the default), then namespaces and fly.
 status=0
 for iso in vm namespaces fly; do
-    log "end-to-end suites, isolation=$iso (podman, docker, containerd, lifecycle, bad input)"
+    log "end-to-end suites, isolation=$iso (podman, docker, containerd, network, lifecycle, bad input)"
     ISOLATION=$iso RUNTIME="$root/target/release/clearbox" tests/e2e/run.sh || status=1
 done
 log "fuzzing, bounded (scripts/fuzz.sh TARGET [SECONDS] for a longer run)"

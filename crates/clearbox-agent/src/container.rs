@@ -215,7 +215,7 @@ fn create_reserved(state: &State, req: &pb::CreateContainerRequest, id: &str) ->
     let stdio = req.stdio.clone().unwrap_or_default();
     let spec_terminal = spec_terminal(&req.oci_spec_json);
     let terminal = stdio.terminal || spec_terminal;
-    let prepared = bundle::prepare(
+    let mut prepared = bundle::prepare(
         &req.oci_spec_json,
         id,
         &rootfs,
@@ -225,6 +225,7 @@ fn create_reserved(state: &State, req: &pb::CreateContainerRequest, id: &str) ->
         cfg.lsm,
     )
     .map_err(|e| status(Code::INVALID_ARGUMENT, format!("spec: {}", chain(&e))))?;
+    vm_network_sysctls(&mut prepared.config)?;
     let bundle_dir = cfg.run_dir.join("bundles").join(id);
     let state_root = cfg.run_dir.join("containers").join(id);
     let cleanup = || {
@@ -509,6 +510,52 @@ pub fn remove_all(state: &State) {
             crate::error!("removing container {id}: {e:?}");
         }
     }
+}
+
+/// The VM's root network namespace, as the host names it in guest specs (the agent is PID 1).
+const VM_ROOT_NETNS: &str = "/proc/1/ns/net";
+
+/// A container that joins the VM's root network namespace (every VM container: the VM is its
+/// network boundary) may still ask for `net.*` sysctls, as Docker does. libcontainer refuses
+/// those for the namespace it runs in, so the agent, which owns that namespace, sets them
+/// itself and takes them out of the spec: the container sees them as with runc.
+fn vm_network_sysctls(config: &mut serde_json::Value) -> Result<()> {
+    if std::process::id() != 1 {
+        return Ok(());
+    }
+    let joins_root = config["linux"]["namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|n| n["type"] == "network" && n["path"] == VM_ROOT_NETNS);
+    let Some(sysctl) = config["linux"]
+        .get_mut("sysctl")
+        .and_then(|s| s.as_object_mut())
+    else {
+        return Ok(());
+    };
+    if !joins_root {
+        return Ok(());
+    }
+    let net: Vec<String> = sysctl
+        .keys()
+        .filter(|k| k.starts_with("net."))
+        .cloned()
+        .collect();
+    for key in net {
+        let value = sysctl.remove(&key).unwrap_or_default();
+        let value = value.as_str().unwrap_or_default().to_string();
+        if key.contains("..") || key.contains('/') {
+            return Err(status(
+                Code::INVALID_ARGUMENT,
+                format!("bad sysctl {key:?}"),
+            ));
+        }
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        std::fs::write(&path, &value)
+            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("sysctl {key}={value}: {e}")))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

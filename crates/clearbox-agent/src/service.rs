@@ -331,4 +331,54 @@ impl Agent for Service {
         (self.on_shutdown)();
         empty()
     }
+
+    fn update_interfaces(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::UpdateInterfacesRequest,
+    ) -> Result<pb::Empty> {
+        self.touch();
+        self.network_allowed()?;
+        let ifaces = req
+            .interfaces
+            .iter()
+            .map(clearbox_protocol::net::interface_from_wire)
+            .collect::<std::result::Result<Vec<_>, String>>()
+            .map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
+        clearbox_net::apply::configure_interfaces(&ifaces)
+            .map_err(|e| status(Code::INTERNAL, chain(&e)))?;
+        empty()
+    }
+
+    fn update_routes(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::UpdateRoutesRequest,
+    ) -> Result<pb::Empty> {
+        self.touch();
+        self.network_allowed()?;
+        let routes = req
+            .routes
+            .iter()
+            .map(clearbox_protocol::net::route_from_wire)
+            .collect::<std::result::Result<Vec<_>, String>>()
+            .map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
+        clearbox_net::apply::add_routes(&routes).map_err(|e| status(Code::INTERNAL, chain(&e)))?;
+        empty()
+    }
+}
+
+impl Service {
+    /// Network changes apply to the agent's own namespace: only a VM's init may make them
+    /// (in host test mode they would reconfigure the host).
+    fn network_allowed(&self) -> Result<()> {
+        if self.is_init {
+            Ok(())
+        } else {
+            Err(status(
+                Code::FAILED_PRECONDITION,
+                "network changes are only made by the agent running as a VM's init",
+            ))
+        }
+    }
 }

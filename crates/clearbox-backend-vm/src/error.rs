@@ -23,8 +23,6 @@ pub enum Error {
     Vmm(#[from] clearbox_vmm::Error),
     #[error(transparent)]
     Agent(#[from] clearbox_protocol::AgentError),
-    #[error("hook")]
-    Hook(#[source] libcontainer::hooks::HookError),
 }
 
 impl Error {

@@ -2,17 +2,22 @@
 //!
 //! * `root.path` → the rootfs inside the guest's virtio-fs mount.
 //! * bind mount sources → their copies below the share (`mounts/<n>`).
-//! * namespace `path`s are dropped: they name host namespaces (podman's netns, …); the guest
-//!   creates fresh ones of the same types.
+//! * namespace `path`s are dropped: they name host namespaces; the guest creates fresh ones of
+//!   the same types. The network namespace becomes the VM's root one (the agent's, PID 1):
+//!   the agent set up there the NICs that carry the engine's interfaces (see `net.rs`; the VM
+//!   is the isolation boundary), and network sysctls (Docker sets some) stay allowed.
 //! * `cgroupsPath` → a guest-local path; hooks are removed (they run on the host).
 
 use std::path::PathBuf;
 
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::layout::GUEST_SHARE;
 use crate::share::is_bind;
 use crate::Error;
+
+/// The VM's root network namespace, seen from the guest: the agent's, which is PID 1.
+const GUEST_ROOT_NETNS: &str = "/proc/1/ns/net";
 
 pub(crate) fn rewrite(spec: &Spec, guest_id: &str) -> Result<Vec<u8>, Error> {
     let mut s = spec.clone();
@@ -40,7 +45,9 @@ pub(crate) fn rewrite(spec: &Spec, guest_id: &str) -> Result<Vec<u8>, Error> {
             let ns = ns
                 .into_iter()
                 .map(|mut n| {
-                    n.set_path(None);
+                    let vm_root = (n.typ() == LinuxNamespaceType::Network)
+                        .then(|| PathBuf::from(GUEST_ROOT_NETNS));
+                    n.set_path(vm_root);
                     n
                 })
                 .collect();
@@ -73,7 +80,7 @@ mod tests {
             "hooks": {"prestart": [{"path": "/bin/true"}]},
             "linux": {
                 "cgroupsPath": "machine.slice:libpod:abc",
-                "namespaces": [{"type": "pid"}, {"type": "network", "path": "/run/netns/cni-1"}]
+                "namespaces": [{"type": "pid", "path": "/proc/1/ns/pid"}, {"type": "network", "path": "/run/netns/cni-1"}]
             }
         }))
         .unwrap();
@@ -91,7 +98,9 @@ mod tests {
         );
         assert!(out.get("hooks").is_none() || out["hooks"].is_null());
         assert_eq!(out["linux"]["cgroupsPath"], "/clearbox/abc");
-        assert!(out["linux"]["namespaces"][1].get("path").is_none());
+        assert!(out["linux"]["namespaces"][0].get("path").is_none());
+        // The container joins the VM's root network namespace.
         assert_eq!(out["linux"]["namespaces"][1]["type"], "network");
+        assert_eq!(out["linux"]["namespaces"][1]["path"], GUEST_ROOT_NETNS);
     }
 }

@@ -42,6 +42,9 @@ pub(crate) struct Record {
     /// Mount points created below `shared`, in the order they were mounted.
     #[serde(default)]
     pub mounts: Vec<PathBuf>,
+    /// Taps and qdiscs the shim wired in the container's network namespace.
+    #[serde(default)]
+    pub net: Option<crate::net::NetRecord>,
 }
 
 impl Record {
@@ -53,6 +56,7 @@ impl Record {
             shared: base.join("shared"),
             base,
             mounts: Vec::new(),
+            net: None,
         }
     }
 

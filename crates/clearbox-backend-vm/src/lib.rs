@@ -16,11 +16,13 @@
 //! See `layout.rs` for where things live; the rootfs reaches the guest through one virtio-fs
 //! share (`share.rs`) and the spec is rewritten for the guest (`guest_spec.rs`).
 //!
+//! # Network
+//! The engine's network namespace reaches the guest as virtio-net NICs on taps wired to its
+//! interfaces (`net.rs`); host networking (no network namespace) is refused.
+//!
 //! # Limits
-//! * No network device: a container gets a fresh network namespace in the guest (loopback only);
-//!   a host netns path in the spec (podman, CNI) is dropped.
 //! * `update`, `--preserve-fds`, and the `createContainer`/`startContainer` hooks (which would
-//!   have to run inside the guest) are not supported.
+//!   have to run inside the guest) are not supported: each gets a clear error.
 //! * `ps` lists the host shims (init first, then one per exec), not guest pids; the host sees no
 //!   other process of the container. Host cgroups (`cgroupsPath`) are applied inside the guest
 //!   only; QEMU is not placed in a host cgroup.
@@ -33,6 +35,7 @@ mod guest_spec;
 mod hooks;
 mod layout;
 mod readonly;
+mod net;
 mod share;
 pub mod shim;
 mod sizing;
@@ -155,6 +158,8 @@ fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> 
             "--preserve-fds is not supported with isolation vm".into(),
         ));
     }
+    hooks::check_supported(o.spec)?;
+    let netns = net::netns_of(o.spec)?;
     let config = Config::load_default().map_err(|e| Error::Msg(one_line(&e)))?;
     let mut record = Record::new(o.dir, o.id);
     if record.base.exists() {
@@ -200,22 +205,25 @@ fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> 
             .as_ref()
             .and_then(|p| p.terminal())
             .unwrap_or(false);
-        let req = shim::Request {
+        let mut req = shim::Request {
             dir: o.dir.to_path_buf(),
             record: record.clone(),
             terminal,
             console_socket: o.console_socket.map(Path::to_path_buf),
             kind: shim::Kind::Init {
-                vm,
+                vm: Box::new(vm),
                 spec: spec_value,
+                netns,
             },
+            go_fd: None,
         };
-        let s = spawn::shim(o.dir, o.bundle, "shim", &req)?;
-        let start_time = clearbox_core::process::start_time(s.pid);
-        if let Err(e) = hooks::run(o.spec, hooks::Phase::CreateRuntime, o.id, s.pid, o.bundle) {
-            teardown(&record, Some(o.dir), Some((s.pid, start_time)));
-            return Err(e);
-        }
+        // runc's order: prestart, then createRuntime, both with the init's (the shim's) pid,
+        // while the shim waits in the container's network namespace before reading it.
+        let mut create_hooks = |pid: i32| {
+            hooks::run(o.spec, hooks::Phase::Prestart, o.id, pid, o.bundle)?;
+            hooks::run(o.spec, hooks::Phase::CreateRuntime, o.id, pid, o.bundle)
+        };
+        let s = spawn::shim(o.dir, o.bundle, "shim", &mut req, Some(&mut create_hooks))?;
         Ok(s.pid)
     })();
     match started {
@@ -366,6 +374,13 @@ fn pidfd_signal(fd: &std::os::fd::OwnedFd, signal: i32) -> std::io::Result<()> {
 /// Kills the shim (when it still is the recorded process) and everything of the VM, unmounts
 /// the share and removes its files. Idempotent; works from any process.
 fn teardown(rec: &Record, dir: Option<&Path>, shim: Option<(i32, Option<u64>)>) {
+    // The shim records what it wired in the state dir's copy of the record.
+    let wired = dir
+        .and_then(|d| Record::load(d).ok().flatten())
+        .and_then(|r| r.net)
+        .or_else(|| rec.net.clone());
+    // Opened before the shim dies: a namespace it created is reachable only through its pid.
+    let netns = wired.as_ref().and_then(|n| net::open_netns(n, shim));
     let shims = shim
         .into_iter()
         .chain(dir.map(shims_of).unwrap_or_default());
@@ -387,6 +402,10 @@ fn teardown(rec: &Record, dir: Option<&Path>, shim: Option<(i32, Option<u64>)>) 
     needle.push(b'/');
     for (pid, start) in processes_naming(&needle) {
         kill_and_wait(pid, start);
+    }
+    // QEMU is gone, so are its taps; the veths' qdiscs stay until removed here.
+    if let (Some(n), Some(ns)) = (&wired, &netns) {
+        net::unwire_in(ns, n);
     }
     share::remove(rec);
 }
@@ -510,15 +529,16 @@ fn exec(c: &ContainerCtx<'_>, o: &ExecOpts<'_>) -> Result<i32, Error> {
     let exec_id = format!("exec-{}-{nanos}", std::process::id());
     let process = serde_json::to_value(o.process)
         .map_err(|e| Error::Msg(format!("cannot encode the process: {e}")))?;
-    let req = shim::Request {
+    let mut req = shim::Request {
         dir: c.dir.to_path_buf(),
         record: rec,
         terminal: o.process.terminal().unwrap_or(false),
         console_socket: o.console_socket.map(Path::to_path_buf),
         kind: shim::Kind::Exec { exec_id, process },
+        go_fd: None,
     };
     let name = format!("shim-{}", req_exec_id(&req));
-    Ok(spawn::shim(c.dir, &c.state.bundle, &name, &req)?.pid)
+    Ok(spawn::shim(c.dir, &c.state.bundle, &name, &mut req, None)?.pid)
 }
 
 fn req_exec_id(req: &shim::Request) -> &str {
@@ -528,7 +548,7 @@ fn req_exec_id(req: &shim::Request) -> &str {
     }
 }
 
-fn one_line(e: &dyn std::error::Error) -> String {
+pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {

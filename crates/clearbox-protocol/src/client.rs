@@ -362,6 +362,26 @@ impl AgentClient {
         }
     }
 
+    /// `UpdateInterfaces`: name, MTU, addresses and link state of the VM's NICs.
+    pub fn update_interfaces(&self, interfaces: Vec<pb::Interface>) -> Result<(), AgentError> {
+        let mut r = pb::UpdateInterfacesRequest::new();
+        r.interfaces = interfaces;
+        self.inner
+            .update_interfaces(ctx(self.timeout), &r)
+            .map_err(|e| AgentError::from_ttrpc("UpdateInterfaces", e))?;
+        Ok(())
+    }
+
+    /// `UpdateRoutes`: routes of the VM's root network namespace.
+    pub fn update_routes(&self, routes: Vec<pb::Route>) -> Result<(), AgentError> {
+        let mut r = pb::UpdateRoutesRequest::new();
+        r.routes = routes;
+        self.inner
+            .update_routes(ctx(self.timeout), &r)
+            .map_err(|e| AgentError::from_ttrpc("UpdateRoutes", e))?;
+        Ok(())
+    }
+
     /// Runs `spec` (stdin is not opened), collects stdout and stderr to EOF and the exit
     /// status. Convenience for tests and simple commands.
     pub fn run(&self, id: &ProcessId, spec: &ProcessSpec) -> Result<Output, AgentError> {

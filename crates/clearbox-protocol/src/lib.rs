@@ -52,8 +52,12 @@
 //! Boot timing: [`AgentClient::version`] returns the agent's boot milestones
 //! (CLOCK_BOOTTIME ns: agent start, mounts done, listening, first request).
 
+// Tests may unwrap: a panic is the failure report there.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod client;
 mod error;
+pub mod net;
 mod types;
 
 pub use client::AgentClient;

@@ -74,6 +74,19 @@ pub struct FsShare {
     pub read_only: bool,
 }
 
+/// A virtio-net NIC backed by a tap the caller opened (in the network namespace QEMU will run
+/// in). The fd is passed to QEMU at the same number (`-netdev tap,fd=N`); the caller keeps it
+/// open until [`crate::Vm::start`] returns and may close its copy then.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetDevice {
+    /// Open tap queue in the starting process; close-on-exec there (only QEMU inherits it).
+    pub fd: i32,
+    /// Guest MAC, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// Advertised to the guest (`host_mtu`); 0 leaves QEMU's default.
+    pub mtu: u32,
+}
+
 /// Everything needed to start one VM.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmConfig {
@@ -87,6 +100,9 @@ pub struct VmConfig {
     pub accel: AccelMode,
     pub vsock: VsockMode,
     pub shares: Vec<FsShare>,
+    /// NICs, in guest order (eth0, eth1, …).
+    #[serde(default)]
+    pub net: Vec<NetDevice>,
     /// Private directory for sockets, logs and the pid record. Created if
     /// missing (mode 0700); everything the driver puts there is removed on
     /// shutdown, and the directory too when it is then empty.
@@ -121,6 +137,7 @@ impl VmConfig {
             accel: AccelMode::Auto,
             vsock: VsockMode::Auto,
             shares: Vec::new(),
+            net: Vec::new(),
             run_dir: run_dir.into(),
             serial_log: None,
             die_with_parent: true,
@@ -169,6 +186,22 @@ impl VmConfig {
                 ));
             }
         }
+        for n in &self.net {
+            if n.fd < 3 {
+                return bad(format!("NIC fd {} is not a tap fd", n.fd));
+            }
+            let hex = n.mac.split(':').collect::<Vec<_>>();
+            if hex.len() != 6
+                || hex
+                    .iter()
+                    .any(|b| b.len() != 2 || !b.bytes().all(|c| c.is_ascii_hexdigit()))
+            {
+                return bad(format!("NIC MAC {:?} is not aa:bb:cc:dd:ee:ff", n.mac));
+            }
+            if n.mtu != 0 && !(68..=65535).contains(&n.mtu) {
+                return bad(format!("NIC MTU {} is out of range", n.mtu));
+            }
+        }
         for word in &self.cmdline_extra {
             if word.contains('\n') {
                 return bad(format!("kernel cmdline word {word:?} has a newline"));
@@ -213,6 +246,13 @@ mod tests {
         };
         c.shares = vec![share.clone(), share];
         assert!(c.validate().unwrap_err().to_string().contains("twice"));
+        let mut c = cfg();
+        c.net.push(NetDevice {
+            fd: 7,
+            mac: "0a:58:0a:58:00:zz".into(),
+            mtu: 1500,
+        });
+        assert!(c.validate().unwrap_err().to_string().contains("MAC"));
         let mut c = cfg();
         c.shares.push(FsShare {
             tag: "x".into(),

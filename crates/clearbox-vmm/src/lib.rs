@@ -43,8 +43,8 @@ pub use accel::{
 pub use binaries::{find_program, VirtiofsdFlavor};
 pub use check::{check, HostReport};
 pub use config::{
-    FsShare, Hypervisor, QemuOptions, VmConfig, VsockMode, AGENT_PORT, DEFAULT_INITRAMFS,
-    DEFAULT_KERNEL,
+    FsShare, Hypervisor, NetDevice, QemuOptions, VmConfig, VsockMode, AGENT_PORT,
+    DEFAULT_INITRAMFS, DEFAULT_KERNEL,
 };
 pub use error::{Error, Result};
 pub use handle::{ProcRecord, VmHandle};

@@ -7,6 +7,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::accel::Accel;
+use crate::config::NetDevice;
 
 /// Where the agent channel device gets its backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +33,10 @@ pub(crate) struct QemuPlan {
     pub fs: Vec<(String, PathBuf)>,
     pub sandbox: bool,
     pub tcg_tb_size_mib: Option<u32>,
+    /// virtio-net NICs on inherited tap fds.
+    pub net: Vec<NetDevice>,
+    /// In-kernel virtio-net datapath (`/dev/vhost-net` exists).
+    pub vhost_net: bool,
 }
 
 /// Kernel parameters every guest gets. Rationale for the less obvious ones:
@@ -146,6 +151,17 @@ pub(crate) fn args(plan: &QemuPlan) -> Vec<OsString> {
         a.push("-device".into());
         a.push(format!("vhost-user-fs-device,chardev=fs{i},tag={tag}").into());
     }
+    for (i, n) in plan.net.iter().enumerate() {
+        let vhost = if plan.vhost_net { "on" } else { "off" };
+        a.push("-netdev".into());
+        a.push(format!("tap,id=net{i},fd={},vhost={vhost}", n.fd).into());
+        a.push("-device".into());
+        let mut dev = format!("virtio-net-device,netdev=net{i},mac={}", n.mac);
+        if n.mtu != 0 {
+            dev.push_str(&format!(",host_mtu={}", n.mtu));
+        }
+        a.push(dev.into());
+    }
     a
 }
 
@@ -168,6 +184,12 @@ mod tests {
             fs: vec![("root".into(), "/run/x/fs-0.sock".into())],
             sandbox: true,
             tcg_tb_size_mib: Some(32),
+            net: vec![NetDevice {
+                fd: 9,
+                mac: "0a:58:0a:58:00:02".into(),
+                mtu: 1400,
+            }],
+            vhost_net: false,
         }
     }
 
@@ -196,6 +218,7 @@ mod tests {
         );
         assert!(s.contains("-chardev socket,id=vs0,path=/run/x/vhost.sock -device vhost-user-vsock-device,chardev=vs0"));
         assert!(s.contains("-chardev socket,id=fs0,path=/run/x/fs-0.sock -device vhost-user-fs-device,chardev=fs0,tag=root"));
+        assert!(s.contains("-netdev tap,id=net0,fd=9,vhost=off -device virtio-net-device,netdev=net0,mac=0a:58:0a:58:00:02,host_mtu=1400"), "{s}");
     }
 
     #[test]

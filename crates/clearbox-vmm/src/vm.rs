@@ -190,9 +190,12 @@ impl Vm {
             fs,
             sandbox: qopts.sandbox,
             tcg_tb_size_mib: qopts.tcg_tb_size_mib,
+            net: config.net.clone(),
+            vhost_net: Path::new("/dev/vhost-net").exists(),
         };
         let mut cmd = Command::new(&qemu_bin);
         cmd.args(qemu::args(&plan));
+        keep_fds(&mut cmd, config.net.iter().map(|n| n.fd).collect());
         tracing::debug!(?cmd, "starting QEMU");
         let log = vm.open_log("qemu.log")?;
         let p = vm.spawn_proc("qemu", cmd, log, &opts, false)?;
@@ -556,6 +559,26 @@ fn prepare_run_dir(run_dir: &Path) -> Result<bool> {
 
 /// A guest CID for kernel vhost-vsock: unique per host, so derived from the
 /// pid and the clock; 0-2 are reserved.
+/// Lets QEMU (only) inherit the tap fds at their numbers: the caller opened them close-on-exec.
+fn keep_fds(cmd: &mut Command, fds: Vec<i32>) {
+    if fds.is_empty() {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs between fork and exec; fcntl is async-signal-safe and `fds` was allocated
+    // before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 fn pick_cid() -> u32 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

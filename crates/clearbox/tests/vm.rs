@@ -458,6 +458,7 @@ fn host_hooks_run_in_order_with_the_container_state() {
     let b = env.bundle("b", &["true"], |v| {
         v["root"]["readonly"] = false.into();
         let h = |n: &str| serde_json::json!([{"path": script, "args": ["hook.sh", n]}]);
+        v["annotations"] = serde_json::json!({"org.example/hooks": "yes"});
         v["hooks"] = serde_json::json!({
             "createRuntime": h("createRuntime"),
             "prestart": h("prestart"),
@@ -470,20 +471,25 @@ fn host_hooks_run_in_order_with_the_container_state() {
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let names: Vec<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    // runc's order: prestart, then createRuntime.
     assert_eq!(
         names,
-        ["createRuntime", "prestart", "poststart", "poststop"],
+        ["prestart", "createRuntime", "poststart", "poststop"],
         "{text}"
     );
     for (line, status) in lines
         .iter()
-        .zip(["created", "created", "running", "stopped"])
+        .zip(["created", "creating", "running", "stopped"])
     {
         let state: serde_json::Value =
             serde_json::from_str(line.split_once(' ').unwrap().1).unwrap();
         assert_eq!(state["id"], "h1");
         assert_eq!(state["status"], status, "{line}");
+        assert_eq!(state["annotations"]["org.example/hooks"], "yes", "{line}");
     }
+    // The pid the create hooks get is the shim's, in the container's network namespace.
+    let pre: serde_json::Value = serde_json::from_str(lines[0].split_once(' ').unwrap().1).unwrap();
+    assert!(pre["pid"].as_i64().unwrap() > 0, "{text}");
 }
 
 #[test]

@@ -30,6 +30,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde::{Deserialize, Serialize};
 
 use crate::layout::{Record, SHARE_TAG, START_FIFO};
+use crate::net::{self, NetNs};
 use crate::sizing::BOOT_TIMEOUT_SECS;
 use crate::Error;
 
@@ -44,13 +45,17 @@ pub(crate) struct Request {
     pub terminal: bool,
     pub console_socket: Option<PathBuf>,
     pub kind: Kind,
+    /// Init only: the pipe on which `create` says "go" once the create hooks ran.
+    #[serde(default)]
+    pub go_fd: Option<i32>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Kind {
     Init {
-        vm: VmConfig,
+        vm: Box<VmConfig>,
         spec: serde_json::Value,
+        netns: NetNs,
     },
     Exec {
         exec_id: String,
@@ -66,6 +71,28 @@ impl Ready {
         if let Some(mut f) = self.0.take() {
             let _ = f.write_all(b"ok\n");
         }
+    }
+
+    /// Init: tells `create` the shim is in the container's network namespace, and waits until
+    /// it ran the create hooks ("go"; EOF means `create` gave up).
+    fn netns_and_wait(&mut self, go_fd: Option<i32>) -> Result<(), Error> {
+        let Some(go_fd) = go_fd.filter(|fd| *fd >= 3) else {
+            return Err(Error::Msg("shim request without a go pipe".into()));
+        };
+        // SAFETY: the parent passed this descriptor to us alone; we own it now.
+        let go = unsafe { OwnedFd::from_raw_fd(go_fd) };
+        if let Some(f) = self.0.as_mut() {
+            f.write_all(b"netns\n")
+                .map_err(|e| Error::io("report to create", e))?;
+        }
+        let mut answer = Vec::new();
+        let mut go = File::from(go);
+        std::io::Read::read_to_end(&mut go, &mut answer)
+            .map_err(|e| Error::io("wait for the create hooks", e))?;
+        if answer != b"go\n" {
+            return Err(Error::Msg("create gave up (a create hook failed)".into()));
+        }
+        Ok(())
     }
 
     fn fail(&mut self, e: &Error) {
@@ -104,7 +131,11 @@ pub fn main(request: &Path, ready_fd: RawFd) -> i32 {
         }
     };
     let code = match req.kind {
-        Kind::Init { ref vm, ref spec } => init(&req, vm.clone(), spec, &mut ready),
+        Kind::Init {
+            ref vm,
+            ref spec,
+            ref netns,
+        } => init(&req, vm.as_ref().clone(), spec, netns, &mut ready),
         Kind::Exec {
             ref exec_id,
             ref process,
@@ -151,18 +182,39 @@ fn terminal_setup(req: &Request) -> Result<Option<tty::RawMode>, Error> {
 
 fn init(
     req: &Request,
-    vm_config: VmConfig,
+    mut vm_config: VmConfig,
     spec: &serde_json::Value,
+    netns: &NetNs,
     ready: &mut Ready,
 ) -> Result<End, Error> {
     let t0 = std::time::Instant::now();
     let mut raw = terminal_setup(req)?;
+    // QEMU and the daemons are started from this thread: they inherit the namespace.
+    net::enter(netns)?;
+    ready.netns_and_wait(req.go_fd)?;
+    let network = clearbox_net::scan::scan().map_err(|e| {
+        Error::Msg(format!(
+            "cannot read the container's network: {}",
+            crate::one_line(&e)
+        ))
+    })?;
+    tracing::debug!(?network, "network");
+    // Unwired when dropped: on every way out of this function.
+    let mut wiring = net::wire(&network, netns, &req.dir, &req.record)?;
+    vm_config.net = wiring.devices(&network);
     let vm = Vm::start(vm_config)?;
+    wiring.close_taps();
     tracing::debug!(elapsed = ?t0.elapsed(), accel = %vm.accel(), "VM started");
     let boot = Duration::from_secs(BOOT_TIMEOUT_SECS);
     let fd = vm.connect_agent(AGENT_PORT, boot)?;
     let agent = AgentClient::new(fd)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "agent connected");
+    if !network.interfaces.is_empty() {
+        use clearbox_protocol::net::{interface_to_wire, route_to_wire};
+        agent.update_interfaces(network.interfaces.iter().map(interface_to_wire).collect())?;
+        agent.update_routes(network.routes.iter().map(route_to_wire).collect())?;
+        tracing::debug!(elapsed = ?t0.elapsed(), "guest network configured");
+    }
     let spec_json = serde_json::to_vec(spec)
         .map_err(|e| Error::Msg(format!("cannot encode the guest spec: {e}")))?;
     agent.create_container(
@@ -203,12 +255,14 @@ fn init(
         let (sig_ready, vm_ready, fifo_ready) = (ready(0), ready(1), ready(2));
         if vm_ready {
             drop(vm);
+            drop(wiring);
             return Ok(End::Code(VM_GONE_EXIT));
         }
         if sig_ready {
             if let Some(sig) = fatal_signal(&mut signals) {
                 // Killed before start: the container dies with the VM.
                 let _ = vm.kill();
+                drop(wiring);
                 if let Some(r) = raw.as_mut() {
                     r.restore();
                 }
@@ -229,6 +283,7 @@ fn init(
     // The init is gone: so is the container. The rootfs is a host passthrough, nothing in the
     // guest needs saving.
     let _ = vm.kill();
+    drop(wiring);
     tracing::debug!(elapsed = ?t0.elapsed(), "VM gone");
     if let Some(r) = raw.as_mut() {
         r.restore();
