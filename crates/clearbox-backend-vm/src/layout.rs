@@ -42,6 +42,9 @@ pub(crate) struct Record {
     /// Mount points created below `shared`, in the order they were mounted.
     #[serde(default)]
     pub mounts: Vec<PathBuf>,
+    /// The container's host cgroup (holds the shims and the VM), removed at delete.
+    #[serde(default)]
+    pub host_cgroup: Option<PathBuf>,
 }
 
 impl Record {
@@ -53,6 +56,7 @@ impl Record {
             shared: base.join("shared"),
             base,
             mounts: Vec::new(),
+            host_cgroup: None,
         }
     }
 

@@ -9,6 +9,10 @@
 //! accel = "auto"             # auto | kvm | tcg
 //! vcpus = 1
 //! memory_mib = 128
+//! # Each VM's QEMU and vsock backend run as a uid/gid leased from this range
+//! # (docs/SECURITY.md); keep it clear of login users and subuid ranges.
+//! jail_uid_base = 1000000000
+//! jail_uid_count = 65536
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -41,6 +45,10 @@ pub struct VmDefaults {
     pub accel: Option<String>,
     pub vcpus: Option<u32>,
     pub memory_mib: Option<u32>,
+    /// First uid/gid of the range VMs' host processes run as.
+    pub jail_uid_base: Option<u32>,
+    /// Size of that range (VMs that can run at once).
+    pub jail_uid_count: Option<u32>,
 }
 
 impl Config {

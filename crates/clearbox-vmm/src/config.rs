@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::accel::AccelMode;
+use crate::jail::JailOptions;
 
 /// Default guest kernel (built by scripts/build-guest-kernel.sh).
 pub const DEFAULT_KERNEL: &str = "/usr/share/clearbox/vmlinux";
@@ -102,6 +103,9 @@ pub struct VmConfig {
     pub die_with_parent: bool,
     /// Bound on waiting for helper daemons to create their sockets.
     pub helper_timeout: Duration,
+    /// Run QEMU and the vsock backend as a leased unprivileged uid in a jail, and virtiofsd
+    /// with a reduced capability set (see `jail.rs`). `None` runs them as the caller.
+    pub jail: Option<JailOptions>,
 }
 
 impl VmConfig {
@@ -125,6 +129,7 @@ impl VmConfig {
             serial_log: None,
             die_with_parent: true,
             helper_timeout: Duration::from_secs(5),
+            jail: Some(JailOptions::default()),
         }
     }
 
@@ -140,8 +145,9 @@ impl VmConfig {
                 self.memory_mib
             ));
         }
-        // Longest socket name the driver puts in run_dir is "fs-NN.sock".
-        let longest = self.run_dir.as_os_str().len() + "/vsock.sock_1024".len();
+        // Longest socket path the driver makes below run_dir (a jail puts the vsock backend's
+        // sockets in sock/, virtiofsd's in fs/).
+        let longest = self.run_dir.as_os_str().len() + "/sock/vsock.sock_1024".len();
         if longest >= 108 {
             return bad(format!(
                 "run_dir {} is too long for Unix socket paths (max ~90 bytes)",
@@ -168,6 +174,9 @@ impl VmConfig {
                     share.host_dir.display()
                 ));
             }
+        }
+        if let Some(j) = &self.jail {
+            j.validate()?;
         }
         for word in &self.cmdline_extra {
             if word.contains('\n') {
