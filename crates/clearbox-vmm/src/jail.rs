@@ -533,18 +533,7 @@ impl ExecJail {
                 0,
                 0,
             ))?;
-            for cap in 0..64u32 {
-                if self.keep_caps & (1u64 << cap) != 0 {
-                    continue;
-                }
-                if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0 {
-                    // EINVAL: beyond the kernel's last capability.
-                    if *libc::__errno_location() == libc::EINVAL {
-                        break;
-                    }
-                    return Err(io::Error::last_os_error());
-                }
-            }
+            drop_bounding_set(self.keep_caps)?;
             if let Some((uid, gid)) = self.ids {
                 check(libc::setgroups(self.groups.len(), self.groups.as_ptr()))?;
                 check(libc::setresgid(gid, gid, gid))?;
@@ -554,19 +543,31 @@ impl ExecJail {
             }
             libc::umask(self.umask);
             check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
-            if let Some(filter) = &self.seccomp {
-                let prog = libc::sock_fprog {
-                    len: filter.len() as libc::c_ushort,
-                    filter: filter.as_ptr() as *mut libc::sock_filter,
-                };
-                check(libc::prctl(
+        }
+        Ok(())
+    }
+
+    /// Loads the seccomp filter, if any: the very last step before exec, since from here on
+    /// only the allowed system calls (and `execve`) work.
+    ///
+    /// # Safety
+    /// As [`ExecJail::enter`], after it.
+    pub(crate) unsafe fn load_seccomp(&self) -> io::Result<()> {
+        if let Some(filter) = &self.seccomp {
+            let prog = libc::sock_fprog {
+                len: filter.len() as libc::c_ushort,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            // SAFETY: `prog` points into `self`, alive for the call; no_new_privs is set.
+            check(unsafe {
+                libc::prctl(
                     libc::PR_SET_SECCOMP,
                     libc::SECCOMP_MODE_FILTER,
                     &prog as *const libc::sock_fprog,
                     0,
                     0,
-                ))?;
-            }
+                )
+            })?;
         }
         Ok(())
     }
@@ -756,69 +757,46 @@ pub(crate) fn kvm_group() -> Option<u32> {
     std::fs::metadata("/dev/kvm").ok().map(|m| m.gid())
 }
 
-/// Drops the calling process (a shim, after its setup) to the VM's uid/gid, keeping only
-/// `CAP_KILL` when `keep_kill` (to signal virtiofsd, which stays uid 0), with no_new_privs and
-/// not dumpable (the jailed processes share its uid and must not ptrace it).
-/// Call it from a single-threaded process: credentials are per thread.
-pub fn drop_privileges(uid: u32, gid: u32, keep_kill: bool) -> io::Result<()> {
-    const CAP_KILL: u32 = 5;
-    // SAFETY (whole block): plain prctl/set*id/capset system calls on local values.
+/// Drops the calling process (a shim, after its setup) to the VM's uid/gid with no
+/// capability at all (permitted, effective, bounding, ambient), no_new_privs, and not dumpable
+/// (the jailed processes share its uid and must not ptrace it). It can still signal QEMU and
+/// the vsock backend (same uid); virtiofsd (uid 0) goes with it through its parent-death
+/// signal. Call it from a single-threaded process: capabilities are per thread.
+pub fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY (whole block): plain prctl/set*id system calls on local values.
     unsafe {
-        check(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0))?;
-        for cap in 0..64u32 {
-            if keep_kill && cap == CAP_KILL {
-                continue;
-            }
-            if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0 {
-                if *libc::__errno_location() == libc::EINVAL {
-                    break;
-                }
-                return Err(io::Error::last_os_error());
-            }
-        }
+        drop_bounding_set(0)?;
         check(libc::setgroups(0, std::ptr::null()))?;
         check(libc::setresgid(gid, gid, gid))?;
+        // From uid 0 to another uid without KEEPCAPS: permitted, effective and ambient sets
+        // are cleared.
         check(libc::setresuid(uid, uid, uid))?;
-        check(libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0))?;
-        let keep: u32 = if keep_kill { 1 << CAP_KILL } else { 0 };
-        let mut header = CapHeader {
-            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-            pid: 0,
-        };
-        let data = [
-            CapData {
-                effective: keep,
-                permitted: keep,
-                inheritable: 0,
-            },
-            CapData::default(),
-        ];
-        check(libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) as i32)?;
-        check(libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        ))?;
         check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
         check(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0))?;
     }
     Ok(())
 }
 
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
+/// Drops every capability not in `keep` (bit n = capability n) from the bounding set.
+///
+/// # Safety
+/// Async-signal-safe: usable between fork and exec.
+unsafe fn drop_bounding_set(keep: u64) -> io::Result<()> {
+    for cap in 0..64u32 {
+        if keep & (1u64 << cap) != 0 {
+            continue;
+        }
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
+            let e = io::Error::last_os_error();
+            // EINVAL: beyond the kernel's last capability.
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                break;
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -867,7 +845,11 @@ mod tests {
             .to_string()
     }
 
-    fn jailed(tmp: &Path, seccomp: Option<Vec<libc::sock_filter>>) -> (Jail, std::process::Child) {
+    fn jailed(
+        tmp: &Path,
+        seccomp: Option<Vec<libc::sock_filter>>,
+        secs: &str,
+    ) -> (Jail, std::process::Child) {
         let opts = JailOptions {
             uid_base: 3_100_000_000,
             uid_count: 1000,
@@ -886,7 +868,7 @@ mod tests {
         };
         let plan = j.unprivileged("t", &binds, &[], limits, seccomp).unwrap();
         let child = crate::proc::spawn(
-            std::process::Command::new(sleep).arg("5"),
+            std::process::Command::new(sleep).arg(secs),
             &crate::proc::SpawnOpts {
                 die_with_parent: true,
                 jail: Some(std::sync::Arc::new(plan)),
@@ -901,7 +883,7 @@ mod tests {
     #[test]
     fn jailed_process_has_no_privilege_and_its_own_root() {
         let tmp = tempfile::tempdir().unwrap();
-        let (j, mut child) = jailed(tmp.path(), None);
+        let (j, mut child) = jailed(tmp.path(), None, "5");
         let pid = child.id();
         // Wait for the exec (the comm changes).
         for _ in 0..200 {
@@ -947,9 +929,16 @@ mod tests {
     fn seccomp_allow_list_kills_other_calls() {
         use std::os::unix::process::ExitStatusExt;
         let tmp = tempfile::tempdir().unwrap();
-        // The vsock backend's list lacks clock_nanosleep: sleep(1) dies of SIGSYS.
+        // With clock_nanosleep allowed, sleep(1) runs to its end under the filter...
+        let mut list = VSOCK_SYSCALLS.to_vec();
+        list.push("clock_nanosleep");
+        let (_j, mut child) = jailed(tmp.path(), Some(allow_list_filter(&list).unwrap()), "0.05");
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+        // ... the vsock backend's list lacks it: sleep dies of SIGSYS.
+        let tmp = tempfile::tempdir().unwrap();
         let filter = allow_list_filter(VSOCK_SYSCALLS).unwrap();
-        let (_j, mut child) = jailed(tmp.path(), Some(filter));
+        let (_j, mut child) = jailed(tmp.path(), Some(filter), "5");
         let status = child.wait().unwrap();
         assert_eq!(status.signal(), Some(libc::SIGSYS), "{status:?}");
     }

@@ -76,6 +76,9 @@ pub(crate) fn spawn(cmd: &mut Command, opts: &SpawnOpts) -> io::Result<Child> {
                     return Err(io::Error::from_raw_os_error(libc::ESRCH));
                 }
             }
+            if let Some(j) = &jail {
+                j.load_seccomp()?;
+            }
             Ok(())
         });
     }

@@ -41,7 +41,14 @@ impl Proc {
         if let Ok(None) = self.child.try_wait() {
             // Forked workers first seen now, before the parent dies.
             let workers = proc::descendants(self.child.id() as i32);
-            let _ = self.child.kill();
+            if let Err(e) = self.child.kill() {
+                if e.raw_os_error() == Some(libc::EPERM) {
+                    // An owner that gave up its privileges (the shim) cannot signal virtiofsd
+                    // (uid 0): its parent-death signal ends it when the owner exits.
+                    tracing::debug!(role = %self.role, "left to its parent-death signal");
+                    return;
+                }
+            }
             for (pid, start_time) in workers {
                 crate::handle::kill_verified(&ProcRecord {
                     role: format!("{} child", self.role),

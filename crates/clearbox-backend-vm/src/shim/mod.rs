@@ -178,8 +178,7 @@ fn init(
         tracing::warn!(error = %e.one_line(), "cannot show the container's root at the shim's pid");
     }
     if let Some(ids) = vm.jail_ids() {
-        // CAP_KILL: to end virtiofsd (uid 0) when the VM goes.
-        drop_privileges(single, ids.uid, ids.gid, true)?;
+        drop_privileges(single, ids.uid, ids.gid)?;
     }
     let agent = AgentClient::new(fd)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "agent connected");
@@ -268,7 +267,7 @@ fn exec(
         .ok_or_else(|| Error::Msg("the container's VM is not running".into()))?;
     let fd = handle.connect_agent(AGENT_PORT, Duration::from_secs(10))?;
     if let Some(ids) = handle.jail_ids() {
-        drop_privileges(single_threaded(), ids.uid, ids.gid, false)?;
+        drop_privileges(single_threaded(), ids.uid, ids.gid)?;
     }
     let agent = AgentClient::new(fd)?;
     let pid = ProcessId::container_exec(req.record.guest_id.clone(), exec_id);
