@@ -297,19 +297,13 @@ fn end_of(outcome: relay::Outcome) -> End {
 }
 
 /// After its setup a shim needs only its descriptors (agent connection, stdio, QEMU's pidfd)
-/// and, for the init's shim, the right to kill the VM's processes. It takes the VM's jail uid
-/// (so it can signal QEMU and the vsock backend), keeps `CAP_KILL` only when asked (virtiofsd
-/// stays uid 0), sets no_new_privs and becomes non-dumpable. Credentials belong to threads:
-/// this runs before the agent client starts its threads, and refuses to run after.
-fn drop_privileges(
-    single: Result<(), Error>,
-    uid: u32,
-    gid: u32,
-    keep_kill: bool,
-) -> Result<(), Error> {
+/// and, for the init's shim, to end the VM. It takes the VM's jail uid (so it can still kill
+/// QEMU and the vsock backend; virtiofsd gets its parent-death signal when the shim exits),
+/// drops every capability, sets no_new_privs and becomes non-dumpable. Capabilities belong to
+/// threads: this runs before the agent client starts its threads, and refuses to run after.
+fn drop_privileges(single: Result<(), Error>, uid: u32, gid: u32) -> Result<(), Error> {
     single?;
-    clearbox_vmm::drop_privileges(uid, gid, keep_kill)
-        .map_err(|e| Error::io("shim: drop privileges", e))
+    clearbox_vmm::drop_privileges(uid, gid).map_err(|e| Error::io("shim: drop privileges", e))
 }
 
 /// Whether this process runs one thread only.
