@@ -209,9 +209,9 @@ fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> 
             terminal,
             console_socket: o.console_socket.map(Path::to_path_buf),
             kind: shim::Kind::Init {
-                vm,
+                vm: Box::new(vm),
                 spec: spec_value,
-                cgroup,
+                cgroup: Box::new(cgroup),
             },
         };
         let s = spawn::shim(o.dir, o.bundle, "shim", &req)?;

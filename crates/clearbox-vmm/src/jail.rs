@@ -500,7 +500,7 @@ impl ExecJail {
     /// Call only between fork and exec in the child.
     pub(crate) unsafe fn enter(&self) -> io::Result<()> {
         let l = &self.limits;
-        // SAFETY (whole block): plain system calls on values owned by `self`, which outlives
+        // SAFETY: plain system calls on values owned by `self`, which outlives
         // the call; no allocation.
         unsafe {
             let set = |res, v: u64| {
@@ -579,7 +579,7 @@ impl ExecJail {
     unsafe fn pivot(&self, root: &CString) -> io::Result<()> {
         let null = std::ptr::null::<libc::c_char>();
         let nodata = std::ptr::null::<libc::c_void>();
-        // SAFETY (whole block): system calls on NUL-terminated strings owned by `self`.
+        // SAFETY: system calls on NUL-terminated strings owned by `self`.
         unsafe {
             check(libc::unshare(libc::CLONE_NEWNS))?;
             check(libc::mount(
@@ -763,7 +763,7 @@ pub(crate) fn kvm_group() -> Option<u32> {
 /// the vsock backend (same uid); virtiofsd (uid 0) goes with it through its parent-death
 /// signal. Call it from a single-threaded process: capabilities are per thread.
 pub fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
-    // SAFETY (whole block): plain prctl/set*id system calls on local values.
+    // SAFETY: plain prctl/set*id system calls on local values.
     unsafe {
         drop_bounding_set(0)?;
         check(libc::setgroups(0, std::ptr::null()))?;
@@ -827,11 +827,15 @@ mod tests {
 
     #[test]
     fn bad_ranges_are_refused() {
-        let mut o = JailOptions::default();
-        o.uid_count = 0;
+        let o = JailOptions {
+            uid_count: 0,
+            ..Default::default()
+        };
         assert!(o.validate().is_err());
-        let mut o = JailOptions::default();
-        o.uid_base = u32::MAX - 1;
+        let o = JailOptions {
+            uid_base: u32::MAX - 1,
+            ..Default::default()
+        };
         assert!(o.validate().is_err());
         assert!(JailOptions::default().validate().is_ok());
     }

@@ -690,7 +690,7 @@ fn host_processes_are_confined_and_in_the_container_cgroup() {
                 "{what}: CapEff"
             );
         } else {
-            assert_eq!(uids, [uid.to_string(); 4].join("\t"), "{what}: uid");
+            assert_eq!(uids, vec![uid.to_string(); 4].join("\t"), "{what}: uid");
             for k in ["CapEff", "CapPrm", "CapBnd", "CapInh"] {
                 assert_eq!(cap_mask(*pid, k), 0, "{what}: {k}");
             }
@@ -703,7 +703,7 @@ fn host_processes_are_confined_and_in_the_container_cgroup() {
     // The shim: the VM's uid, no capability, no_new_privs, the container's root.
     assert_eq!(
         status_field(shim, "Uid"),
-        [uid.to_string(); 4].join("\t"),
+        vec![uid.to_string(); 4].join("\t"),
         "shim uid"
     );
     for k in ["CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"] {

@@ -49,9 +49,9 @@ pub(crate) struct Request {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Kind {
     Init {
-        vm: VmConfig,
+        vm: Box<VmConfig>,
         spec: serde_json::Value,
-        cgroup: crate::host_cgroup::HostCgroup,
+        cgroup: Box<crate::host_cgroup::HostCgroup>,
     },
     Exec {
         exec_id: String,
@@ -109,7 +109,7 @@ pub fn main(request: &Path, ready_fd: RawFd) -> i32 {
             ref vm,
             ref spec,
             ref cgroup,
-        } => init(&req, vm.clone(), spec, cgroup, &mut ready),
+        } => init(&req, (**vm).clone(), spec, cgroup, &mut ready),
         Kind::Exec {
             ref exec_id,
             ref process,
