@@ -19,7 +19,7 @@ shim=$(jq -r .pid "$dir/state.json")
 base=$(jq -r .base "$dir/vm-box.json")
 
 field() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
-ns_same() { [[ $(readlink "/proc/$1/ns/$2") == $(readlink "/proc/self/ns/$2") ]] && echo host || echo own; }
+ns_same() { [[ "$(readlink "/proc/$1/ns/$2")" == "$(readlink "/proc/self/ns/$2")" ]] && echo host || echo own; }
 row() {
     local role=$1 pid=$2
     [[ -r /proc/$pid/status ]] || return 0

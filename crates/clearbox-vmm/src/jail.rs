@@ -630,17 +630,25 @@ impl ExecJail {
 }
 
 /// The system calls vhost-device-vsock makes (0.3, hybrid mode, with QEMU's vhost-user
-/// frontend), found with `strace -f -c` over boots, agent traffic and shutdown, plus the
-/// `execve` that starts it. Anything else kills the process.
+/// frontend), found by running it under this filter in log mode ([`SECCOMP_LOG_ENV`]) through
+/// boots, agent traffic (create, start, exec, signals, stats), the e2e suites and teardown, and
+/// reading the kernel's audit lines; plus the `execve` that starts it and what Rust's runtime
+/// needs to report a panic and abort. Anything else kills the process.
 pub(crate) const VSOCK_SYSCALLS: &[&str] = &[
     "accept4",
+    "access",
+    "arch_prctl",
     "bind",
     "brk",
     "clock_gettime",
+    "clock_nanosleep",
     "clone",
     "clone3",
     "close",
     "connect",
+    "dup",
+    "dup2",
+    "dup3",
     "epoll_create1",
     "epoll_ctl",
     "epoll_pwait",
@@ -652,21 +660,28 @@ pub(crate) const VSOCK_SYSCALLS: &[&str] = &[
     "fcntl",
     "fstat",
     "futex",
+    "getcwd",
+    "getpid",
     "getrandom",
     "getsockopt",
+    "gettid",
     "ioctl",
     "listen",
     "lseek",
     "madvise",
     "mmap",
     "mprotect",
+    "mremap",
     "munmap",
+    "nanosleep",
     "newfstatat",
     "openat",
     "poll",
+    "prctl",
     "pread64",
     "prlimit64",
     "read",
+    "readlink",
     "readv",
     "recvfrom",
     "recvmsg",
@@ -685,26 +700,33 @@ pub(crate) const VSOCK_SYSCALLS: &[&str] = &[
     "sigaltstack",
     "socket",
     "statx",
+    "tgkill",
     "unlink",
     "unlinkat",
     "write",
     "writev",
-    "access",
-    "arch_prctl",
-    "getpid",
-    "gettid",
-    "tgkill",
-    "getcwd",
-    "readlink",
 ];
 
+/// Set (to anything) in the environment of whoever starts a VM, the vsock backend's filter
+/// logs calls outside its allow list (kernel audit lines, `dmesg`) instead of killing: how the
+/// list is kept up to date when vhost-device-vsock changes (docs/SECURITY.md).
+pub const SECCOMP_LOG_ENV: &str = "CLEARBOX_SECCOMP_LOG";
+
 /// A seccomp filter (BPF, for the host's architecture) allowing `syscalls` and killing the
-/// process on anything else. Compiled by libseccomp in the parent; loaded in the child.
-pub(crate) fn allow_list_filter(syscalls: &[&str]) -> Result<Vec<libc::sock_filter>> {
+/// process on anything else (logging it instead with `log_only`). Compiled by libseccomp in
+/// the parent; loaded in the child.
+pub(crate) fn allow_list_filter(
+    syscalls: &[&str],
+    log_only: bool,
+) -> Result<Vec<libc::sock_filter>> {
     use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
     let err = |what: String| Error::Jail(format!("seccomp filter: {what}"));
-    let mut ctx =
-        ScmpFilterContext::new(ScmpAction::KillProcess).map_err(|e| err(format!("new: {e}")))?;
+    let default = if log_only {
+        ScmpAction::Log
+    } else {
+        ScmpAction::KillProcess
+    };
+    let mut ctx = ScmpFilterContext::new(default).map_err(|e| err(format!("new: {e}")))?;
     // The child sets no_new_privs itself, right before loading.
     ctx.set_ctl_nnp(false)
         .map_err(|e| err(format!("nnp: {e}")))?;
@@ -932,16 +954,22 @@ mod tests {
     #[test]
     fn seccomp_allow_list_kills_other_calls() {
         use std::os::unix::process::ExitStatusExt;
-        let tmp = tempfile::tempdir().unwrap();
+        let without_sleep: Vec<&str> = VSOCK_SYSCALLS
+            .iter()
+            .copied()
+            .filter(|n| !n.ends_with("nanosleep"))
+            .collect();
+        let mut with_sleep = without_sleep.clone();
+        with_sleep.push("clock_nanosleep");
         // With clock_nanosleep allowed, sleep(1) runs to its end under the filter...
-        let mut list = VSOCK_SYSCALLS.to_vec();
-        list.push("clock_nanosleep");
-        let (_j, mut child) = jailed(tmp.path(), Some(allow_list_filter(&list).unwrap()), "0.05");
+        let tmp = tempfile::tempdir().unwrap();
+        let filter = allow_list_filter(&with_sleep, false).unwrap();
+        let (_j, mut child) = jailed(tmp.path(), Some(filter), "0.05");
         let status = child.wait().unwrap();
         assert!(status.success(), "{status:?}");
-        // ... the vsock backend's list lacks it: sleep dies of SIGSYS.
+        // ... without it, sleep dies of SIGSYS.
         let tmp = tempfile::tempdir().unwrap();
-        let filter = allow_list_filter(VSOCK_SYSCALLS).unwrap();
+        let filter = allow_list_filter(&without_sleep, false).unwrap();
         let (_j, mut child) = jailed(tmp.path(), Some(filter), "5");
         let status = child.wait().unwrap();
         assert_eq!(status.signal(), Some(libc::SIGSYS), "{status:?}");
@@ -949,7 +977,7 @@ mod tests {
 
     #[test]
     fn vsock_filter_compiles() {
-        let f = allow_list_filter(VSOCK_SYSCALLS).unwrap();
+        let f = allow_list_filter(VSOCK_SYSCALLS, false).unwrap();
         assert!(f.len() > VSOCK_SYSCALLS.len() / 2, "{}", f.len());
     }
 }
