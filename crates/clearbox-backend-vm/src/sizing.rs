@@ -99,7 +99,8 @@ pub(crate) fn vm_config(
     if let Some(n) = defaults.jail_uid_count {
         jail.uid_count = n;
     }
-    c.jail = Some(jail);
+    // Only root can hand processes another uid; a rootless clearbox runs them as the caller.
+    c.jail = nix::unistd::geteuid().is_root().then_some(jail);
     Ok(c)
 }
 

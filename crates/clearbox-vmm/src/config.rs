@@ -104,7 +104,8 @@ pub struct VmConfig {
     /// Bound on waiting for helper daemons to create their sockets.
     pub helper_timeout: Duration,
     /// Run QEMU and the vsock backend as a leased unprivileged uid in a jail, and virtiofsd
-    /// with a reduced capability set (see `jail.rs`). `None` runs them as the caller.
+    /// with a reduced capability set (see `jail.rs`). `None` runs them as the caller. On by
+    /// default when the caller is root.
     pub jail: Option<JailOptions>,
 }
 
@@ -129,7 +130,8 @@ impl VmConfig {
             serial_log: None,
             die_with_parent: true,
             helper_timeout: Duration::from_secs(5),
-            jail: Some(JailOptions::default()),
+            // SAFETY: geteuid has no preconditions. Only root can give processes another uid.
+            jail: (unsafe { libc::geteuid() } == 0).then(JailOptions::default),
         }
     }
 
