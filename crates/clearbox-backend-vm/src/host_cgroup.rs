@@ -24,9 +24,9 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 
 /// Host memory of a VM beyond its guest RAM, measured (docs/SECURITY.md): QEMU under TCG
-/// with a 16 MiB translation cache ~40 MiB, virtiofsd ~5 MiB, vhost-device-vsock ~3 MiB,
-/// the shim ~5 MiB, plus headroom for the page cache of the rootfs that virtiofsd reads
-/// (reclaimable, charged here too).
+/// ~31 MiB anonymous (its 16 MiB translation cache and heap), virtiofsd ~9 MiB,
+/// vhost-device-vsock ~4 MiB, the shim ~8 MiB: ~52 MiB, plus headroom for the page cache of
+/// the files virtiofsd reads and writes (reclaimable, charged here too).
 pub const HOST_OVERHEAD_MIB: u64 = 128;
 
 /// What the shim applies.
