@@ -108,6 +108,28 @@ fn assert_nothing_left(env: &Env, id: &str, base: &Path) {
     assert!(procs.is_empty(), "processes left: {procs:#?}");
 }
 
+/// `create --pid-file` of `id` (isolation vm); returns the pid the file names.
+fn create_with_pid_file(env: &Env, bundle: &Path, id: &str) -> i32 {
+    let pidfile = env.tmp.path().join(format!("{id}.pid"));
+    let o = vm(
+        env,
+        &[
+            "create",
+            "--bundle",
+            bundle.to_str().expect("utf-8 path"),
+            "--pid-file",
+            pidfile.to_str().expect("utf-8 path"),
+            id,
+        ],
+    );
+    assert!(o.status.success(), "create {id}: {}", stderr(&o));
+    std::fs::read_to_string(&pidfile)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
 fn wait_for_status(env: &Env, id: &str, want: &str, within: Duration) -> serde_json::Value {
     let until = Instant::now() + within;
     loop {
@@ -174,24 +196,7 @@ fn run_reports_death_by_signal_as_128_plus_n() {
 fn create_start_state_exec_kill_delete() {
     let env = vm_env();
     let b = bundle(&env, "b", &["sh", "-c", "echo started; exec sleep 300"]);
-    let pidfile = env.tmp.path().join("init.pid");
-    let o = vm(
-        &env,
-        &[
-            "create",
-            "--bundle",
-            b.to_str().unwrap(),
-            "--pid-file",
-            pidfile.to_str().unwrap(),
-            "c1",
-        ],
-    );
-    assert!(o.status.success(), "create: {}", stderr(&o));
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = create_with_pid_file(&env, &b, "c1");
     let s = state(&env, "c1");
     assert_eq!(s["status"], "created");
     assert_eq!(s["pid"], pid);
@@ -612,24 +617,7 @@ fn host_processes_are_confined_and_in_the_container_cgroup() {
         v["root"]["readonly"] = false.into();
         v["linux"]["cgroupsPath"] = cg2.into();
     });
-    let pidfile = env.tmp.path().join("init.pid");
-    let o = vm(
-        &env,
-        &[
-            "create",
-            "--bundle",
-            b.to_str().unwrap(),
-            "--pid-file",
-            pidfile.to_str().unwrap(),
-            "s1",
-        ],
-    );
-    assert!(o.status.success(), "create: {}", stderr(&o));
-    let shim: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let shim = create_with_pid_file(&env, &b, "s1");
     let base = vm_base(&env, "s1");
     let rec: serde_json::Value =
         serde_json::from_slice(&std::fs::read(base.join("vm/vm.json")).expect("vm.json"))
