@@ -774,9 +774,13 @@ fn memfd() -> Result<File> {
     Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
-/// Group owning `/dev/kvm`, for a QEMU that uses it.
-pub(crate) fn kvm_group() -> Option<u32> {
-    std::fs::metadata("/dev/kvm").ok().map(|m| m.gid())
+/// Group owning a device node (`kvm` for `/dev/kvm`), for a QEMU that opens it; none for
+/// root's group.
+pub(crate) fn device_group(dev: &Path) -> Option<u32> {
+    std::fs::metadata(dev)
+        .ok()
+        .map(|m| m.gid())
+        .filter(|g| *g != 0)
 }
 
 /// Drops the calling process (a shim, after its setup) to the VM's uid/gid with no

@@ -587,7 +587,7 @@ impl Drop for Vm {
 }
 
 /// QEMU's jail: its program, kernel, initrd, console log and the sockets it connects to;
-/// `/dev/kvm` (and its group) when it uses KVM.
+/// `/dev/kvm` and `/dev/vhost-vsock` (and their groups) when it uses them.
 fn qemu_jail(j: &Jail, plan: &QemuPlan, bin: &Path, limits: Limits) -> Result<jail::ExecJail> {
     let mut binds = jail::base_binds(bin);
     binds.push(Bind::ro(&plan.kernel));
@@ -606,10 +606,18 @@ fn qemu_jail(j: &Jail, plan: &QemuPlan, bin: &Path, limits: Limits) -> Result<ja
     for (_, socket) in &plan.fs {
         binds.push(Bind::rw(socket));
     }
-    let mut groups = Vec::new();
+    // Devices it opens, and their groups (kvm) so that its uid may open them.
+    let mut devices = Vec::new();
     if plan.accel == Accel::Kvm {
-        binds.push(Bind::rw("/dev/kvm"));
-        groups.extend(jail::kvm_group());
+        devices.push("/dev/kvm");
+    }
+    if let Some(VsockDevice::Kernel { .. }) = &plan.vsock {
+        devices.push("/dev/vhost-vsock");
+    }
+    let mut groups = Vec::new();
+    for d in devices {
+        binds.push(Bind::rw(d));
+        groups.extend(jail::device_group(Path::new(d)));
     }
     j.unprivileged("qemu", &binds, &groups, limits, None)
 }
