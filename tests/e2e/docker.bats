@@ -158,6 +158,18 @@ teardown_file() {
     assert_status 0
 }
 
+@test "docker stats: a VM container's cgroup holds the VM (its memory, its limit)" {
+    expect_vm || skip "isolation is not vm"
+    local name=e2e-docker-stats
+    run --separate-stderr drun -d --name "$name" "$IMAGE" sleep 1000
+    assert_status 0
+    run --separate-stderr docker stats --no-stream --format '{{.MemUsage}}' "$name"
+    assert_status 0
+    echo "docker stats: $output" >&3
+    assert_vm_mem_usage "$output"
+    docker rm -f "$name" >/dev/null
+}
+
 @test "docker kill: exit status 137 is reported" {
     local name=e2e-docker-kill
     run --separate-stderr drun -d --name "$name" "$IMAGE" sleep 1000

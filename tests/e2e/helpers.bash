@@ -465,3 +465,30 @@ assert_no_vm_processes() {
     left="$(pgrep -a -f -- "$pat" | grep -E 'qemu-system|vhost-device-vsock|virtiofsd|__vm-shim' || true)"
     [ -z "$left" ] || fail "VM processes left behind: $left"
 }
+
+# to_bytes SIZE — "75.5MB", "1.2GiB", "512kB", "0B" (podman's decimal or
+# docker's binary units) in bytes, rounded down.
+to_bytes() {
+    awk -v s="$1" 'BEGIN {
+        n = s + 0; u = s; sub(/^[0-9.]+/, "", u)
+        m["B"] = 1; m["kB"] = 1e3; m["KB"] = 1e3; m["MB"] = 1e6; m["GB"] = 1e9
+        m["KiB"] = 1024; m["MiB"] = 1048576; m["GiB"] = 1073741824
+        if (!(u in m)) { exit 1 }
+        printf "%.0f\n", n * m[u]
+    }'
+}
+
+# assert_vm_mem_usage "USED / LIMIT" [CGROUP_LIMIT_BYTES] — what `podman
+# stats` / `docker stats` print for a VM container: the VM's own host cgroup,
+# so tens of MiB used (QEMU with the guest's touched memory, virtiofsd, the
+# vsock backend, the shim), and a limit of guest RAM + overhead, far below the
+# host's memory. podman prints the spec's limit (none: the host's RAM), so its
+# test passes the cgroup's own limit instead.
+assert_vm_mem_usage() {
+    local used limit
+    used=$(to_bytes "$(awk -F' / ' '{print $1}' <<<"$1")") || fail "usage: $1"
+    limit=${2:-$(to_bytes "$(awk -F' / ' '{print $2}' <<<"$1")")} || fail "limit: $1"
+    (( used >= 10 * 1048576 )) || fail "memory usage $1: below 10 MiB, the VM is not in the container's cgroup"
+    (( limit <= 4 * 1073741824 )) || fail "memory limit $1: not the VM's (guest RAM + overhead)"
+    (( used <= limit )) || fail "memory usage $1 above its limit"
+}

@@ -255,6 +255,23 @@ teardown_file() {
     fi
 }
 
+@test "podman stats: a VM container's cgroup holds the VM (its memory, its limit)" {
+    expect_vm || skip "isolation is not vm"
+    local name=e2e-stats
+    run --separate-stderr prun run -d --name "$name" "$IMAGE" sleep 1000
+    assert_status 0
+    local cid limit
+    cid=$(podman inspect -f '{{.Id}}' "$name")
+    # cgroupfs, hybrid or v1: podman's cgroupsPath is /libpod_parent/libpod-ID.
+    limit=$(cat "/sys/fs/cgroup/memory/libpod_parent/libpod-$cid/memory.limit_in_bytes" 2>/dev/null ||
+        cat "/sys/fs/cgroup/libpod_parent/libpod-$cid/memory.max") || fail "no memory cgroup for $cid"
+    run --separate-stderr podman stats --no-stream --format '{{.MemUsage}}' "$name"
+    assert_status 0
+    echo "podman stats: $output (cgroup limit $limit)" >&3
+    assert_vm_mem_usage "$output" "$limit"
+    podman rm -f -t 0 "$name" >/dev/null
+}
+
 @test "podman run --rm leaves no container, state, mount or cgroup behind" {
     local cid d
     run --separate-stderr prun run --rm --name e2e-gone --cidfile "$BATS_TEST_TMPDIR/cid" "$IMAGE" true

@@ -45,6 +45,9 @@ pub(crate) struct Record {
     /// Taps and qdiscs the shim wired in the container's network namespace.
     #[serde(default)]
     pub net: Option<crate::net::NetRecord>,
+    /// The container's host cgroup (holds the shims and the VM), removed at delete.
+    #[serde(default)]
+    pub host_cgroup: Option<PathBuf>,
 }
 
 impl Record {
@@ -57,6 +60,7 @@ impl Record {
             base,
             mounts: Vec::new(),
             net: None,
+            host_cgroup: None,
         }
     }
 

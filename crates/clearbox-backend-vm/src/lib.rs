@@ -24,8 +24,8 @@
 //! * `update`, `--preserve-fds`, and the `createContainer`/`startContainer` hooks (which would
 //!   have to run inside the guest) are not supported: each gets a clear error.
 //! * `ps` lists the host shims (init first, then one per exec), not guest pids; the host sees no
-//!   other process of the container. Host cgroups (`cgroupsPath`) are applied inside the guest
-//!   only; QEMU is not placed in a host cgroup.
+//!   other process of the container. `cgroupsPath` is the host cgroup of the shims and the VM
+//!   (`host_cgroup.rs`); the guest applies the spec's resources in a cgroup of its own.
 
 // Tests may unwrap: a panic is the failure report there.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -33,6 +33,7 @@
 mod error;
 mod guest_spec;
 mod hooks;
+mod host_cgroup;
 mod layout;
 mod readonly;
 mod net;
@@ -58,6 +59,7 @@ use clearbox_vmm::{VmHandle, AGENT_PORT};
 use oci_spec::runtime::{LinuxResources, Spec};
 
 pub use error::Error;
+pub use host_cgroup::HOST_OVERHEAD_MIB;
 pub use sizing::{DEFAULT_MEMORY_MIB, OVERHEAD_MIB};
 pub use spawn::SHIM_SUBCOMMAND;
 
@@ -178,6 +180,8 @@ fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> 
         host_dir: record.shared.clone(),
         read_only: false,
     });
+    let cgroup = host_cgroup::plan(o.spec, o.id, vm.memory_mib)?;
+    record.host_cgroup = Some(cgroup.path.clone());
     let guest_spec = guest_spec::rewrite(o.spec, &record.guest_id)?;
     let spec_value: serde_json::Value =
         serde_json::from_slice(&guest_spec).map_err(|e| Error::Msg(format!("guest spec: {e}")))?;
@@ -214,6 +218,7 @@ fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> 
                 vm: Box::new(vm),
                 spec: spec_value,
                 netns,
+                cgroup: Box::new(cgroup),
             },
             go_fd: None,
         };
@@ -408,6 +413,9 @@ fn teardown(rec: &Record, dir: Option<&Path>, shim: Option<(i32, Option<u64>)>) 
         net::unwire_in(ns, n);
     }
     share::remove(rec);
+    if let Some(cg) = &rec.host_cgroup {
+        host_cgroup::remove(cg);
+    }
 }
 
 /// SIGKILLs `pid` if it still is the process that started at `start`, and waits (bounded) for

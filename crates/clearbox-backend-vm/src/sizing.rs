@@ -92,6 +92,15 @@ pub(crate) fn vm_config(
     c.accel = mode;
     // The shim outlives nothing it starts: QEMU and the daemons die with it.
     c.die_with_parent = true;
+    let mut jail = clearbox_vmm::JailOptions::default();
+    if let Some(b) = defaults.jail_uid_base {
+        jail.uid_base = b;
+    }
+    if let Some(n) = defaults.jail_uid_count {
+        jail.uid_count = n;
+    }
+    // Only root can hand processes another uid; a rootless clearbox runs them as the caller.
+    c.jail = nix::unistd::geteuid().is_root().then_some(jail);
     Ok(c)
 }
 

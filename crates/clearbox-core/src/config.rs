@@ -18,6 +18,10 @@
 //! trust_dir = "/etc/clearbox/trust"
 //! lookaside = "file:///var/lib/containers/sigstore"
 //! insecure_registries = ["127.0.0.1:5000"]
+//! # Each VM's QEMU and vsock backend run as a uid/gid leased from this range
+//! # (docs/SECURITY.md); keep it clear of login users and subuid ranges.
+//! jail_uid_base = 1000000000
+//! jail_uid_count = 65536
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -68,6 +72,10 @@ pub struct VmDefaults {
     pub accel: Option<String>,
     pub vcpus: Option<u32>,
     pub memory_mib: Option<u32>,
+    /// First uid/gid of the range VMs' host processes run as.
+    pub jail_uid_base: Option<u32>,
+    /// Size of that range (VMs that can run at once).
+    pub jail_uid_count: Option<u32>,
 }
 
 impl Config {

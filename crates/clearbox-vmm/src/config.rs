@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::accel::AccelMode;
+use crate::jail::JailOptions;
 
 /// Default guest kernel (built by scripts/build-guest-kernel.sh).
 pub const DEFAULT_KERNEL: &str = "/usr/share/clearbox/vmlinux";
@@ -118,6 +119,10 @@ pub struct VmConfig {
     pub die_with_parent: bool,
     /// Bound on waiting for helper daemons to create their sockets.
     pub helper_timeout: Duration,
+    /// Run QEMU and the vsock backend as a leased unprivileged uid in a jail, and virtiofsd
+    /// with a reduced capability set (see `jail.rs`). `None` runs them as the caller. On by
+    /// default when the caller is root.
+    pub jail: Option<JailOptions>,
 }
 
 impl VmConfig {
@@ -142,6 +147,8 @@ impl VmConfig {
             serial_log: None,
             die_with_parent: true,
             helper_timeout: Duration::from_secs(5),
+            // SAFETY: geteuid has no preconditions. Only root can give processes another uid.
+            jail: (unsafe { libc::geteuid() } == 0).then(JailOptions::default),
         }
     }
 
@@ -157,8 +164,9 @@ impl VmConfig {
                 self.memory_mib
             ));
         }
-        // Longest socket name the driver puts in run_dir is "fs-NN.sock".
-        let longest = self.run_dir.as_os_str().len() + "/vsock.sock_1024".len();
+        // Longest socket path the driver makes below run_dir (a jail puts the vsock backend's
+        // sockets in sock/, virtiofsd's in fs/).
+        let longest = self.run_dir.as_os_str().len() + "/sock/vsock.sock_1024".len();
         if longest >= 108 {
             return bad(format!(
                 "run_dir {} is too long for Unix socket paths (max ~90 bytes)",
@@ -201,6 +209,9 @@ impl VmConfig {
             if n.mtu != 0 && !(68..=65535).contains(&n.mtu) {
                 return bad(format!("NIC MTU {} is out of range", n.mtu));
             }
+        }
+        if let Some(j) = &self.jail {
+            j.validate()?;
         }
         for word in &self.cmdline_extra {
             if word.contains('\n') {

@@ -42,6 +42,8 @@ pub enum Error {
     Handshake { port: u32, reason: String },
     #[error("{0}")]
     Io(&'static str, #[source] io::Error),
+    #[error("jail: {0}")]
+    Jail(String),
     #[error("VM state {path} is corrupt")]
     State {
         path: PathBuf,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::accel::Accel;
 use crate::error::{Error, Result};
+use crate::jail::JailIds;
 use crate::proc;
 use crate::vsock::AgentTransport;
 
@@ -36,6 +37,13 @@ pub(crate) struct VmState {
     pub files: Vec<PathBuf>,
     /// The driver created run_dir: remove it at teardown when empty.
     pub created_run_dir: bool,
+    /// The leased uid of a jailed VM; its lease file is removed at teardown.
+    #[serde(default)]
+    pub jail: Option<JailIds>,
+    /// Directories the driver created (jail roots, socket directories), removed with what
+    /// they hold at teardown. Nothing is ever mounted in them on the host.
+    #[serde(default)]
+    pub dirs: Vec<PathBuf>,
 }
 
 impl VmState {
@@ -48,6 +56,8 @@ impl VmState {
             processes: Vec::new(),
             files: Vec::new(),
             created_run_dir,
+            jail: None,
+            dirs: Vec::new(),
         }
     }
 
@@ -76,6 +86,16 @@ impl VmState {
     pub(crate) fn remove_files(&self, run_dir: &Path) {
         for f in &self.files {
             remove_quietly(f);
+        }
+        for d in &self.dirs {
+            match std::fs::remove_dir_all(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(path = %d.display(), error = %e, "cannot remove"),
+            }
+        }
+        if let Some(j) = &self.jail {
+            crate::jail::release(j, run_dir);
         }
         remove_quietly(&run_dir.join(".vm.json.tmp"));
         remove_quietly(&run_dir.join(STATE_FILE));
@@ -134,6 +154,11 @@ impl VmHandle {
 
     pub fn processes(&self) -> &[ProcRecord] {
         &self.state.processes
+    }
+
+    /// The uid/gid QEMU and the vsock backend run as, when jailed.
+    pub fn jail_ids(&self) -> Option<&JailIds> {
+        self.state.jail.as_ref()
     }
 
     fn qemu(&self) -> Option<&ProcRecord> {

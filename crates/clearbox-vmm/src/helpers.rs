@@ -32,6 +32,9 @@ pub(crate) fn virtiofsd(
             c.arg("--socket-path").arg(socket);
             c.arg("--shared-dir").arg(dir);
             c.args(["--cache", "auto", "--sandbox", "namespace"]);
+            // Least privilege (docs/SECURITY.md): its seccomp filter kills on a stray system
+            // call; no device nodes or file capabilities on the host's files.
+            c.args(["--seccomp", "kill", "--modcaps=-mknod:-setfcap"]);
             if read_only {
                 c.arg("--readonly");
             }
@@ -52,6 +55,10 @@ pub(crate) fn virtiofsd(
                 "sandbox=namespace",
                 "-o",
                 "log_level=warn",
+                // No device nodes or file capabilities on the host's files (docs/SECURITY.md).
+                // Its seccomp filter is always on and kills the process.
+                "-o",
+                "modcaps=-mknod:-setfcap",
             ]);
         }
     }

@@ -31,6 +31,7 @@ mod config;
 mod error;
 mod handle;
 mod helpers;
+mod jail;
 mod proc;
 mod qemu;
 mod vm;
@@ -48,5 +49,8 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use handle::{ProcRecord, VmHandle};
+pub use jail::{
+    drop_privileges, JailIds, JailOptions, DEFAULT_LOCK_DIR, DEFAULT_UID_BASE, DEFAULT_UID_COUNT,
+};
 pub use vm::Vm;
 pub use vsock::AgentTransport;

@@ -20,6 +20,8 @@ pub(crate) struct SpawnOpts {
     /// Run the child in a private mount namespace where this directory is
     /// bind-mounted read-only onto itself (for read-only virtio-fs shares).
     pub readonly_bind: Option<std::path::PathBuf>,
+    /// Least privilege entered right before exec (see `jail.rs`).
+    pub jail: Option<std::sync::Arc<crate::jail::ExecJail>>,
 }
 
 /// Spawns `cmd` with the isolation in `opts`.
@@ -32,20 +34,14 @@ pub(crate) fn spawn(cmd: &mut Command, opts: &SpawnOpts) -> io::Result<Child> {
         None => None,
     };
     let root = c"/";
+    let jail = opts.jail.clone();
     // SAFETY: the closure runs between fork and exec and only makes
-    // async-signal-safe system calls (prctl, getppid, setsid, unshare, mount)
-    // on memory allocated before the fork; it allocates nothing itself.
+    // async-signal-safe system calls (prctl, getppid, setsid, unshare, mount,
+    // and the jail's, see `ExecJail::enter`) on memory allocated before the
+    // fork; it allocates nothing itself.
     unsafe {
         cmd.pre_exec(move || {
-            if die {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent may have died before prctl took effect.
-                if libc::getppid() != parent {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-            } else if libc::setsid() < 0 {
+            if !die && libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
             if let Some(dir) = &ro {
@@ -65,6 +61,23 @@ pub(crate) fn spawn(cmd: &mut Command, opts: &SpawnOpts) -> io::Result<Child> {
                 if libc::mount(null, dir.as_ptr(), null, flags, std::ptr::null()) != 0 {
                     return Err(io::Error::last_os_error());
                 }
+            }
+            if let Some(j) = &jail {
+                j.enter()?;
+            }
+            // Last: a change of credentials (the jail's setresuid) clears the
+            // parent-death signal.
+            if die {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect.
+                if libc::getppid() != parent {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+            }
+            if let Some(j) = &jail {
+                j.load_seccomp()?;
             }
             Ok(())
         });
@@ -217,7 +230,7 @@ mod tests {
             Command::new("sh").args(["-c", "sleep 5 & wait"]),
             &SpawnOpts {
                 die_with_parent: true,
-                readonly_bind: None,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -242,7 +255,7 @@ mod tests {
             Command::new("sleep").arg("0.05"),
             &SpawnOpts {
                 die_with_parent: true,
-                readonly_bind: None,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -11,6 +11,7 @@ use crate::binaries;
 use crate::config::{Hypervisor, VmConfig, VsockMode};
 use crate::error::{Error, Result};
 use crate::handle::{ProcRecord, VmHandle, VmState, STATE_FILE};
+use crate::jail::{self, Bind, Jail, Limits};
 use crate::proc::{self, SpawnOpts};
 use crate::qemu::{self, QemuPlan, VsockDevice};
 use crate::vsock::AgentTransport;
@@ -40,7 +41,14 @@ impl Proc {
         if let Ok(None) = self.child.try_wait() {
             // Forked workers first seen now, before the parent dies.
             let workers = proc::descendants(self.child.id() as i32);
-            let _ = self.child.kill();
+            if let Err(e) = self.child.kill() {
+                if e.raw_os_error() == Some(libc::EPERM) {
+                    // An owner that gave up its privileges (the shim) cannot signal virtiofsd
+                    // (uid 0): its parent-death signal ends it when the owner exits.
+                    tracing::debug!(role = %self.role, "left to its parent-death signal");
+                    return;
+                }
+            }
             for (pid, start_time) in workers {
                 crate::handle::kill_verified(&ProcRecord {
                     role: format!("{} child", self.role),
@@ -66,6 +74,8 @@ pub struct Vm {
     /// Tail of console + QEMU log kept when files are removed.
     last_words: String,
     torn_down: bool,
+    /// The leased uid and jail directories (holds the lease while the VM lives).
+    jail: Option<Jail>,
 }
 
 impl Vm {
@@ -124,6 +134,7 @@ impl Vm {
             console_log: console_log.clone(),
             last_words: String::new(),
             torn_down: false,
+            jail: None,
         };
         if console_log.starts_with(&run_dir) {
             vm.state.files.push(console_log.clone());
@@ -132,16 +143,41 @@ impl Vm {
         // removes the files.
         let opts = SpawnOpts {
             die_with_parent: config.die_with_parent,
-            readonly_bind: None,
+            ..Default::default()
+        };
+        if let Some(o) = &config.jail {
+            let j = Jail::new(o, &run_dir)?;
+            vm.state.jail = Some(j.ids().clone());
+            vm.state.dirs = vec![j.dir.clone(), j.sock_dir.clone(), j.fs_dir.clone()];
+            vm.jail = Some(j);
+            vm.state.save(&run_dir)?;
+        }
+        let limits = Limits {
+            nofile: Some(jail::NOFILE),
+            nproc: Some(jail::NPROC),
+            fsize: Some(jail::FSIZE),
         };
         let mut sockets = Vec::new();
         let vsock_dev = match (vsock, vsock_bin) {
             (VsockMode::VhostUser, Some(bin)) => {
-                let socket = run_dir.join("vhost-vsock.sock");
-                let uds = run_dir.join("vsock.sock");
+                let dir = vm.jail.as_ref().map_or(&run_dir, |j| &j.sock_dir);
+                let socket = dir.join("vhost-vsock.sock");
+                let uds = dir.join("vsock.sock");
                 vm.track_files([socket.clone(), uds.clone()]);
                 let cmd = crate::helpers::vhost_device_vsock(&bin, &socket, &uds);
-                let idx = vm.spawn_helper(VSOCK_ROLE, cmd, &opts, false)?;
+                let mut o = opts.clone();
+                if let Some(j) = &vm.jail {
+                    let mut binds = jail::base_binds(&bin);
+                    binds.push(Bind::rw(&j.sock_dir));
+                    let log_only = std::env::var_os(jail::SECCOMP_LOG_ENV).is_some();
+                    if log_only {
+                        tracing::warn!("vhost-device-vsock's seccomp filter only logs");
+                    }
+                    let filter = jail::allow_list_filter(jail::VSOCK_SYSCALLS, log_only)?;
+                    let plan = j.unprivileged("vsock", &binds, &[], limits, Some(filter))?;
+                    o.jail = Some(std::sync::Arc::new(plan));
+                }
+                let idx = vm.spawn_helper(VSOCK_ROLE, cmd, &o, false)?;
                 sockets.push((idx, socket.clone()));
                 vm.state.transport = Some(AgentTransport::HybridVsock { uds });
                 Some(VsockDevice::VhostUser { socket })
@@ -155,7 +191,8 @@ impl Vm {
         let mut fs = Vec::new();
         if let Some((bin, flavor)) = &virtiofsd {
             for (i, share) in config.shares.iter().enumerate() {
-                let socket = run_dir.join(format!("fs-{i}.sock"));
+                let dir = vm.jail.as_ref().map_or(&run_dir, |j| &j.fs_dir);
+                let socket = dir.join(format!("fs-{i}.sock"));
                 vm.track_files([socket.clone()]);
                 let cmd = crate::helpers::virtiofsd(
                     bin,
@@ -168,6 +205,15 @@ impl Vm {
                 if share.read_only && *flavor == binaries::VirtiofsdFlavor::Legacy {
                     o.readonly_bind = Some(share.host_dir.clone());
                 }
+                if vm.jail.is_some() {
+                    let no_growth = Limits {
+                        nofile: None,
+                        nproc: None,
+                        fsize: None,
+                    };
+                    let plan = jail::privileged_helper(jail::VIRTIOFSD_CAPS, no_growth);
+                    o.jail = Some(std::sync::Arc::new(plan));
+                }
                 let idx = vm.spawn_helper(&format!("virtiofsd-{i}"), cmd, &o, true)?;
                 sockets.push((idx, socket.clone()));
                 fs.push((share.tag.clone(), socket));
@@ -176,6 +222,10 @@ impl Vm {
         vm.state.save(&run_dir)?;
         for (idx, socket) in &sockets {
             vm.wait_for_socket(*idx, socket, config.helper_timeout)?;
+            if let Some(j) = &vm.jail {
+                // QEMU, as the jail uid, connects to it.
+                j.give(socket)?;
+            }
         }
 
         let plan = QemuPlan {
@@ -193,12 +243,16 @@ impl Vm {
             net: config.net.clone(),
             vhost_net: Path::new("/dev/vhost-net").exists(),
         };
+        let mut o = opts.clone();
+        if let Some(j) = &vm.jail {
+            o.jail = Some(std::sync::Arc::new(qemu_jail(j, &plan, &qemu_bin, limits)?));
+        }
         let mut cmd = Command::new(&qemu_bin);
         cmd.args(qemu::args(&plan));
         keep_fds(&mut cmd, config.net.iter().map(|n| n.fd).collect());
         tracing::debug!(?cmd, "starting QEMU");
         let log = vm.open_log("qemu.log")?;
-        let p = vm.spawn_proc("qemu", cmd, log, &opts, false)?;
+        let p = vm.spawn_proc("qemu", cmd, log, &o, false)?;
         vm.qemu = Some(p);
         vm.state.save(&run_dir)?;
         Ok(vm)
@@ -315,6 +369,11 @@ impl Vm {
 
     pub fn run_dir(&self) -> &Path {
         &self.run_dir
+    }
+
+    /// The uid/gid QEMU and the vsock backend run as, when jailed.
+    pub fn jail_ids(&self) -> Option<&crate::jail::JailIds> {
+        self.state.jail.as_ref()
     }
 
     pub fn accel(&self) -> Accel {
@@ -528,6 +587,42 @@ impl Drop for Vm {
             self.teardown();
         }
     }
+}
+
+/// QEMU's jail: its program, kernel, initrd, console log and the sockets it connects to;
+/// `/dev/kvm` and `/dev/vhost-vsock` (and their groups) when it uses them.
+fn qemu_jail(j: &Jail, plan: &QemuPlan, bin: &Path, limits: Limits) -> Result<jail::ExecJail> {
+    let mut binds = jail::base_binds(bin);
+    binds.push(Bind::ro(&plan.kernel));
+    binds.push(Bind::ro(&plan.initrd));
+    // QEMU opens (and truncates) it as the jail uid.
+    File::create(&plan.serial_log).map_err(|e| Error::Path {
+        op: "create",
+        path: plan.serial_log.clone(),
+        source: e,
+    })?;
+    j.give(&plan.serial_log)?;
+    binds.push(Bind::rw(&plan.serial_log));
+    if let Some(VsockDevice::VhostUser { socket }) = &plan.vsock {
+        binds.push(Bind::rw(socket));
+    }
+    for (_, socket) in &plan.fs {
+        binds.push(Bind::rw(socket));
+    }
+    // Devices it opens, and their groups (kvm) so that its uid may open them.
+    let mut devices = Vec::new();
+    if plan.accel == Accel::Kvm {
+        devices.push("/dev/kvm");
+    }
+    if let Some(VsockDevice::Kernel { .. }) = &plan.vsock {
+        devices.push("/dev/vhost-vsock");
+    }
+    let mut groups = Vec::new();
+    for d in devices {
+        binds.push(Bind::rw(d));
+        groups.extend(jail::device_group(Path::new(d)));
+    }
+    j.unprivileged("qemu", &binds, &groups, limits, None)
 }
 
 /// Creates run_dir (0700) if needed; refuses one that holds a live VM and

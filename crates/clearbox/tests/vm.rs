@@ -76,6 +76,28 @@ fn assert_nothing_left(env: &Env, id: &str, base: &Path) {
     assert!(procs.is_empty(), "processes left: {procs:#?}");
 }
 
+/// `create --pid-file` of `id` (isolation vm); returns the pid the file names.
+fn create_with_pid_file(env: &Env, bundle: &Path, id: &str) -> i32 {
+    let pidfile = env.tmp.path().join(format!("{id}.pid"));
+    let o = vm(
+        env,
+        &[
+            "create",
+            "--bundle",
+            bundle.to_str().expect("utf-8 path"),
+            "--pid-file",
+            pidfile.to_str().expect("utf-8 path"),
+            id,
+        ],
+    );
+    assert!(o.status.success(), "create {id}: {}", stderr(&o));
+    std::fs::read_to_string(&pidfile)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
 fn wait_for_status(env: &Env, id: &str, want: &str, within: Duration) -> serde_json::Value {
     let until = Instant::now() + within;
     loop {
@@ -142,24 +164,7 @@ fn run_reports_death_by_signal_as_128_plus_n() {
 fn create_start_state_exec_kill_delete() {
     let env = vm_env();
     let b = bundle(&env, "b", &["sh", "-c", "echo started; exec sleep 300"]);
-    let pidfile = env.tmp.path().join("init.pid");
-    let o = vm(
-        &env,
-        &[
-            "create",
-            "--bundle",
-            b.to_str().unwrap(),
-            "--pid-file",
-            pidfile.to_str().unwrap(),
-            "c1",
-        ],
-    );
-    assert!(o.status.success(), "create: {}", stderr(&o));
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = create_with_pid_file(&env, &b, "c1");
     let s = state(&env, "c1");
     assert_eq!(s["status"], "created");
     assert_eq!(s["pid"], pid);
@@ -518,4 +523,176 @@ fn bind_mounts_of_host_dirs_and_files_reach_the_container() {
     assert_eq!(stdout(&o), "into-dir\ninto-file\n");
     assert_eq!(std::fs::read_to_string(dir.join("out")).unwrap(), "out\n");
     assert!(env.leftover_ids().is_empty());
+}
+
+/// One field of /proc/PID/status.
+fn status_field(pid: i32, key: &str) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("status of {pid}: {e}"));
+    s.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("{key} missing for {pid}"))
+        .trim()
+        .to_string()
+}
+
+fn cap_mask(pid: i32, key: &str) -> u64 {
+    u64::from_str_radix(&status_field(pid, key), 16).expect("hex capability mask")
+}
+
+fn mount_ns(pid: &str) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/mnt")).expect("mnt ns")
+}
+
+/// The memory controller's cgroup of `pid` (v1 `memory` line, else the v2 line).
+fn memory_cgroup(pid: i32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    let line = |pred: &dyn Fn(&str) -> bool| {
+        text.lines()
+            .find(|l| pred(l.split(':').nth(1).unwrap_or("")))
+            .and_then(|l| l.splitn(3, ':').nth(2))
+            .map(str::to_string)
+    };
+    line(&|c| c.split(',').any(|c| c == "memory"))
+        .or_else(|| line(&|c| c.is_empty()))
+        .expect("memory cgroup line")
+}
+
+/// Memory limit of cgroup `path` in bytes (v1 `memory.limit_in_bytes`, or v2 `memory.max`).
+fn cgroup_memory_limit(path: &str) -> u64 {
+    let v1 = format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes");
+    let v2 = format!("/sys/fs/cgroup{path}/memory.max");
+    let text = std::fs::read_to_string(&v1)
+        .or_else(|_| std::fs::read_to_string(&v2))
+        .unwrap_or_else(|e| panic!("no memory limit file for {path}: {e}"));
+    text.trim().parse().expect("numeric limit")
+}
+
+fn cgroup_exists(path: &str) -> bool {
+    Path::new(&format!("/sys/fs/cgroup/memory{path}")).exists()
+        || Path::new(&format!("/sys/fs/cgroup/unified{path}")).exists()
+        || Path::new(&format!("/sys/fs/cgroup{path}/cgroup.procs")).exists()
+}
+
+/// issue #10: every host process of a VM container runs with least privilege, in the
+/// container's host cgroup, and `delete` removes the cgroup, the uid lease and the jail.
+#[test]
+fn host_processes_are_confined_and_in_the_container_cgroup() {
+    // CHOWN DAC_OVERRIDE FOWNER FSETID SETGID SETUID SETPCAP SYS_ADMIN (docs/SECURITY.md).
+    const VIRTIOFSD_MAX: u64 = 0x2001db;
+    let env = vm_env();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let cg = format!("/clearbox-test/sec-{}-{nanos}", std::process::id());
+    let cg2 = cg.clone();
+    let b = env.bundle("b", &["sleep", "300"], move |v| {
+        v["root"]["readonly"] = false.into();
+        v["linux"]["cgroupsPath"] = cg2.into();
+    });
+    let shim = create_with_pid_file(&env, &b, "s1");
+    let base = vm_base(&env, "s1");
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(base.join("vm/vm.json")).expect("vm.json"))
+            .expect("vm.json");
+    let uid = rec["jail"]["uid"].as_u64().expect("jail uid") as u32;
+    let lock = PathBuf::from(rec["jail"]["lock"].as_str().expect("lease file"));
+    assert!(lock.is_file(), "uid lease {} held", lock.display());
+    assert_ne!(uid, 0);
+    let host_ns = mount_ns("self");
+    let mut roles = Vec::new();
+    let mut checked = Vec::new();
+    for p in rec["processes"].as_array().expect("processes") {
+        let role = p["role"].as_str().unwrap().to_string();
+        let pid = p["pid"].as_i64().unwrap() as i32;
+        roles.push(role.clone());
+        checked.push((role, pid));
+    }
+    // virtiofsd's sandboxed worker is its child, not spawned by the driver.
+    let children: Vec<(String, i32)> = checked
+        .iter()
+        .filter(|(r, _)| r.starts_with("virtiofsd"))
+        .flat_map(|(r, pid)| {
+            let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default();
+            let r = r.clone();
+            list.split_whitespace()
+                .map(move |c| (format!("{r} worker"), c.parse().unwrap()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    checked.extend(children);
+    assert!(roles.contains(&"qemu".to_string()), "{roles:?}");
+    assert!(
+        roles.iter().any(|r| r.starts_with("virtiofsd")),
+        "{roles:?}"
+    );
+    for (role, pid) in &checked {
+        let what = format!("{role} (pid {pid})");
+        assert_eq!(
+            status_field(*pid, "NoNewPrivs"),
+            "1",
+            "{what}: no_new_privs"
+        );
+        assert_ne!(mount_ns(&pid.to_string()), host_ns, "{what}: own mount ns");
+        assert_eq!(memory_cgroup(*pid), cg, "{what}: in the container's cgroup");
+        assert_eq!(cap_mask(*pid, "CapAmb"), 0, "{what}: ambient caps");
+        let uids = status_field(*pid, "Uid");
+        if role.starts_with("virtiofsd") {
+            // Serves files as their owners: uid 0 with a cut-down capability set.
+            assert_eq!(
+                cap_mask(*pid, "CapBnd") & !VIRTIOFSD_MAX,
+                0,
+                "{what}: CapBnd"
+            );
+            assert_eq!(
+                cap_mask(*pid, "CapEff") & !VIRTIOFSD_MAX,
+                0,
+                "{what}: CapEff"
+            );
+        } else {
+            assert_eq!(uids, vec![uid.to_string(); 4].join("\t"), "{what}: uid");
+            for k in ["CapEff", "CapPrm", "CapBnd", "CapInh"] {
+                assert_eq!(cap_mask(*pid, k), 0, "{what}: {k}");
+            }
+            assert_eq!(status_field(*pid, "Seccomp"), "2", "{what}: seccomp filter");
+        }
+        if role.ends_with("worker") {
+            assert_eq!(status_field(*pid, "Seccomp"), "2", "{what}: seccomp filter");
+        }
+    }
+    // The shim: the VM's uid, no capability, no_new_privs, the container's root.
+    assert_eq!(
+        status_field(shim, "Uid"),
+        vec![uid.to_string(); 4].join("\t"),
+        "shim uid"
+    );
+    for k in ["CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"] {
+        assert_eq!(cap_mask(shim, k), 0, "shim {k}");
+    }
+    assert_eq!(status_field(shim, "NoNewPrivs"), "1", "shim no_new_privs");
+    assert_ne!(mount_ns(&shim.to_string()), host_ns, "shim mount ns");
+    assert_eq!(memory_cgroup(shim), cg, "shim cgroup");
+    // The limit: guest RAM (QEMU's -m) plus the documented host overhead.
+    let qemu = checked.iter().find(|(r, _)| r == "qemu").unwrap().1;
+    let cmdline = std::fs::read(format!("/proc/{qemu}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let mem = args[args.iter().position(|a| a == "-m").unwrap() + 1].clone();
+    let guest_mib: u64 = mem.trim_end_matches('M').parse().unwrap();
+    assert_eq!(
+        cgroup_memory_limit(&cg),
+        (guest_mib + clearbox_backend_vm::HOST_OVERHEAD_MIB) << 20
+    );
+    let o = env.run(&["delete", "--force", "s1"]);
+    assert!(o.status.success(), "delete: {}", stderr(&o));
+    assert_nothing_left(&env, "s1", &base);
+    assert!(!cgroup_exists(&cg), "cgroup {cg} left");
+    assert!(!lock.exists(), "uid lease {} left", lock.display());
+    for c in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = std::fs::remove_dir(c.path().join("clearbox-test"));
+    }
 }

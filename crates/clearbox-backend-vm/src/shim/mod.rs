@@ -56,6 +56,7 @@ pub(crate) enum Kind {
         vm: Box<VmConfig>,
         spec: serde_json::Value,
         netns: NetNs,
+        cgroup: Box<crate::host_cgroup::HostCgroup>,
     },
     Exec {
         exec_id: String,
@@ -136,6 +137,8 @@ pub fn main(request: &Path, ready_fd: RawFd) -> i32 {
             ref spec,
             ref netns,
         } => init(&req, vm.as_ref().clone(), spec, netns, &mut ready),
+            ref cgroup,
+        } => init(&req, (**vm).clone(), spec, cgroup, &mut ready),
         Kind::Exec {
             ref exec_id,
             ref process,
@@ -185,10 +188,13 @@ fn init(
     mut vm_config: VmConfig,
     spec: &serde_json::Value,
     netns: &NetNs,
+    cgroup: &crate::host_cgroup::HostCgroup,
     ready: &mut Ready,
 ) -> Result<End, Error> {
     let t0 = std::time::Instant::now();
     let mut raw = terminal_setup(req)?;
+    // First: the hooks see the shim in its cgroup, and QEMU and the daemons inherit it.
+    crate::host_cgroup::join(cgroup)?;
     // QEMU and the daemons are started from this thread: they inherit the namespace.
     net::enter(netns)?;
     ready.netns_and_wait(req.go_fd)?;
@@ -207,6 +213,17 @@ fn init(
     tracing::debug!(elapsed = ?t0.elapsed(), accel = %vm.accel(), "VM started");
     let boot = Duration::from_secs(BOOT_TIMEOUT_SECS);
     let fd = vm.connect_agent(AGENT_PORT, boot)?;
+    // Everything below needs only descriptors opened now (and the container's root, entered
+    // now), then the shim gives up its privileges.
+    let fifo = open_fifo(&req.dir.join(START_FIFO))?;
+    // Counted while /proc is still in view.
+    let single = single_threaded();
+    if let Err(e) = enter_container_root(&req.record.shared, spec) {
+        tracing::warn!(error = %e.one_line(), "cannot show the container's root at the shim's pid");
+    }
+    if let Some(ids) = vm.jail_ids() {
+        drop_privileges(single, ids.uid, ids.gid)?;
+    }
     let agent = AgentClient::new(fd)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "agent connected");
     if !network.interfaces.is_empty() {
@@ -227,11 +244,7 @@ fn init(
         req.terminal,
         true,
     )?;
-    let fifo = open_fifo(&req.dir.join(START_FIFO))?;
     let mut signals = block_signals()?;
-    if let Err(e) = enter_container_root(&req.record.shared, spec) {
-        tracing::warn!(error = %e.one_line(), "cannot show the container's root at the shim's pid");
-    }
     tracing::debug!(elapsed = ?t0.elapsed(), "container created");
     ready.ok();
 
@@ -298,11 +311,18 @@ fn exec(
     ready: &mut Ready,
 ) -> Result<End, Error> {
     let mut raw = terminal_setup(req)?;
+    if let Some(cg) = &req.record.host_cgroup {
+        crate::host_cgroup::join_existing(cg)?;
+    }
     let handle = VmHandle::load(&req.record.vm_run_dir)?;
     let vm_exit = handle
         .exit_fd()
         .ok_or_else(|| Error::Msg("the container's VM is not running".into()))?;
-    let agent = AgentClient::new(handle.connect_agent(AGENT_PORT, Duration::from_secs(10))?)?;
+    let fd = handle.connect_agent(AGENT_PORT, Duration::from_secs(10))?;
+    if let Some(ids) = handle.jail_ids() {
+        drop_privileges(single_threaded(), ids.uid, ids.gid)?;
+    }
+    let agent = AgentClient::new(fd)?;
     let pid = ProcessId::container_exec(req.record.guest_id.clone(), exec_id);
     let json = serde_json::to_vec(process)
         .map_err(|e| Error::Msg(format!("cannot encode the process: {e}")))?;
@@ -326,6 +346,30 @@ fn end_of(outcome: relay::Outcome) -> End {
             tracing::warn!(%why, "guest process lost");
             End::Code(VM_GONE_EXIT)
         }
+    }
+}
+
+/// After its setup a shim needs only its descriptors (agent connection, stdio, QEMU's pidfd)
+/// and, for the init's shim, to end the VM. It takes the VM's jail uid (so it can still kill
+/// QEMU and the vsock backend; virtiofsd gets its parent-death signal when the shim exits),
+/// drops every capability, sets no_new_privs and becomes non-dumpable. Capabilities belong to
+/// threads: this runs before the agent client starts its threads, and refuses to run after.
+fn drop_privileges(single: Result<(), Error>, uid: u32, gid: u32) -> Result<(), Error> {
+    single?;
+    clearbox_vmm::drop_privileges(uid, gid).map_err(|e| Error::io("shim: drop privileges", e))
+}
+
+/// Whether this process runs one thread only.
+fn single_threaded() -> Result<(), Error> {
+    let threads = std::fs::read_dir("/proc/thread-self/..")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    if threads == 1 {
+        Ok(())
+    } else {
+        Err(Error::Msg(format!(
+            "shim: cannot drop privileges with {threads} threads running"
+        )))
     }
 }
 
