@@ -6,6 +6,7 @@
 //! container's state directory; `start` opens the other end, and the init finishes by dropping
 //! to the process's user and exec'ing. This is runc's exec-fifo protocol; it needs no daemon.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -40,6 +41,8 @@ pub struct CreateParams<'a> {
     pub preserve_fds: i32,
     pub oom_score_adj: Option<i32>,
     pub create_hooks: Vec<Hook>,
+    /// The spec's annotations, for the hooks' state.
+    pub annotations: &'a HashMap<String, String>,
 }
 
 /// Forks the container init and waits until it is set up and blocked on the exec fifo.
@@ -90,7 +93,7 @@ pub fn create(p: &CreateParams<'_>) -> Result<i32, Error> {
             return Err(e);
         }
     };
-    let state = hook_state(p.id, ContainerStatus::Created, pid, p.bundle);
+    let state = hook_state(p.id, ContainerStatus::Created, pid, p.bundle, p.annotations);
     if let Err(e) = run_hooks(&p.create_hooks, &state) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         let _ = fs::remove_file(&fifo);
@@ -106,6 +109,7 @@ pub fn start(
     dir: &Path,
     pid: i32,
     poststart: &[Hook],
+    annotations: &HashMap<String, String>,
 ) -> Result<(), Error> {
     let fifo = dir.join(FIFO);
     // Non-blocking so a dead init cannot hang `start`; then poll for its byte.
@@ -135,10 +139,14 @@ pub fn start(
         }
     }
     let _ = fs::remove_file(&fifo);
-    run_hooks(
+    // OCI: a failing poststart hook is a warning; the container runs on.
+    if let Err(e) = run_hooks(
         poststart,
-        &hook_state(id, ContainerStatus::Running, pid, bundle),
-    )
+        &hook_state(id, ContainerStatus::Running, pid, bundle, annotations),
+    ) {
+        tracing::warn!(error = %crate::one_line(&e), "poststart hook failed");
+    }
+    Ok(())
 }
 
 /// Starts `process` in the mount namespace (and so the rootfs) of the container's init (no fifo:
@@ -308,6 +316,7 @@ fn child<'a>(
         eprintln!("clearbox: {e}");
         return Err(());
     }
+    proc_setup::default_sigpipe();
     let e = image.exec();
     eprintln!(
         "clearbox: {e}: {}",
@@ -426,19 +435,41 @@ pub fn delete(
     pid: Option<i32>,
     recorded_pid: i32,
     poststop: &[Hook],
+    annotations: &HashMap<String, String>,
 ) -> Result<(), Error> {
     if let Some(pid) = pid {
         destroy(pid, rootfs)?;
     }
     let _ = fs::remove_file(dir.join(FIFO));
-    run_hooks(
+    // OCI: a failing poststop hook is a warning; the deletion goes on.
+    if let Err(e) = run_hooks(
         poststop,
-        &hook_state(id, ContainerStatus::Stopped, recorded_pid, bundle),
-    )
+        &hook_state(
+            id,
+            ContainerStatus::Stopped,
+            recorded_pid,
+            bundle,
+            annotations,
+        ),
+    ) {
+        tracing::warn!(error = %crate::one_line(&e), "poststop hook failed");
+    }
+    Ok(())
 }
 
-fn hook_state(id: &str, status: ContainerStatus, pid: i32, bundle: &Path) -> HookState {
-    HookState::new(id, status, Some(pid), PathBuf::from(bundle))
+/// The state hooks read on stdin: runc's, with the spec's annotations.
+fn hook_state(
+    id: &str,
+    status: ContainerStatus,
+    pid: i32,
+    bundle: &Path,
+    annotations: &HashMap<String, String>,
+) -> HookState {
+    let mut s = HookState::new(id, status, Some(pid), PathBuf::from(bundle));
+    if !annotations.is_empty() {
+        s.annotations = Some(annotations.clone());
+    }
+    s
 }
 
 fn run_hooks(hooks: &[Hook], state: &HookState) -> Result<(), Error> {

@@ -7,8 +7,12 @@
 //! kernel = "/usr/share/clearbox/vmlinux"
 //! initrd = "/usr/share/clearbox/initramfs.img"
 //! accel = "auto"             # auto | kvm | tcg
-//! vcpus = 1
-//! memory_mib = 128
+//! # A container without CPU or memory limits gets a VM sized from the host, capped:
+//! max_vcpus = 2              # default: min(host CPUs, max_vcpus)
+//! max_memory_mib = 2048      # default: min(half the host's memory, max_memory_mib)
+//! # or fixed sizes instead (they win over the host-based default):
+//! # vcpus = 1
+//! # memory_mib = 512
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -39,8 +43,14 @@ pub struct VmDefaults {
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub accel: Option<String>,
+    /// Fixed vCPU count of a VM whose spec sets no CPU quota.
     pub vcpus: Option<u32>,
+    /// Fixed memory of a VM whose spec sets no memory limit.
     pub memory_mib: Option<u32>,
+    /// Cap of the host-based vCPU default.
+    pub max_vcpus: Option<u32>,
+    /// Cap of the host-based memory default.
+    pub max_memory_mib: Option<u32>,
 }
 
 impl Config {

@@ -85,6 +85,12 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Events(a) => events::run(&runtime(g)?, a).map(|_| 0),
         Command::Update(a) => update::run(&runtime(g)?, a).map(|_| 0),
         Command::VmShim(a) => Ok(shim::run(a)),
+        Command::Checkpoint(_) => bail!(
+            "checkpoint is not supported by clearbox (no CRIU support; a VM snapshot checkpoint is not implemented yet)"
+        ),
+        Command::Restore(_) => bail!(
+            "restore is not supported by clearbox (no CRIU support; a VM snapshot restore is not implemented yet)"
+        ),
     }
 }
 
