@@ -139,13 +139,12 @@ pub fn start(
         }
     }
     let _ = fs::remove_file(&fifo);
-    // OCI: a failing poststart hook is a warning; the container runs on.
-    if let Err(e) = run_hooks(
+    // OCI: a failing poststart hook is a warning; the others and the container run on.
+    run_each(
+        "poststart",
         poststart,
         &hook_state(id, ContainerStatus::Running, pid, bundle, annotations),
-    ) {
-        tracing::warn!(error = %crate::one_line(&e), "poststart hook failed");
-    }
+    );
     Ok(())
 }
 
@@ -441,8 +440,9 @@ pub fn delete(
         destroy(pid, rootfs)?;
     }
     let _ = fs::remove_file(dir.join(FIFO));
-    // OCI: a failing poststop hook is a warning; the deletion goes on.
-    if let Err(e) = run_hooks(
+    // OCI: a failing poststop hook is a warning; the others and the deletion go on.
+    run_each(
+        "poststop",
         poststop,
         &hook_state(
             id,
@@ -451,9 +451,7 @@ pub fn delete(
             bundle,
             annotations,
         ),
-    ) {
-        tracing::warn!(error = %crate::one_line(&e), "poststop hook failed");
-    }
+    );
     Ok(())
 }
 
@@ -470,6 +468,15 @@ fn hook_state(
         s.annotations = Some(annotations.clone());
     }
     s
+}
+
+/// Runs every hook, each on its own; a failure is a warning.
+fn run_each(phase: &str, hooks: &[Hook], state: &HookState) {
+    for hook in hooks {
+        if let Err(e) = run_hooks(std::slice::from_ref(hook), state) {
+            tracing::warn!(error = %crate::one_line(&e), "{phase} hook failed");
+        }
+    }
 }
 
 fn run_hooks(hooks: &[Hook], state: &HookState) -> Result<(), Error> {

@@ -112,10 +112,21 @@ fn normalized_bundle(bundle: &Path, state_root: &Path) -> Result<std::path::Path
         // libcontainer reports the parse error in its own words.
         return Ok(bundle.to_path_buf());
     };
-    if !normalize_spec(&mut spec, bundle) {
+    let late = take_late_hooks(&mut spec);
+    let dir = state_root.join("bundle");
+    if let Some(hooks) = &late {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        let path = dir.join(LATE_HOOKS);
+        let json =
+            serde_json::to_vec(hooks).map_err(|e| Error::Setup(format!("encode hooks: {e}")))?;
+        std::fs::write(&path, json)
+            .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    }
+    if !normalize_spec(&mut spec, bundle) && late.is_none() {
         return Ok(bundle.to_path_buf());
     }
-    let dir = state_root.join("bundle");
+    absolute_root(&mut spec, bundle);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     let path = dir.join("config.json");
     let json = serde_json::to_vec(&spec).map_err(|e| Error::Setup(format!("encode spec: {e}")))?;
@@ -159,13 +170,52 @@ fn normalize_spec(spec: &mut serde_json::Value, bundle: &Path) -> bool {
         }
     }
     if changed {
-        if let Some(root) = spec.pointer_mut("/root/path") {
-            if let Some(rel) = root.as_str().filter(|r| !r.starts_with('/')) {
-                *root = bundle.join(rel).to_string_lossy().into_owned().into();
-            }
-        }
+        absolute_root(spec, bundle);
     }
     changed
+}
+
+fn absolute_root(spec: &mut serde_json::Value, bundle: &Path) {
+    if let Some(root) = spec.pointer_mut("/root/path") {
+        if let Some(rel) = root.as_str().filter(|r| !r.starts_with('/')) {
+            *root = bundle.join(rel).to_string_lossy().into_owned().into();
+        }
+    }
+}
+
+/// The poststart and poststop hooks, kept beside the normalized spec.
+const LATE_HOOKS: &str = "late-hooks.json";
+
+/// Takes the poststart and poststop hooks out of the spec: libcontainer stops at the first
+/// failing one and fails `start`/`delete`, where the OCI spec wants a warning and the remaining
+/// hooks and the lifecycle to go on. [`start`] and [`delete`] run them instead.
+fn take_late_hooks(spec: &mut serde_json::Value) -> Option<serde_json::Value> {
+    let hooks = spec.get_mut("hooks")?.as_object_mut()?;
+    let mut late = serde_json::Map::new();
+    for phase in ["poststart", "poststop"] {
+        if let Some(list) = hooks.remove(phase) {
+            late.insert(phase.into(), list);
+        }
+    }
+    (!late.is_empty()).then_some(serde_json::Value::Object(late))
+}
+
+/// Runs the `phase` hooks kept by [`take_late_hooks`], each on its own; a failure is a warning.
+fn run_late_hooks(state_root: &Path, phase: &str, state: &libcontainer::container::State) {
+    let path = state_root.join("bundle").join(LATE_HOOKS);
+    let Ok(text) = std::fs::read(&path) else {
+        return;
+    };
+    let hooks: Vec<oci_spec::runtime::Hook> = serde_json::from_slice::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| serde_json::from_value(v.get(phase)?.clone()).ok())
+        .unwrap_or_default();
+    for hook in hooks {
+        let one = vec![hook];
+        if let Err(e) = libcontainer::hooks::run_hooks(Some(&one), Some(state), None, None, None) {
+            tracing::warn!(error = %crate::one_line(&e), "{phase} hook failed");
+        }
+    }
 }
 
 fn load(state_root: &Path, id: &str) -> Result<Container, Error> {
@@ -180,16 +230,11 @@ fn load(state_root: &Path, id: &str) -> Result<Container, Error> {
 pub fn start(state_root: &Path, id: &str) -> Result<(), Error> {
     let mut c = load(state_root, id)?;
     let pid = c.pid().map(|p| p.as_raw());
-    match c.start() {
-        // OCI: a failing poststart hook is a warning; the container runs on.
-        Err(libcontainer::error::LibcontainerError::Hook(e)) => {
-            tracing::warn!(error = %e, "poststart hook failed");
-        }
-        other => other?,
-    }
+    c.start()?;
     if let Some(pid) = pid {
         wait_for_exec(pid, std::time::Duration::from_secs(2));
     }
+    run_late_hooks(state_root, "poststart", &c.state);
     Ok(())
 }
 
@@ -243,16 +288,11 @@ pub fn delete(state_root: &Path, id: &str, force: bool) -> Result<(), Error> {
         return Ok(());
     }
     let mut c = load(state_root, id)?;
-    match c.delete(force) {
-        // OCI: a failing poststop hook is a warning and the deletion goes on (libcontainer
-        // stops before removing its state, which would leave a container no delete can remove).
-        Err(libcontainer::error::LibcontainerError::Hook(e)) => {
-            tracing::warn!(error = %e, "poststop hook failed");
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| Error::io(format!("remove {}", dir.display()), e))
-        }
-        other => Ok(other?),
-    }
+    c.delete(force)?;
+    let mut state = c.state.clone();
+    state.status = ContainerStatus::Stopped;
+    run_late_hooks(state_root, "poststop", &state);
+    Ok(())
 }
 
 /// Parameters of [`exec`].
