@@ -411,3 +411,15 @@ vm_helper_pid() {
     assert_status 0
     [ -z "$stderr" ] || fail "unexpected stderr: $stderr"
 }
+
+@test "run --detach releases the caller's pipes when the container closes them" {
+    local id t0 out
+    id=$(new_id)
+    make_bundle "$B" sh -c 'echo detached-out; exec >&- 2>&-; sleep 40'
+    track "$id"
+    t0=$(date +%s)
+    out=$(rt run --detach --bundle "$B" "$id" 2>&1 </dev/null)
+    [ $(($(date +%s) - t0)) -lt 25 ] || fail "the caller's pipe was held after the container closed it"
+    [[ "$out" == *detached-out* ]] || fail "output: $out"
+    [ "$(rt_status "$id")" = "running" ] || fail "not running"
+}

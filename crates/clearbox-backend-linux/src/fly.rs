@@ -114,15 +114,18 @@ impl Backend for FlyBackend {
         // A recycled pid must not be killed: only touch the init we recorded.
         let ours = clearbox_core::process::is_alive(pid, c.state.pid_start_time);
         let poststop = hooks(&spec, |h| h.poststop());
+        let annotations = spec.annotations().clone().unwrap_or_default();
         fly::delete(
-            c.id,
-            &c.state.bundle,
+            &fly::Identity {
+                id: c.id,
+                bundle: &c.state.bundle,
+                annotations: &annotations,
+            },
             &c.state.rootfs,
             c.dir,
             ours.then_some(pid),
             pid,
             &poststop,
-            &spec.annotations().clone().unwrap_or_default(),
         )
         .map_err(err)
     }

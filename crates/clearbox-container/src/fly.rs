@@ -427,15 +427,18 @@ pub fn destroy(pid: i32, rootfs: &Path) -> Result<(), Error> {
 /// Runs the poststop hooks and removes the fifo if `start` never ran.
 /// `pid` is `None` when the recorded init is already gone (its pid may have been recycled).
 pub fn delete(
-    id: &str,
-    bundle: &Path,
+    who: &Identity<'_>,
     rootfs: &Path,
     dir: &Path,
     pid: Option<i32>,
     recorded_pid: i32,
     poststop: &[Hook],
-    annotations: &HashMap<String, String>,
 ) -> Result<(), Error> {
+    let Identity {
+        id,
+        bundle,
+        annotations,
+    } = *who;
     if let Some(pid) = pid {
         destroy(pid, rootfs)?;
     }
@@ -468,6 +471,14 @@ fn hook_state(
         s.annotations = Some(annotations.clone());
     }
     s
+}
+
+/// What hooks are told about the container besides its status and pid.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub annotations: &'a HashMap<String, String>,
 }
 
 /// Runs every hook, each on its own; a failure is a warning.

@@ -238,19 +238,16 @@ pub fn start(state_root: &Path, id: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Waits (at most `limit`) until `pid` no longer runs the executable of this process (the
-/// setup code is a clone of it), i.e. it exec'd the program, or exited.
+/// Waits (at most `limit`) until `pid` no longer runs libcontainer's setup code (which names
+/// itself `youki:[2:INIT]`), i.e. it exec'd the program, or exited.
 fn wait_for_exec(pid: i32, limit: std::time::Duration) {
-    use std::os::unix::fs::MetadataExt;
-    let id = |m: std::fs::Metadata| (m.dev(), m.ino());
-    let Ok(me) = std::fs::metadata("/proc/self/exe").map(id) else {
-        return;
-    };
     let deadline = std::time::Instant::now() + limit;
     while std::time::Instant::now() < deadline {
-        match std::fs::metadata(format!("/proc/{pid}/exe")).map(id) {
-            Ok(exe) if exe == me => std::thread::sleep(std::time::Duration::from_millis(1)),
-            // Exec'd, or gone (a zombie has no exe).
+        match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            Ok(comm) if comm.starts_with("youki:") => {
+                std::thread::sleep(std::time::Duration::from_millis(1))
+            }
+            // Exec'd, or gone.
             _ => return,
         }
     }
