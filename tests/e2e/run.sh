@@ -34,7 +34,7 @@ export RUNTIME_NAME="${RUNTIME_NAME:-$(basename "$RUNTIME")}"
 export E2E_WORKDIR="${E2E_WORKDIR:-/var/tmp/clearbox-e2e}"
 
 suites=("$@")
-[ "${#suites[@]}" -gt 0 ] || suites=(bad-input lifecycle podman docker containerd network image)
+[ "${#suites[@]}" -gt 0 ] || suites=(bad-input lifecycle conformance podman docker containerd network image)
 files=()
 for s in "${suites[@]}"; do
     f="$here/${s%.bats}.bats"

@@ -368,12 +368,8 @@ pub fn exec(
             c.config.clone(),
         )
     };
-    if !h.started {
-        return Err(status(
-            Code::FAILED_PRECONDITION,
-            format!("container {id:?} is not started"),
-        ));
-    }
+    // As runc: a created container takes exec'd processes too (they join the namespaces of the
+    // waiting init).
     running(&h, id)?;
     if matches!(ns::status(&h.state_root, id), Ok(Status::Paused)) {
         return Err(status(

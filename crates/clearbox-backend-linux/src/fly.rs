@@ -58,10 +58,12 @@ impl Backend for FlyBackend {
                 }
             }
         }
-        let mut create_hooks = hooks(o.spec, |h| h.create_runtime());
+        // runc's order: prestart (deprecated), then createRuntime, then createContainer.
         #[allow(deprecated)]
-        create_hooks.extend(hooks(o.spec, |h| h.prestart()));
+        let mut create_hooks = hooks(o.spec, |h| h.prestart());
+        create_hooks.extend(hooks(o.spec, |h| h.create_runtime()));
         create_hooks.extend(hooks(o.spec, |h| h.create_container()));
+        let annotations = o.spec.annotations().clone().unwrap_or_default();
         let pid = fly::create(&fly::CreateParams {
             id: o.id,
             bundle: o.bundle,
@@ -73,6 +75,7 @@ impl Backend for FlyBackend {
             preserve_fds: o.preserve_fds,
             oom_score_adj: process.oom_score_adj(),
             create_hooks,
+            annotations: &annotations,
         })
         .map_err(err)?;
         Ok(Created { pid })
@@ -86,6 +89,7 @@ impl Backend for FlyBackend {
             c.dir,
             pid_of(c)?,
             &hooks(&spec, |h| h.poststart()),
+            &spec.annotations().clone().unwrap_or_default(),
         )
         .map_err(err)
     }
@@ -110,9 +114,13 @@ impl Backend for FlyBackend {
         // A recycled pid must not be killed: only touch the init we recorded.
         let ours = clearbox_core::process::is_alive(pid, c.state.pid_start_time);
         let poststop = hooks(&spec, |h| h.poststop());
+        let annotations = spec.annotations().clone().unwrap_or_default();
         fly::delete(
-            c.id,
-            &c.state.bundle,
+            &fly::Identity {
+                id: c.id,
+                bundle: &c.state.bundle,
+                annotations: &annotations,
+            },
             &c.state.rootfs,
             c.dir,
             ours.then_some(pid),

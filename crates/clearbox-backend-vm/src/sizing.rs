@@ -1,9 +1,13 @@
 //! VM size and machine settings from the spec and `[vm]` of the configuration file.
 //!
 //! * vCPUs: `ceil(cpu.quota / cpu.period)` (at least 1) when the spec sets a quota, else
-//!   `[vm] vcpus` (default 1). CPU shares say nothing about a count and are ignored.
+//!   `[vm] vcpus` if set, else the host's CPU count capped at `[vm] max_vcpus`
+//!   (default [`DEFAULT_MAX_VCPUS`]). CPU shares say nothing about a count and are ignored.
 //! * Memory: the spec's memory limit plus [`OVERHEAD_MIB`] for the guest kernel and agent,
-//!   else `[vm] memory_mib` (default [`DEFAULT_MEMORY_MIB`]).
+//!   else `[vm] memory_mib` if set, else half the host's memory capped at
+//!   `[vm] max_memory_mib` (default [`DEFAULT_MAX_MEMORY_MIB`]), never below
+//!   [`DEFAULT_MEMORY_MIB`]. A container without limits must not be OOM-killed where runc would
+//!   run it; guest RAM is only backed by host memory once the guest touches it.
 
 use std::path::PathBuf;
 
@@ -15,7 +19,50 @@ use crate::Error;
 
 /// Guest kernel + agent + page cache headroom on top of the container's own limit.
 pub const OVERHEAD_MIB: u64 = 64;
+/// The smallest VM clearbox sizes for a container without a memory limit.
 pub const DEFAULT_MEMORY_MIB: u32 = 128;
+/// Cap of the host-based default vCPU count.
+pub const DEFAULT_MAX_VCPUS: u32 = 2;
+/// Cap of the host-based default memory.
+pub const DEFAULT_MAX_MEMORY_MIB: u32 = 2048;
+
+/// Online CPUs of the host.
+fn host_cpus() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        .unwrap_or(1)
+}
+
+/// The host's memory in MiB (`MemTotal`).
+fn host_memory_mib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
+}
+
+fn default_vcpus(defaults: &VmDefaults, host: u32) -> u32 {
+    defaults
+        .vcpus
+        .unwrap_or_else(|| host.min(defaults.max_vcpus.unwrap_or(DEFAULT_MAX_VCPUS)))
+        .max(1)
+}
+
+fn default_memory_mib(defaults: &VmDefaults, host_mib: Option<u64>) -> u32 {
+    if let Some(m) = defaults.memory_mib {
+        return m;
+    }
+    let cap = defaults.max_memory_mib.unwrap_or(DEFAULT_MAX_MEMORY_MIB);
+    let half = host_mib.map_or(u64::from(DEFAULT_MEMORY_MIB), |m| m / 2);
+    u32::try_from(half.min(u64::from(cap)))
+        .unwrap_or(cap)
+        .max(DEFAULT_MEMORY_MIB)
+}
 /// Longest a VM may take to boot to a listening agent (TCG on a busy host is slow).
 pub const BOOT_TIMEOUT_SECS: u64 = 60;
 
@@ -32,7 +79,7 @@ pub(crate) fn vcpus(spec: &Spec, defaults: &VmDefaults) -> u32 {
         }
         _ => None,
     });
-    from_quota.or(defaults.vcpus).unwrap_or(1).max(1)
+    from_quota.unwrap_or_else(|| default_vcpus(defaults, host_cpus()))
 }
 
 pub(crate) fn memory_mib(spec: &Spec, defaults: &VmDefaults) -> u32 {
@@ -48,7 +95,7 @@ pub(crate) fn memory_mib(spec: &Spec, defaults: &VmDefaults) -> u32 {
             let mib = (bytes as u64).div_ceil(1024 * 1024) + OVERHEAD_MIB;
             u32::try_from(mib).unwrap_or(u32::MAX)
         }
-        None => defaults.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB),
+        None => default_memory_mib(defaults, host_memory_mib()),
     }
 }
 
@@ -117,8 +164,33 @@ mod tests {
     }
 
     #[test]
-    fn vcpus_from_quota_else_config() {
+    fn defaults_come_from_the_host_capped() {
         let d = VmDefaults::default();
+        assert_eq!(default_vcpus(&d, 1), 1);
+        assert_eq!(default_vcpus(&d, 2), 2);
+        assert_eq!(default_vcpus(&d, 64), DEFAULT_MAX_VCPUS);
+        let capped = VmDefaults {
+            max_vcpus: Some(4),
+            max_memory_mib: Some(1024),
+            ..Default::default()
+        };
+        assert_eq!(default_vcpus(&capped, 64), 4);
+        assert_eq!(
+            default_memory_mib(&d, Some(24 * 1024)),
+            DEFAULT_MAX_MEMORY_MIB
+        );
+        assert_eq!(default_memory_mib(&d, Some(1024)), 512);
+        assert_eq!(default_memory_mib(&d, Some(100)), DEFAULT_MEMORY_MIB);
+        assert_eq!(default_memory_mib(&capped, Some(24 * 1024)), 1024);
+        assert!(memory_mib(&spec(serde_json::json!({})), &d) >= DEFAULT_MEMORY_MIB);
+    }
+
+    #[test]
+    fn vcpus_from_quota_else_config() {
+        let d = VmDefaults {
+            vcpus: Some(1),
+            ..Default::default()
+        };
         assert_eq!(vcpus(&spec(serde_json::json!({})), &d), 1);
         let s = spec(serde_json::json!({"cpu": {"quota": 150000, "period": 100000}}));
         assert_eq!(vcpus(&s, &d), 2);
@@ -132,7 +204,10 @@ mod tests {
 
     #[test]
     fn memory_from_limit_plus_overhead_else_config() {
-        let d = VmDefaults::default();
+        let d = VmDefaults {
+            memory_mib: Some(128),
+            ..Default::default()
+        };
         assert_eq!(memory_mib(&spec(serde_json::json!({})), &d), 128);
         let s = spec(serde_json::json!({"memory": {"limit": 100 * 1024 * 1024}}));
         assert_eq!(memory_mib(&s, &d), 164);

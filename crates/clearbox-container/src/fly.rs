@@ -6,6 +6,7 @@
 //! container's state directory; `start` opens the other end, and the init finishes by dropping
 //! to the process's user and exec'ing. This is runc's exec-fifo protocol; it needs no daemon.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -40,6 +41,8 @@ pub struct CreateParams<'a> {
     pub preserve_fds: i32,
     pub oom_score_adj: Option<i32>,
     pub create_hooks: Vec<Hook>,
+    /// The spec's annotations, for the hooks' state.
+    pub annotations: &'a HashMap<String, String>,
 }
 
 /// Forks the container init and waits until it is set up and blocked on the exec fifo.
@@ -90,7 +93,7 @@ pub fn create(p: &CreateParams<'_>) -> Result<i32, Error> {
             return Err(e);
         }
     };
-    let state = hook_state(p.id, ContainerStatus::Created, pid, p.bundle);
+    let state = hook_state(p.id, ContainerStatus::Created, pid, p.bundle, p.annotations);
     if let Err(e) = run_hooks(&p.create_hooks, &state) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         let _ = fs::remove_file(&fifo);
@@ -106,6 +109,7 @@ pub fn start(
     dir: &Path,
     pid: i32,
     poststart: &[Hook],
+    annotations: &HashMap<String, String>,
 ) -> Result<(), Error> {
     let fifo = dir.join(FIFO);
     // Non-blocking so a dead init cannot hang `start`; then poll for its byte.
@@ -135,10 +139,13 @@ pub fn start(
         }
     }
     let _ = fs::remove_file(&fifo);
-    run_hooks(
+    // OCI: a failing poststart hook is a warning; the others and the container run on.
+    run_each(
+        "poststart",
         poststart,
-        &hook_state(id, ContainerStatus::Running, pid, bundle),
-    )
+        &hook_state(id, ContainerStatus::Running, pid, bundle, annotations),
+    );
+    Ok(())
 }
 
 /// Starts `process` in the mount namespace (and so the rootfs) of the container's init (no fifo:
@@ -308,6 +315,7 @@ fn child<'a>(
         eprintln!("clearbox: {e}");
         return Err(());
     }
+    proc_setup::default_sigpipe();
     let e = image.exec();
     eprintln!(
         "clearbox: {e}: {}",
@@ -419,26 +427,67 @@ pub fn destroy(pid: i32, rootfs: &Path) -> Result<(), Error> {
 /// Runs the poststop hooks and removes the fifo if `start` never ran.
 /// `pid` is `None` when the recorded init is already gone (its pid may have been recycled).
 pub fn delete(
-    id: &str,
-    bundle: &Path,
+    who: &Identity<'_>,
     rootfs: &Path,
     dir: &Path,
     pid: Option<i32>,
     recorded_pid: i32,
     poststop: &[Hook],
 ) -> Result<(), Error> {
+    let Identity {
+        id,
+        bundle,
+        annotations,
+    } = *who;
     if let Some(pid) = pid {
         destroy(pid, rootfs)?;
     }
     let _ = fs::remove_file(dir.join(FIFO));
-    run_hooks(
+    // OCI: a failing poststop hook is a warning; the others and the deletion go on.
+    run_each(
+        "poststop",
         poststop,
-        &hook_state(id, ContainerStatus::Stopped, recorded_pid, bundle),
-    )
+        &hook_state(
+            id,
+            ContainerStatus::Stopped,
+            recorded_pid,
+            bundle,
+            annotations,
+        ),
+    );
+    Ok(())
 }
 
-fn hook_state(id: &str, status: ContainerStatus, pid: i32, bundle: &Path) -> HookState {
-    HookState::new(id, status, Some(pid), PathBuf::from(bundle))
+/// The state hooks read on stdin: runc's, with the spec's annotations.
+fn hook_state(
+    id: &str,
+    status: ContainerStatus,
+    pid: i32,
+    bundle: &Path,
+    annotations: &HashMap<String, String>,
+) -> HookState {
+    let mut s = HookState::new(id, status, Some(pid), PathBuf::from(bundle));
+    if !annotations.is_empty() {
+        s.annotations = Some(annotations.clone());
+    }
+    s
+}
+
+/// What hooks are told about the container besides its status and pid.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub annotations: &'a HashMap<String, String>,
+}
+
+/// Runs every hook, each on its own; a failure is a warning.
+fn run_each(phase: &str, hooks: &[Hook], state: &HookState) {
+    for hook in hooks {
+        if let Err(e) = run_hooks(std::slice::from_ref(hook), state) {
+            tracing::warn!(error = %crate::one_line(&e), "{phase} hook failed");
+        }
+    }
 }
 
 fn run_hooks(hooks: &[Hook], state: &HookState) -> Result<(), Error> {

@@ -8,6 +8,7 @@
 //! * [`fly`]: rkt-style host-level containers: chroot, user, capabilities, rlimits, env and cwd,
 //!   no new namespaces or cgroups.
 
+pub mod executor;
 pub mod fly;
 pub mod fly_mounts;
 pub mod namespaces;
@@ -54,6 +55,21 @@ impl Error {
             source,
         }
     }
+}
+
+/// An error and its causes as one line, skipping a cause whose text is already there.
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        src = s.source();
+    }
+    msg
 }
 
 /// Container status as the setup library sees it.

@@ -13,7 +13,16 @@ use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
 use oci_spec::runtime::LinuxResources;
 
+use crate::executor::{describe, RuncExecutor};
 use crate::{Error, Status};
+
+/// A failed build: runc's words when the program could not start, else libcontainer's error.
+fn build_error(e: libcontainer::error::LibcontainerError) -> Error {
+    match describe(&e) {
+        Some(msg) => Error::Setup(msg),
+        None => Error::Libcontainer(e),
+    }
+}
 
 /// Parameters of [`create`].
 #[derive(Debug)]
@@ -68,21 +77,145 @@ pub fn create(p: &CreateParams<'_>) -> Result<i32, Error> {
 pub fn create_with_stdio(p: &CreateParams<'_>, stdio: Stdio) -> Result<i32, Error> {
     std::fs::create_dir_all(p.state_root)
         .map_err(|e| Error::io(format!("create {}", p.state_root.display()), e))?;
+    let bundle = normalized_bundle(p.bundle, p.state_root)?;
     let builder = ContainerBuilder::new(p.id.to_string(), SyscallType::default());
     let container = with_stdio(builder, stdio)
+        .with_executor(RuncExecutor)
         .with_root_path(p.state_root)?
         .with_console_socket(p.console_socket)
         .with_preserved_fds(p.preserve_fds)
         .validate_id()?
-        .as_init(p.bundle)
+        .as_init(&bundle)
         .with_systemd(p.systemd)
-        .with_detach(!p.foreground)
+        // libcontainer reads `detach` only to pair a terminal with a console socket; a
+        // foreground run whose caller relays the pty gives one too.
+        .with_detach(!p.foreground || p.console_socket.is_some())
         .with_no_pivot(p.no_pivot)
-        .build()?;
+        .build()
+        .map_err(build_error)?;
     container
         .pid()
         .map(|pid| pid.as_raw())
         .ok_or_else(|| Error::Setup("libcontainer reported no init pid".into()))
+}
+
+/// The spec as libcontainer accepts it, for what runc takes and libcontainer refuses:
+/// `rootfsPropagation` `rprivate`/`rslave`/`rshared`/`runbindable` (the root is always changed
+/// recursively) and mounts without a `source` (valid in the spec: a `proc` or `tmpfs` mount
+/// needs none). When nothing needs changing, the bundle itself; otherwise a copy of its
+/// config.json with those values rewritten and an absolute root path, in `state_root`.
+fn normalized_bundle(bundle: &Path, state_root: &Path) -> Result<std::path::PathBuf, Error> {
+    let config = bundle.join("config.json");
+    let text =
+        std::fs::read(&config).map_err(|e| Error::io(format!("read {}", config.display()), e))?;
+    let Ok(mut spec) = serde_json::from_slice::<serde_json::Value>(&text) else {
+        // libcontainer reports the parse error in its own words.
+        return Ok(bundle.to_path_buf());
+    };
+    let late = take_late_hooks(&mut spec);
+    let dir = state_root.join("bundle");
+    if let Some(hooks) = &late {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        let path = dir.join(LATE_HOOKS);
+        let json =
+            serde_json::to_vec(hooks).map_err(|e| Error::Setup(format!("encode hooks: {e}")))?;
+        std::fs::write(&path, json)
+            .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    }
+    if !normalize_spec(&mut spec, bundle) && late.is_none() {
+        return Ok(bundle.to_path_buf());
+    }
+    absolute_root(&mut spec, bundle);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    let path = dir.join("config.json");
+    let json = serde_json::to_vec(&spec).map_err(|e| Error::Setup(format!("encode spec: {e}")))?;
+    std::fs::write(&path, json).map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    Ok(dir)
+}
+
+/// Rewrites what [`normalized_bundle`] describes; true when anything changed.
+fn normalize_spec(spec: &mut serde_json::Value, bundle: &Path) -> bool {
+    let mut changed = false;
+    if let Some(prop) = spec.pointer_mut("/linux/rootfsPropagation") {
+        let plain = match prop.as_str() {
+            Some("rprivate") => Some("private"),
+            Some("rslave") => Some("slave"),
+            Some("rshared") => Some("shared"),
+            Some("runbindable") => Some("unbindable"),
+            _ => None,
+        };
+        if let Some(p) = plain {
+            *prop = p.into();
+            changed = true;
+        }
+    }
+    for m in spec
+        .get_mut("mounts")
+        .and_then(|m| m.as_array_mut())
+        .into_iter()
+        .flatten()
+    {
+        let Some(obj) = m.as_object_mut() else {
+            continue;
+        };
+        if obj.get("source").is_none_or(|s| s.is_null()) {
+            let source = obj
+                .get("type")
+                .and_then(|t| t.as_str())
+                .unwrap_or("none")
+                .to_string();
+            obj.insert("source".into(), source.into());
+            changed = true;
+        }
+    }
+    if changed {
+        absolute_root(spec, bundle);
+    }
+    changed
+}
+
+fn absolute_root(spec: &mut serde_json::Value, bundle: &Path) {
+    if let Some(root) = spec.pointer_mut("/root/path") {
+        if let Some(rel) = root.as_str().filter(|r| !r.starts_with('/')) {
+            *root = bundle.join(rel).to_string_lossy().into_owned().into();
+        }
+    }
+}
+
+/// The poststart and poststop hooks, kept beside the normalized spec.
+const LATE_HOOKS: &str = "late-hooks.json";
+
+/// Takes the poststart and poststop hooks out of the spec: libcontainer stops at the first
+/// failing one and fails `start`/`delete`, where the OCI spec wants a warning and the remaining
+/// hooks and the lifecycle to go on. [`start`] and [`delete`] run them instead.
+fn take_late_hooks(spec: &mut serde_json::Value) -> Option<serde_json::Value> {
+    let hooks = spec.get_mut("hooks")?.as_object_mut()?;
+    let mut late = serde_json::Map::new();
+    for phase in ["poststart", "poststop"] {
+        if let Some(list) = hooks.remove(phase) {
+            late.insert(phase.into(), list);
+        }
+    }
+    (!late.is_empty()).then_some(serde_json::Value::Object(late))
+}
+
+/// Runs the `phase` hooks kept by [`take_late_hooks`], each on its own; a failure is a warning.
+fn run_late_hooks(state_root: &Path, phase: &str, state: &libcontainer::container::State) {
+    let path = state_root.join("bundle").join(LATE_HOOKS);
+    let Ok(text) = std::fs::read(&path) else {
+        return;
+    };
+    let hooks: Vec<oci_spec::runtime::Hook> = serde_json::from_slice::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| serde_json::from_value(v.get(phase)?.clone()).ok())
+        .unwrap_or_default();
+    for hook in hooks {
+        let one = vec![hook];
+        if let Err(e) = libcontainer::hooks::run_hooks(Some(&one), Some(state), None, None, None) {
+            tracing::warn!(error = %crate::one_line(&e), "{phase} hook failed");
+        }
+    }
 }
 
 fn load(state_root: &Path, id: &str) -> Result<Container, Error> {
@@ -91,8 +224,33 @@ fn load(state_root: &Path, id: &str) -> Result<Container, Error> {
     Ok(c)
 }
 
+/// Releases the init and returns once it runs the container's program (bounded), so that a
+/// signal sent right after `start` reaches the program: until it execs, the init is still this
+/// library's setup code, which as the pid namespace's init ignores signals without a handler.
 pub fn start(state_root: &Path, id: &str) -> Result<(), Error> {
-    Ok(load(state_root, id)?.start()?)
+    let mut c = load(state_root, id)?;
+    let pid = c.pid().map(|p| p.as_raw());
+    c.start()?;
+    if let Some(pid) = pid {
+        wait_for_exec(pid, std::time::Duration::from_secs(2));
+    }
+    run_late_hooks(state_root, "poststart", &c.state);
+    Ok(())
+}
+
+/// Waits (at most `limit`) until `pid` no longer runs libcontainer's setup code (which names
+/// itself `youki:[2:INIT]`), i.e. it exec'd the program, or exited.
+fn wait_for_exec(pid: i32, limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            Ok(comm) if comm.starts_with("youki:") => {
+                std::thread::sleep(std::time::Duration::from_millis(1))
+            }
+            // Exec'd, or gone.
+            _ => return,
+        }
+    }
 }
 
 pub fn status(state_root: &Path, id: &str) -> Result<Status, Error> {
@@ -128,6 +286,9 @@ pub fn delete(state_root: &Path, id: &str, force: bool) -> Result<(), Error> {
     }
     let mut c = load(state_root, id)?;
     c.delete(force)?;
+    let mut state = c.state.clone();
+    state.status = ContainerStatus::Stopped;
+    run_late_hooks(state_root, "poststop", &state);
     Ok(())
 }
 
@@ -154,19 +315,51 @@ pub fn exec(p: &ExecParams<'_>) -> Result<i32, Error> {
 /// [`exec`] with the process's stdio connected to `stdio` (same caveats as
 /// [`create_with_stdio`]).
 pub fn exec_with_stdio(p: &ExecParams<'_>, stdio: Stdio) -> Result<i32, Error> {
+    let _created = CreatedAsRunning::mark(p.state_root, p.id)?;
     let builder = ContainerBuilder::new(p.id.to_string(), SyscallType::default());
     let pid = with_stdio(builder, stdio)
+        .with_executor(RuncExecutor)
         .with_root_path(p.state_root)?
         .with_console_socket(p.console_socket)
         .with_preserved_fds(p.preserve_fds)
         .validate_id()?
         .as_tenant()
-        .with_detach(p.detach)
+        .with_detach(p.detach || p.console_socket.is_some())
         .with_process(Some(p.process_file))
         .with_ignore_paused(p.ignore_paused)
         .with_sub_cgroup(p.sub_cgroup.map(str::to_string))
-        .build()?;
+        .build()
+        .map_err(build_error)?;
     Ok(pid.as_raw())
+}
+
+/// runc runs an exec'd process in a created (not yet started) container: it joins the
+/// namespaces of the waiting init. libcontainer's tenant builder only accepts a running
+/// container, so a created one is recorded as running for the duration of the exec and put back
+/// afterwards. The caller holds the container's lock, so no other command sees the change.
+struct CreatedAsRunning(Option<Container>);
+
+impl CreatedAsRunning {
+    fn mark(state_root: &Path, id: &str) -> Result<Self, Error> {
+        let mut c = load(state_root, id)?;
+        if c.status() != ContainerStatus::Created {
+            return Ok(Self(None));
+        }
+        c.set_status(ContainerStatus::Running);
+        c.save()?;
+        Ok(Self(Some(c)))
+    }
+}
+
+impl Drop for CreatedAsRunning {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            c.set_status(ContainerStatus::Created);
+            if let Err(e) = c.save() {
+                tracing::warn!(error = %e, "cannot restore the created state after exec");
+            }
+        }
+    }
 }
 
 fn cgroup_manager(
@@ -191,11 +384,101 @@ pub fn pids(state_root: &Path, id: &str) -> Result<Vec<i32>, Error> {
     Ok(pids.into_iter().map(|p| p.as_raw()).collect())
 }
 
-/// Resource usage read from the container's cgroup.
+/// Resource usage read from the container's cgroup, in the shape of runc's `events` data
+/// (`cpu.usage.total`, `memory.usage.limit`, `pids.current`, ...), plus `memory.oom_kill`:
+/// the OOM kills counted in the cgroup so far (the `events` command turns its growth into
+/// `oom` events and drops the field).
 pub fn stats(state_root: &Path, id: &str) -> Result<serde_json::Value, Error> {
     let m = cgroup_manager(state_root, id)?;
     let stats = m.stats().map_err(|e| Error::Cgroups(Box::new(e)))?;
-    serde_json::to_value(stats).map_err(|e| Error::Cgroups(Box::new(e)))
+    let c = load(state_root, id)?;
+    let ooms = oom_kills(&c.spec()?.cgroup_path);
+    Ok(runc_stats(&stats, ooms))
+}
+
+/// The `oom_kill` counter of a cgroup (v2 `memory.events`, v1 `memory.oom_control`).
+pub fn oom_kills(cgroup_path: &Path) -> Option<u64> {
+    let rel = cgroup_path.strip_prefix("/").unwrap_or(cgroup_path);
+    let file = match libcgroups::common::get_cgroup_setup().ok()? {
+        libcgroups::common::CgroupSetup::Unified => {
+            Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT)
+                .join(rel)
+                .join("memory.events")
+        }
+        _ => {
+            libcgroups::v1::util::get_subsystem_mount_point(&libcgroups::v1::ControllerType::Memory)
+                .ok()?
+                .join(rel)
+                .join("memory.oom_control")
+        }
+    };
+    flat_keyed(&std::fs::read_to_string(file).ok()?, "oom_kill")
+}
+
+/// libcgroups' statistics in runc's JSON shape (runc's `types.Stats`).
+pub fn runc_stats(s: &libcgroups::stats::Stats, oom_kill: Option<u64>) -> serde_json::Value {
+    use serde_json::json;
+    let mem = |d: &libcgroups::stats::MemoryData| json!({"limit": d.limit, "usage": d.usage, "max": d.max_usage, "failcnt": d.fail_count});
+    let blkio = |list: &[libcgroups::stats::BlkioDeviceStat]| {
+        list.iter()
+            .map(|e| {
+                json!({"major": e.major, "minor": e.minor,
+                       "op": e.op_type.clone().unwrap_or_default(), "value": e.value})
+            })
+            .collect::<Vec<_>>()
+    };
+    let u = &s.cpu.usage;
+    let mut memory = json!({
+        "cache": s.memory.cache,
+        "usage": mem(&s.memory.memory),
+        "swap": mem(&s.memory.memswap),
+        "kernel": mem(&s.memory.kernel),
+        "kernelTCP": mem(&s.memory.kernel_tcp),
+        "raw": s.memory.stats,
+    });
+    if let (Some(n), Some(m)) = (oom_kill, memory.as_object_mut()) {
+        m.insert("oom_kill".into(), json!(n));
+    }
+    let hugetlb: serde_json::Map<String, serde_json::Value> = s
+        .hugetlb
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                json!({"usage": v.usage, "max": v.max_usage, "failcnt": v.fail_count}),
+            )
+        })
+        .collect();
+    json!({
+        "cpu": {
+            "usage": {
+                "total": u.usage_total,
+                "percpu": u.per_core_usage_total,
+                "percpu_kernel": u.per_core_usage_kernel,
+                "percpu_user": u.per_core_usage_user,
+                "kernel": u.usage_kernel,
+                "user": u.usage_user,
+            },
+            "throttling": {
+                "periods": s.cpu.throttling.periods,
+                "throttledPeriods": s.cpu.throttling.throttled_periods,
+                "throttledTime": s.cpu.throttling.throttled_time,
+            },
+        },
+        "memory": memory,
+        "pids": {"current": s.pids.current, "limit": s.pids.limit},
+        "blkio": {
+            "ioServiceBytesRecursive": blkio(&s.blkio.service_bytes),
+            "ioServicedRecursive": blkio(&s.blkio.serviced),
+            "ioQueueRecursive": blkio(&s.blkio.queued),
+            "ioServiceTimeRecursive": blkio(&s.blkio.service_time),
+            "ioWaitTimeRecursive": blkio(&s.blkio.wait_time),
+            "ioMergedRecursive": blkio(&s.blkio.merged),
+            "ioTimeRecursive": blkio(&s.blkio.time),
+            "sectorsRecursive": blkio(&s.blkio.sectors),
+        },
+        "hugetlb": hugetlb,
+    })
 }
 
 /// Resource usage of a container's cgroup in fixed units, whatever the cgroup version.
@@ -339,6 +622,37 @@ mod tests {
         assert_eq!(flat_keyed("usage_usec 42\n", "nr_periods"), None);
         assert_eq!(usage_from(&s, true).memory_limit_bytes, 1 << 20);
         assert_eq!(usage_from(&s, true).pids_current, 2);
+    }
+
+    #[test]
+    fn specs_are_normalized_for_libcontainer() {
+        let mut v = serde_json::json!({
+            "root": {"path": "rootfs"},
+            "linux": {"rootfsPropagation": "rprivate"},
+            "mounts": [{"destination": "/proc", "type": "proc"},
+                       {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}],
+        });
+        assert!(normalize_spec(&mut v, Path::new("/b")));
+        assert_eq!(v["linux"]["rootfsPropagation"], "private");
+        assert_eq!(v["mounts"][0]["source"], "proc");
+        assert_eq!(v["root"]["path"], "/b/rootfs");
+        let mut plain = serde_json::json!({"root": {"path": "rootfs"}, "mounts": []});
+        assert!(!normalize_spec(&mut plain, Path::new("/b")));
+        assert_eq!(plain["root"]["path"], "rootfs");
+    }
+
+    #[test]
+    fn stats_have_runc_shape() {
+        let mut s = libcgroups::stats::Stats::default();
+        s.cpu.usage.usage_total = 7;
+        s.memory.memory.limit = 1 << 20;
+        s.pids.current = 3;
+        let v = runc_stats(&s, Some(2));
+        assert_eq!(v["cpu"]["usage"]["total"], 7);
+        assert_eq!(v["memory"]["usage"]["limit"], 1 << 20);
+        assert_eq!(v["memory"]["oom_kill"], 2);
+        assert_eq!(v["pids"]["current"], 3);
+        assert!(v["cpu"]["throttling"].get("throttledPeriods").is_some());
     }
 
     #[test]

@@ -192,35 +192,94 @@ pub fn set_user_and_caps(process: &Process) -> Result<(), Error> {
     Ok(())
 }
 
-/// The program to exec: `args[0]` as is if it has a slash, else looked up in the process's own
-/// `PATH` (not ours: the process's environment is what counts, as in runc).
+/// The program to exec: `args[0]` looked up as runc looks it up (Go's `exec.LookPath`) in the
+/// process's own `PATH` (not ours: the process's environment is what counts), with runc's
+/// error wording, and the argument list checked against the kernel's limits.
 pub fn resolve_program(process: &Process) -> Result<PathBuf, Error> {
-    let arg0 = process
-        .args()
-        .as_ref()
-        .and_then(|a| a.first())
-        .ok_or_else(|| Error::Setup("process.args is empty".into()))?;
-    if arg0.contains('/') {
-        return Ok(PathBuf::from(arg0));
-    }
-    let path_var = process
-        .env()
+    let args: &[String] = process.args().as_deref().unwrap_or_default();
+    let env: &[String] = process.env().as_deref().unwrap_or_default();
+    check_program(args, env).map_err(Error::Setup)
+}
+
+/// [`lookup_program`] and [`check_arg_size`] for a process's args and env; the error is runc's
+/// message (`exec: "x": ...`).
+pub fn check_program(args: &[String], env: &[String]) -> Result<PathBuf, String> {
+    let arg0 = args
+        .first()
+        .ok_or_else(|| "process.args is empty".to_string())?;
+    let path_var = env
         .iter()
-        .flatten()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH);
-    for dir in path_var.split(':').filter(|d| !d.is_empty()) {
+    let program = lookup_program(arg0, path_var)?;
+    check_arg_size(arg0, args, env)?;
+    Ok(program)
+}
+
+/// Go's `exec.LookPath` as runc calls it: a name with a slash is used as is (it must exist and
+/// be an executable file), any other is searched in `path_var`. Errors are runc's words, which
+/// engines match on (podman: "no such file or directory" / "executable file not found" = 127,
+/// "permission denied" = 126).
+pub fn lookup_program(arg0: &str, path_var: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |m: &std::fs::Metadata| !m.is_dir() && m.permissions().mode() & 0o111 != 0;
+    if arg0.contains('/') {
+        return match std::fs::metadata(arg0) {
+            Ok(m) if executable(&m) => Ok(PathBuf::from(arg0)),
+            Ok(_) => Err(format!("exec: {arg0:?}: permission denied")),
+            Err(e) => Err(format!(
+                "exec: {arg0:?}: stat {arg0}: {}",
+                errno_text(e.raw_os_error().unwrap_or(libc::EIO))
+            )),
+        };
+    }
+    for dir in path_var.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
         let candidate = Path::new(dir).join(arg0);
-        if let Ok(meta) = std::fs::metadata(&candidate) {
-            use std::os::unix::fs::PermissionsExt;
-            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
-                return Ok(candidate);
-            }
+        if std::fs::metadata(&candidate).is_ok_and(|m| executable(&m)) {
+            return Ok(candidate);
         }
     }
-    Err(Error::Setup(format!(
-        "executable {arg0:?} not found in $PATH"
-    )))
+    Err(format!(
+        "exec: {arg0:?}: executable file not found in $PATH"
+    ))
+}
+
+/// The kernel's `E2BIG` checks of execve, made before anything runs: one string longer than
+/// MAX_ARG_STRLEN, or arguments and environment together beyond ARG_MAX.
+pub fn check_arg_size(arg0: &str, args: &[String], env: &[String]) -> Result<(), String> {
+    const MAX_ARG_STRLEN: usize = 32 * 4096;
+    // SAFETY: sysconf only reads a system limit.
+    let arg_max = usize::try_from(unsafe { libc::sysconf(libc::_SC_ARG_MAX) }).unwrap_or(0);
+    let too_long = || format!("exec: {arg0:?}: argument list too long");
+    let mut total = 0usize;
+    for s in args.iter().chain(env) {
+        if s.len() + 1 > MAX_ARG_STRLEN {
+            return Err(too_long());
+        }
+        total += s.len() + 1 + std::mem::size_of::<usize>();
+    }
+    if arg_max > 0 && total > arg_max {
+        return Err(too_long());
+    }
+    Ok(())
+}
+
+/// An errno's text as Go (and so runc) prints it: lower case.
+pub fn errno_text(errno: i32) -> String {
+    nix::errno::Errno::from_raw(errno)
+        .desc()
+        .to_ascii_lowercase()
+}
+
+/// Restores the default disposition of SIGPIPE just before the container's program runs: the
+/// runtime ignores it while it writes to hooks and pipes, and an ignored disposition would
+/// survive exec.
+pub fn default_sigpipe() {
+    // SAFETY: SIG_DFL is a valid disposition; signal() touches no memory of ours.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// The argv and envp of the process as C strings, prepared before anything irreversible.
@@ -288,10 +347,31 @@ mod tests {
             .args(vec!["no-such-program-x".to_string()])
             .build()
             .unwrap();
-        assert!(resolve_program(&p)
+        assert_eq!(
+            resolve_program(&p).unwrap_err().to_string(),
+            r#"exec: "no-such-program-x": executable file not found in $PATH"#
+        );
+        assert_eq!(
+            lookup_program("/nonexistent", "").unwrap_err(),
+            r#"exec: "/nonexistent": stat /nonexistent: no such file or directory"#
+        );
+        assert_eq!(
+            lookup_program("/etc/passwd", "").unwrap_err(),
+            r#"exec: "/etc/passwd": permission denied"#
+        );
+        assert_eq!(
+            lookup_program("/", "").unwrap_err(),
+            r#"exec: "/": permission denied"#
+        );
+        let huge = vec!["x".repeat(200_000)];
+        assert!(check_arg_size("sh", &huge, &[])
             .unwrap_err()
-            .to_string()
-            .contains("not found"));
+            .ends_with("argument list too long"));
+        let many: Vec<String> = (0..100_000)
+            .map(|i| format!("E{i}=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"))
+            .collect();
+        assert!(check_arg_size("sh", &["sh".into()], &many).is_err());
+        assert!(check_arg_size("sh", &["sh".into()], &["A=1".into()]).is_ok());
     }
 
     #[test]

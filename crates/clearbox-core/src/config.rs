@@ -7,8 +7,16 @@
 //! kernel = "/usr/share/clearbox/vmlinux"
 //! initrd = "/usr/share/clearbox/initramfs.img"
 //! accel = "auto"             # auto | kvm | tcg
-//! vcpus = 1
-//! memory_mib = 128
+//! # A container without CPU or memory limits gets a VM sized from the host, capped:
+//! max_vcpus = 2              # default: min(host CPUs, max_vcpus)
+//! max_memory_mib = 2048      # default: min(half the host's memory, max_memory_mib)
+//! # or fixed sizes instead (they win over the host-based default):
+//! # vcpus = 1
+//! # memory_mib = 512
+//! # Each VM's QEMU and vsock backend run as a uid/gid leased from this range
+//! # (docs/SECURITY.md); keep it clear of login users and subuid ranges.
+//! jail_uid_base = 1000000000
+//! jail_uid_count = 65536
 //!
 //! [image]                    # clearbox image / trust (all optional)
 //! store = "/var/lib/clearbox/images"
@@ -18,10 +26,6 @@
 //! trust_dir = "/etc/clearbox/trust"
 //! lookaside = "file:///var/lib/containers/sigstore"
 //! insecure_registries = ["127.0.0.1:5000"]
-//! # Each VM's QEMU and vsock backend run as a uid/gid leased from this range
-//! # (docs/SECURITY.md); keep it clear of login users and subuid ranges.
-//! jail_uid_base = 1000000000
-//! jail_uid_count = 65536
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -70,12 +74,18 @@ pub struct VmDefaults {
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub accel: Option<String>,
+    /// Fixed vCPU count of a VM whose spec sets no CPU quota.
     pub vcpus: Option<u32>,
+    /// Fixed memory of a VM whose spec sets no memory limit.
     pub memory_mib: Option<u32>,
     /// First uid/gid of the range VMs' host processes run as.
     pub jail_uid_base: Option<u32>,
     /// Size of that range (VMs that can run at once).
     pub jail_uid_count: Option<u32>,
+    /// Cap of the host-based vCPU default.
+    pub max_vcpus: Option<u32>,
+    /// Cap of the host-based memory default.
+    pub max_memory_mib: Option<u32>,
 }
 
 impl Config {

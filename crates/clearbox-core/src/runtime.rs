@@ -91,6 +91,7 @@ impl<'r> Runtime<'r> {
     /// this process (for `run`).
     pub fn create(&self, args: &CreateArgs, foreground: bool) -> Result<State, Error> {
         id::validate(&args.id)?;
+        let _sigpipe = process::SigpipeIgnored::new();
         let (bundle, spec) = load_bundle(&args.bundle)?;
         let rootfs = rootfs_of(&bundle, &spec)?;
         let iso = isolation::select(
@@ -208,6 +209,7 @@ impl<'r> Runtime<'r> {
     }
 
     pub fn start(&self, id: &str) -> Result<State, Error> {
+        let _sigpipe = process::SigpipeIgnored::new();
         let (locked, mut state) = self.open(id)?;
         match state.status {
             Status::Created => {}
@@ -237,10 +239,15 @@ impl<'r> Runtime<'r> {
         Ok(state)
     }
 
+    /// Sends `signal` to the init (every process with `all`). Signal 0 only checks that the
+    /// container is alive, as `kill(2)` and runc do.
     pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), Error> {
         let (locked, state) = self.open(id)?;
-        if state.status == Status::Stopped && !all {
+        if state.status == Status::Stopped && (!all || signal == 0) {
             return Err(Error::NotRunning);
+        }
+        if signal == 0 {
+            return Ok(());
         }
         let backend = self.registry.get(state.isolation)?;
         backend.kill(
@@ -257,6 +264,7 @@ impl<'r> Runtime<'r> {
 
     pub fn delete(&self, id: &str, force: bool) -> Result<(), Error> {
         id::validate(id)?;
+        let _sigpipe = process::SigpipeIgnored::new();
         let locked = self.store.open(id)?;
         let state = match locked.load() {
             Ok(s) => s,
@@ -337,7 +345,7 @@ impl<'r> Runtime<'r> {
             }
             Status::Paused if !args.ignore_paused => {
                 return Err(Error::WrongState {
-                    action: "cannot exec in a paused container",
+                    action: "cannot exec in a paused container (use --ignore-paused to override)",
                     id: args.id.clone(),
                     status: state.status,
                 })
@@ -356,10 +364,16 @@ impl<'r> Runtime<'r> {
             ));
         }
         let backend = self.registry.get(state.isolation)?;
+        let dir = locked.dir().to_path_buf();
+        if state.status == Status::Paused {
+            // The new process joins a frozen container and cannot finish starting before
+            // `resume`, which needs the lock: as runc, exec does not keep it meanwhile.
+            drop(locked);
+        }
         let pid = backend.exec(
             &ContainerCtx {
                 id: &args.id,
-                dir: locked.dir(),
+                dir: &dir,
                 state: &state,
             },
             &ExecOpts {
@@ -401,6 +415,20 @@ impl<'r> Runtime<'r> {
             dir: locked.dir(),
             state: &state,
         })?)
+    }
+
+    /// Statistics of a container that has stopped, while the backend still has them (its
+    /// cgroup lives until `delete`): how `events` learns of an OOM kill that ended the init.
+    pub fn last_stats(&self, id: &str) -> Option<serde_json::Value> {
+        let (locked, state) = self.open(id).ok()?;
+        let backend = self.registry.get(state.isolation).ok()?;
+        backend
+            .stats(&ContainerCtx {
+                id,
+                dir: locked.dir(),
+                state: &state,
+            })
+            .ok()
     }
 
     pub fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), Error> {
@@ -501,8 +529,16 @@ pub fn rootfs_of(bundle: &Path, spec: &Spec) -> Result<PathBuf, Error> {
 pub fn merge_exec_process(spec: &Spec, args: &ExecArgs) -> Result<Process, Error> {
     if let Some(file) = &args.process_file {
         let text = fs::read(file).map_err(|e| Error::io("cannot read process file", file, e))?;
-        let mut p: Process = serde_json::from_slice(&text)
-            .map_err(|e| Error::Usage(format!("invalid process file {}: {e}", file.display())))?;
+        let invalid = |e: serde_json::Error| {
+            Error::Usage(format!("invalid process file {}: {e}", file.display()))
+        };
+        let mut value: serde_json::Value = serde_json::from_slice(&text).map_err(invalid)?;
+        // As runc (Go zero values): a process without `user` runs as uid 0, gid 0.
+        if let Some(obj) = value.as_object_mut() {
+            obj.entry("user")
+                .or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
+        }
+        let mut p: Process = serde_json::from_value(value).map_err(invalid)?;
         if args.tty {
             p.set_terminal(Some(true));
         }
@@ -627,6 +663,19 @@ mod tests {
             .as_ref()
             .unwrap()
             .contains(&oci_spec::runtime::Capability::NetAdmin));
+    }
+
+    #[test]
+    fn process_file_without_user_runs_as_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("p.json");
+        fs::write(&f, r#"{"args":["true"],"cwd":"/"}"#).unwrap();
+        let args = ExecArgs {
+            process_file: Some(f),
+            ..Default::default()
+        };
+        let p = merge_exec_process(&Spec::default(), &args).unwrap();
+        assert_eq!((p.user().uid(), p.user().gid()), (0, 0));
     }
 
     #[test]

@@ -5,12 +5,13 @@ use nix::sys::signal::Signal;
 use crate::error::Error;
 
 /// Parses `9`, `KILL`, `SIGKILL` or `sigkill`; real-time signals by number (`34`..=`64`) or as
-/// `RTMIN+N` / `SIGRTMIN+N`. Returns the signal number.
+/// `RTMIN+N` / `SIGRTMIN+N`; `0` (no signal: only checks that the target lives, as `kill(2)`).
+/// Returns the signal number.
 pub fn parse(text: &str) -> Result<i32, Error> {
     let unknown = || Error::UnknownSignal(text.to_string());
     let t = text.trim();
     if let Ok(n) = t.parse::<i32>() {
-        return if (1..=libc::SIGRTMAX()).contains(&n) {
+        return if (0..=libc::SIGRTMAX()).contains(&n) {
             Ok(n)
         } else {
             Err(unknown())
@@ -46,11 +47,12 @@ mod tests {
     #[test]
     fn names_and_numbers() {
         assert_eq!(parse("9").unwrap(), 9);
+        assert_eq!(parse("0").unwrap(), 0);
         assert_eq!(parse("KILL").unwrap(), 9);
         assert_eq!(parse("SIGTERM").unwrap(), 15);
         assert_eq!(parse("usr1").unwrap(), 10);
         assert_eq!(parse("RTMIN+2").unwrap(), libc::SIGRTMIN() + 2);
-        for bad in ["SIGFOO", "0", "-1", "65", "", "RTMIN+99"] {
+        for bad in ["SIGFOO", "-1", "65", "", "RTMIN+99"] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

@@ -10,10 +10,14 @@ use clearbox_core::Isolation;
 #[derive(Parser, Debug)]
 #[command(
     name = "clearbox",
-    version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: ", "1.2.0"),
-    about = "An OCI runtime that runs each container in its own lightweight VM (runc-compatible CLI)"
+    version = concat!("version ", env!("CARGO_PKG_VERSION"), "\nspec: ", "1.2.0"),
+    about = "An OCI runtime that runs each container in its own lightweight VM (runc-compatible CLI)",
+    disable_version_flag = true
 )]
 pub struct Cli {
+    /// Print the version (runc's -v / --version)
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
+    version: Option<bool>,
     #[command(flatten)]
     pub global: GlobalOpts,
     #[command(subcommand)]
@@ -80,9 +84,13 @@ pub enum Command {
     /// Resume a paused container
     Resume(liboci_cli::Resume),
     /// Print container events and resource statistics
-    Events(liboci_cli::Events),
+    Events(Events),
     /// Change the resource limits of a container
-    Update(liboci_cli::Update),
+    Update(Update),
+    /// Checkpoint a running container (not supported)
+    Checkpoint(Unsupported),
+    /// Restore a container from a checkpoint (not supported)
+    Restore(Unsupported),
     /// Print the features this runtime supports (JSON)
     Features(liboci_cli::Features),
     /// Write a template config.json
@@ -253,4 +261,181 @@ pub struct TrustRm {
     pub prefix: String,
     /// Fingerprint / key id (or a prefix of it) or key file; all keys of the prefix when absent
     pub key: Option<String>,
+/// `events`: runc's flags; `--interval` is a duration (`5s`, `100ms`; a bare number is seconds).
+#[derive(Args, Debug)]
+pub struct Events {
+    /// Interval between two statistics events
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+    /// Print the statistics once and exit
+    #[arg(long)]
+    pub stats: bool,
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new(), required = true)]
+    pub container_id: String,
+}
+
+/// `update`: runc's flags; sizes take units (`50M`, `1g`, `-1` for unlimited).
+#[derive(Args, Debug)]
+pub struct Update {
+    /// Read the new resource limits from a JSON file (`-` for stdin); other flags are ignored
+    #[arg(short, long)]
+    pub resources: Option<PathBuf>,
+    /// I/O weight (10-1000)
+    #[arg(long)]
+    pub blkio_weight: Option<u16>,
+    /// CPU CFS period (microseconds)
+    #[arg(long)]
+    pub cpu_period: Option<u64>,
+    /// CPU CFS quota (microseconds; -1 for none)
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpu_quota: Option<i64>,
+    /// CPU real-time period (microseconds)
+    #[arg(long)]
+    pub cpu_rt_period: Option<u64>,
+    /// CPU real-time runtime (microseconds)
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpu_rt_runtime: Option<i64>,
+    /// CPU shares (relative weight)
+    #[arg(long)]
+    pub cpu_share: Option<u64>,
+    /// CPUs to use (0-3,7)
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes to use
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
+    /// Memory limit (bytes, or with a unit: 50M, 1g; -1 for unlimited)
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_size)]
+    pub memory: Option<i64>,
+    /// Memory reservation (soft limit)
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_size)]
+    pub memory_reservation: Option<i64>,
+    /// Memory plus swap limit (-1 for unlimited swap)
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_size)]
+    pub memory_swap: Option<i64>,
+    /// Kernel memory limit (deprecated, ignored by runc on cgroup v2)
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_size)]
+    pub kernel_memory: Option<i64>,
+    /// Kernel TCP memory limit
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_size)]
+    pub kernel_memory_tcp: Option<i64>,
+    /// Maximum number of processes (-1 for unlimited)
+    #[arg(long, allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Intel RDT L3 cache schema
+    #[arg(long)]
+    pub l3_cache_schema: Option<String>,
+    /// Intel RDT memory bandwidth schema
+    #[arg(long)]
+    pub mem_bw_schema: Option<String>,
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new(), required = true)]
+    pub container_id: String,
+}
+
+/// A command runc has that clearbox answers with a clear error.
+#[derive(Args, Debug)]
+pub struct Unsupported {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<String>,
+}
+
+/// Go's `time.ParseDuration` for the units runc's users write (`ns`, `us`, `ms`, `s`, `m`,
+/// `h`, combined as `1m30s`); a bare number is seconds (clearbox's old `--interval`).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("invalid duration {text:?} (examples: 5s, 100ms, 1m30s)");
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let mut total = 0f64;
+    let mut rest = t;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "\u{b5}s" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}
+
+/// docker's `units.RAMInBytes` as runc's `update` uses it: `1024`, `50M`, `1.5g`, `2GiB`,
+/// binary multiples; `-1` means unlimited.
+pub fn parse_size(text: &str) -> Result<i64, String> {
+    let bad = || format!("invalid size {text:?} (examples: 1048576, 50M, 1g, -1)");
+    let t = text.trim();
+    if t == "-1" {
+        return Ok(-1);
+    }
+    let num_len = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    if num_len == 0 {
+        return Err(bad());
+    }
+    let value: f64 = t[..num_len].parse().map_err(|_| bad())?;
+    let unit = t[num_len..].trim_start().to_ascii_lowercase();
+    let unit = unit.strip_suffix('b').unwrap_or(&unit);
+    let unit = unit.strip_suffix('i').unwrap_or(unit);
+    let shift = match unit {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        "p" => 50,
+        _ => return Err(bad()),
+    };
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes >= i64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_as_go_writes_them() {
+        assert_eq!(parse_duration("1s").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
+        for bad in ["", "s", "5x", "-1s", "1.2.3s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_as_runc_reads_them() {
+        assert_eq!(parse_size("50M").unwrap(), 50 << 20);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("512k").unwrap(), 512 << 10);
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_size("-1").unwrap(), -1);
+        for bad in ["", "M", "5X", "-2", "1e3"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -48,7 +48,7 @@ pub fn init(g: &GlobalOpts) -> anyhow::Result<()> {
             if json {
                 b.event_format(RuncJson).try_init()
             } else {
-                b.try_init()
+                b.event_format(RuncText).try_init()
             }
         }
         None => {
@@ -56,7 +56,7 @@ pub fn init(g: &GlobalOpts) -> anyhow::Result<()> {
             if json {
                 b.event_format(RuncJson).try_init()
             } else {
-                b.try_init()
+                b.event_format(RuncText).try_init()
             }
         }
     }
@@ -65,6 +65,30 @@ pub fn init(g: &GlobalOpts) -> anyhow::Result<()> {
 
 /// runc's JSON log line.
 struct RuncJson;
+
+/// runc's (logrus') text log line: `time="…" level=debug msg="…"`.
+struct RuncText;
+
+impl<S, N> FormatEvent<S, N> for RuncText
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut msg = MessageOnly(String::new());
+        event.record(&mut msg);
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let level = event.metadata().level().as_str().to_ascii_lowercase();
+        // Go's %q quoting, which JSON string escaping matches for what we log.
+        let quoted = serde_json::Value::String(msg.0.trim_start().to_string());
+        writeln!(writer, "time=\"{time}\" level={level} msg={quoted}")
+    }
+}
 
 struct MessageOnly(String);
 

@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod console;
 mod logging;
 
 use std::process::ExitCode;
@@ -28,10 +29,21 @@ fn main() -> ExitCode {
         }
     };
     let log_to_file = cli.global.log.is_some();
+    // runc exits 255 when exec fails (the exec'd process's own code otherwise).
+    let failure = if matches!(cli.command, cli::Command::Exec(_)) {
+        255
+    } else {
+        1
+    };
     if let Err(e) = logging::init(&cli.global) {
         eprintln!("clearbox: {e:#}");
         return ExitCode::from(1);
     }
+    tracing::debug!(
+        "clearbox {} {}",
+        env!("CARGO_PKG_VERSION"),
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    );
     match commands::dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -42,7 +54,7 @@ fn main() -> ExitCode {
                 tracing::error!("{msg}");
             }
             eprintln!("clearbox: {msg}");
-            ExitCode::from(1)
+            ExitCode::from(failure)
         }
     }
 }

@@ -11,6 +11,7 @@
 
 mod relay;
 mod tty;
+mod watch;
 
 use std::fs::File;
 use std::io::Write;
@@ -113,6 +114,13 @@ pub fn main(request: &Path, ready_fd: RawFd) -> i32 {
     }
     // SAFETY: the parent passed this descriptor to us alone (it closed its copy); we own it now.
     let ready = unsafe { OwnedFd::from_raw_fd(ready_fd) };
+    // A write to a peer that went away (the engine's pipes, the agent's socket when the VM
+    // dies) must fail with EPIPE, not kill the shim with SIGPIPE (141): the shim's death is
+    // the container's exit status. Blocked here (and in every thread started later), it is
+    // reset for the processes the shim starts.
+    let mut pipe = SigSet::empty();
+    pipe.add(Signal::SIGPIPE);
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&pipe), None);
     // Nothing the caller passed (beyond stdio) may leak into QEMU or the daemons.
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our descriptors.
     unsafe {
@@ -211,6 +219,7 @@ fn init(
     let vm = Vm::start(vm_config)?;
     wiring.close_taps();
     tracing::debug!(elapsed = ?t0.elapsed(), accel = %vm.accel(), "VM started");
+    watch::helpers(vm.run_dir());
     let boot = Duration::from_secs(BOOT_TIMEOUT_SECS);
     let fd = vm.connect_agent(AGENT_PORT, boot)?;
     // Everything below needs only descriptors opened now (and the container's root, entered

@@ -128,7 +128,13 @@ fn spawn_copier(
                         broken = true;
                     }
                 }
-                Ok(ReadChunk::Eof) => return,
+                Ok(ReadChunk::Eof) => {
+                    // The process closed its end: so does the shim, which stands for it (a
+                    // caller reading the pipe, as `$(run --detach …)` does, sees EOF exactly
+                    // when it would with runc).
+                    release(fd);
+                    return;
+                }
                 Err(e) => {
                     tracing::debug!(?stream, error = %e, "read");
                     return;
@@ -136,6 +142,18 @@ fn spawn_copier(
             }
         }
     })
+}
+
+/// Points `fd` at /dev/null, closing what it was (the caller's pipe or terminal).
+fn release(fd: RawFd) {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 onto one of this process's standard descriptors; `null` stays valid
+        // for the call.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), fd);
+        }
+    }
 }
 
 fn spawn_stdin_pump(agent: &AgentClient, pid: &ProcessId) {

@@ -358,12 +358,16 @@ fn run_image(g: &GlobalOpts, env: &ImageEnv, r: ImageRun) -> Result<u8> {
         remove_bundle(&bundle_dir);
         return Err(e);
     }
-    let create = CreateArgs {
-        id,
-        bundle: bundle_dir.clone(),
-        ..Default::default()
-    };
-    let code = super::run::create_start_wait(&rt, &create, false, true, false);
+    let console = super::run::foreground_console(false, false, &bundle_dir);
+    let code = console.and_then(|console| {
+        let create = CreateArgs {
+            id,
+            bundle: bundle_dir.clone(),
+            console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
+            ..Default::default()
+        };
+        super::run::create_start_wait(&rt, &create, console, false, true, false)
+    });
     if r.keep {
         eprintln!("clearbox: bundle kept in {}", bundle_dir.display());
     } else {

@@ -90,6 +90,12 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Trust(a) => trust::run(a).map(|_| 0),
         Command::ImageWorker => Ok(exit_byte(clearbox_image::worker::main())),
         Command::VmShim(a) => Ok(shim::run(a)),
+        Command::Checkpoint(_) => bail!(
+            "checkpoint is not supported by clearbox (no CRIU support; a VM snapshot checkpoint is not implemented yet)"
+        ),
+        Command::Restore(_) => bail!(
+            "restore is not supported by clearbox (no CRIU support; a VM snapshot restore is not implemented yet)"
+        ),
     }
 }
 

@@ -2,13 +2,16 @@
 
 use std::io::Read;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clearbox_core::Runtime;
 use oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
+    LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources,
+    LinuxResourcesBuilder,
 };
 
-pub fn run(rt: &Runtime<'_>, a: liboci_cli::Update) -> Result<()> {
+use crate::cli::Update;
+
+pub fn run(rt: &Runtime<'_>, a: Update) -> Result<()> {
     let resources = match &a.resources {
         Some(path) => {
             let mut text = String::new();
@@ -27,13 +30,16 @@ pub fn run(rt: &Runtime<'_>, a: liboci_cli::Update) -> Result<()> {
     Ok(())
 }
 
-fn from_flags(a: &liboci_cli::Update) -> Result<LinuxResources> {
+fn from_flags(a: &Update) -> Result<LinuxResources> {
+    if a.l3_cache_schema.is_some() || a.mem_bw_schema.is_some() {
+        bail!("--l3-cache-schema / --mem-bw-schema: Intel RDT is not supported by clearbox");
+    }
     let mut cpu = LinuxCpuBuilder::default();
     if let Some(v) = a.cpu_period {
         cpu = cpu.period(v);
     }
     if let Some(v) = a.cpu_quota {
-        cpu = cpu.quota(i64::try_from(v).context("--cpu-quota too large")?);
+        cpu = cpu.quota(v);
     }
     if let Some(v) = a.cpu_share {
         cpu = cpu.shares(v);
@@ -42,7 +48,7 @@ fn from_flags(a: &liboci_cli::Update) -> Result<LinuxResources> {
         cpu = cpu.realtime_period(v);
     }
     if let Some(v) = a.cpu_rt_runtime {
-        cpu = cpu.realtime_runtime(i64::try_from(v).context("--cpu-rt-runtime too large")?);
+        cpu = cpu.realtime_runtime(v);
     }
     if let Some(v) = &a.cpuset_cpus {
         cpu = cpu.cpus(v.clone());
@@ -52,19 +58,29 @@ fn from_flags(a: &liboci_cli::Update) -> Result<LinuxResources> {
     }
     let mut mem = LinuxMemoryBuilder::default();
     if let Some(v) = a.memory {
-        mem = mem.limit(i64::try_from(v).context("--memory too large")?);
+        mem = mem.limit(v);
     }
     if let Some(v) = a.memory_reservation {
-        mem = mem.reservation(i64::try_from(v).context("--memory-reservation too large")?);
+        mem = mem.reservation(v);
     }
     if let Some(v) = a.memory_swap {
         mem = mem.swap(v);
+    }
+    if a.kernel_memory.is_some() {
+        // As runc 1.1: kernel memory limits are deprecated and not set.
+        tracing::warn!("--kernel-memory is deprecated and ignored");
+    }
+    if let Some(v) = a.kernel_memory_tcp {
+        mem = mem.kernel_tcp(v);
     }
     let mut r = LinuxResourcesBuilder::default()
         .cpu(cpu.build()?)
         .memory(mem.build()?);
     if let Some(v) = a.pids_limit {
         r = r.pids(LinuxPidsBuilder::default().limit(v).build()?);
+    }
+    if let Some(w) = a.blkio_weight {
+        r = r.block_io(LinuxBlockIoBuilder::default().weight(w).build()?);
     }
     Ok(r.build()?)
 }

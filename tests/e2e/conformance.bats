@@ -1,0 +1,425 @@
+#!/usr/bin/env bats
+# runc's command-line contract, point by point (issue #7), driven at the runtime
+# binary directly in every isolation; `RUNTIME=/usr/sbin/runc tests/e2e/run.sh
+# conformance` is the reference run. Points a VM or fly cannot give are asserted
+# as clear errors there.
+
+load helpers
+
+setup() {
+    setup_direct
+    B="$BATS_TEST_TMPDIR/bundle"
+}
+
+teardown() {
+    teardown_direct
+}
+
+iso() { is_clearbox && echo "${ISOLATION:-vm}" || echo runc; }
+
+start_sleeper() {
+    local id="$1"
+    shift
+    make_bundle "$B" sleep 1000
+    [ "$#" -eq 0 ] || edit_config "$B" "$@"
+    track "$id"
+    rt_detached create --bundle "$B" "$id"
+    assert_status 0
+    rt_detached start "$id"
+    assert_status 0
+}
+
+# --- spec, version, help -------------------------------------------------------
+
+@test "spec writes runc's template: terminal, sh, read-only rootfs" {
+    cd "$BATS_TEST_TMPDIR"
+    run --separate-stderr rt spec
+    assert_status 0
+    jq -e '.process.terminal == true and .process.args == ["sh"] and .root.path == "rootfs"
+           and .root.readonly == true and (.linux.namespaces | map(.type) | index("mount") != null)
+           and (.mounts | map(.destination) | index("/dev/pts") != null)' config.json >/dev/null ||
+        fail "not runc's template: $(cat config.json)"
+    rm config.json
+    run --separate-stderr rt spec --rootless
+    assert_status 0
+    jq -e '.linux.uidMappings[0].hostID == 0 and (.linux.namespaces | map(.type) | index("user") != null)' \
+        config.json >/dev/null || fail "rootless template: $(cat config.json)"
+}
+
+@test "-v, --version, help, -h and COMMAND -h succeed" {
+    run --separate-stderr rt -v
+    assert_status 0
+    assert_output_contains "version"
+    run --separate-stderr rt --version
+    assert_status 0
+    run --separate-stderr rt help
+    assert_status 0
+    run --separate-stderr rt -h
+    assert_status 0
+    assert_output_contains "kill"
+    run --separate-stderr rt kill -h
+    assert_status 0
+    assert_output_contains "signal"
+}
+
+# --- exit codes and errors --------------------------------------------------
+
+@test "exec of a missing binary exits 255 with runc's 'no such file or directory'" {
+    local id
+    id=$(new_id)
+    start_sleeper "$id"
+    run --separate-stderr rt exec "$id" /no/such/binary
+    assert_status 255
+    [[ "$stderr" == *"no such file or directory"* ]] || fail "stderr: $stderr"
+    run --separate-stderr rt exec "$id" no-such-command
+    assert_status 255
+    [[ "$stderr" == *"executable file not found in \$PATH"* ]] || fail "stderr: $stderr"
+    run --separate-stderr rt exec "$id" /etc/passwd
+    assert_status 255
+    [[ "$stderr" == *"permission denied"* ]] || fail "stderr: $stderr"
+    # The cause is said once.
+    [ "$(grep -o 'no such file\|permission denied' <<<"$stderr" | wc -l)" -eq 1 ] || fail "cause repeated: $stderr"
+    [ "$(rt_status "$id")" = "running" ] || fail "container no longer running"
+}
+
+@test "run of a missing or non-executable binary fails with runc's words and leaves nothing" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" /no/such/binary
+    run --separate-stderr rt run --bundle "$B" "$id" </dev/null
+    assert_clean_error
+    [[ "$stderr" == *"no such file or directory"* ]] || fail "stderr: $stderr"
+    assert_nothing_left "$id" "$B"
+    edit_config "$B" '.process.args = ["/etc/passwd"]'
+    run --separate-stderr rt run --bundle "$B" "$id" </dev/null
+    assert_clean_error
+    [[ "$stderr" == *"permission denied"* ]] || fail "stderr: $stderr"
+    assert_nothing_left "$id" "$B"
+}
+
+@test "an oversized argument list is 'argument list too long', not a silent failure" {
+    local id
+    id=$(new_id)
+    start_sleeper "$id"
+    # One variable longer than the kernel's MAX_ARG_STRLEN (128 KiB), through a process file.
+    head -c 140000 /dev/zero | tr '\0' x >"$BATS_TEST_TMPDIR/big"
+    jq -n --rawfile big "$BATS_TEST_TMPDIR/big" \
+        '{args: ["true"], cwd: "/", user: {uid: 0, gid: 0}, env: ["PATH=/bin", "BIG=" + $big]}' \
+        >"$BATS_TEST_TMPDIR/p.json"
+    run --separate-stderr rt exec --process "$BATS_TEST_TMPDIR/p.json" "$id"
+    [ "$status" -ne 0 ] || fail "oversized environment accepted"
+    [[ "$stderr" == *"argument list too long"* ]] || fail "stderr: ${stderr:0:300}"
+    [ "$(rt_status "$id")" = "running" ] || fail "container no longer running"
+}
+
+@test "exec --pid-file in a missing directory fails with 255" {
+    local id
+    id=$(new_id)
+    start_sleeper "$id"
+    run --separate-stderr rt exec --pid-file "$BATS_TEST_TMPDIR/no/such/dir/pid" "$id" true
+    assert_status 255
+}
+
+@test "exec into a paused container fails with 255; --ignore-paused does not block resume" {
+    local id bg rc=0
+    id=$(new_id)
+    start_sleeper "$id"
+    run --separate-stderr rt pause "$id"
+    assert_status 0
+    run --separate-stderr rt exec "$id" true
+    assert_status 255
+    [[ "$stderr" == *"paused"* ]] || fail "stderr: $stderr"
+    rt exec --ignore-paused "$id" true </dev/null >/dev/null 2>&1 &
+    bg=$!
+    sleep 1
+    # resume must get the lock while the exec waits for the frozen container.
+    run --separate-stderr rt resume "$id"
+    assert_status 0
+    wait "$bg" || rc=$?
+    [ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] || fail "exec --ignore-paused hung"
+    [ "$(rt_status "$id")" = "running" ] || fail "not running after resume"
+}
+
+@test "exec into a created (not started) container works" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" sleep 1000
+    track "$id"
+    rt_detached create --bundle "$B" "$id"
+    assert_status 0
+    run --separate-stderr rt exec "$id" echo exec-in-created
+    assert_status 0
+    assert_output_contains "exec-in-created"
+    [ "$(rt_status "$id")" = "created" ] || fail "status changed: $(rt_status "$id")"
+    rt_detached start "$id"
+    assert_status 0
+    [ "$(rt_status "$id")" = "running" ] || fail "not running after start"
+}
+
+@test "exec --process without user runs as root" {
+    local id
+    id=$(new_id)
+    start_sleeper "$id"
+    echo '{"args": ["id", "-u"], "cwd": "/", "env": ["PATH=/bin:/usr/bin"]}' >"$BATS_TEST_TMPDIR/p.json"
+    run --separate-stderr rt exec --process "$BATS_TEST_TMPDIR/p.json" "$id"
+    assert_status 0
+    [ "$output" = "0" ] || fail "output: $output"
+}
+
+# --- kill ------------------------------------------------------------------------
+
+@test "kill ID 0 checks that the container is alive" {
+    local id
+    id=$(new_id)
+    start_sleeper "$id"
+    run --separate-stderr rt kill "$id" 0
+    assert_status 0
+    [ "$(rt_status "$id")" = "running" ] || fail "signal 0 changed the container"
+    run --separate-stderr rt kill "$id" KILL
+    assert_status 0
+    wait_for eval '[ "$(rt_status "$id")" = "stopped" ]' || fail "not stopped after KILL"
+    run --separate-stderr rt kill "$id" 0
+    [ "$status" -ne 0 ] || fail "kill 0 of a stopped container succeeded"
+    run --separate-stderr rt kill "$id" TERM
+    [ "$status" -ne 0 ] || fail "kill of a stopped container was a silent no-op"
+}
+
+@test "a signal sent right after start reaches the process" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" sh -c 'trap "echo got >/tmp/got-term; exit 0" TERM; while :; do sleep 0.2; done'
+    track "$id"
+    rt_detached create --bundle "$B" "$id"
+    assert_status 0
+    rt start "$id" </dev/null >/dev/null 2>&1 && rt kill "$id" TERM
+    for _ in $(seq 100); do
+        [ "$(rt_status "$id")" = "stopped" ] && break
+        sleep 0.1
+    done
+    [ "$(rt_status "$id")" = "stopped" ] || fail "SIGTERM right after start was lost"
+    [ -e "$B/rootfs/tmp/got-term" ] || fail "the handler did not run"
+}
+
+# --- units -----------------------------------------------------------------------
+
+@test "update takes sizes with units; events --interval takes durations" {
+    local id
+    id=$(new_id)
+    start_sleeper "$id"
+    case "$(iso)" in
+        fly | vm)
+            run --separate-stderr rt update --memory 50M "$id"
+            assert_clean_error
+            [[ "$stderr" == *"not supported"* ]] || fail "stderr: $stderr"
+            ;;
+        *)
+            run --separate-stderr rt update --memory 50M --memory-swap -1 --pids-limit 100 "$id"
+            assert_status 0
+            run --separate-stderr rt events --stats "$id"
+            assert_status 0
+            jq -e '.data.memory.usage.limit == 52428800' <<<"$output" >/dev/null || fail "limit not 50M: ${output:0:400}"
+            run --separate-stderr rt update --cpu-period 100000 --cpu-quota 50000 "$id"
+            assert_status 0
+            ;;
+    esac
+    run --separate-stderr rt update --memory 50X "$id"
+    assert_clean_error
+    if [ "$(iso)" != fly ]; then
+        run --separate-stderr timeout 1.5 "$RUNTIME" --root "$RT_ROOT" "${RUNTIME_GLOBAL_ARGS[@]}" events --interval 100ms "$id"
+        [ "$(grep -c '"type":"stats"' <<<"$output")" -ge 3 ] || fail "events --interval 100ms: ${output:0:300} / $stderr"
+    fi
+}
+
+# --- events ------------------------------------------------------------------
+
+@test "events --stats prints runc's JSON shape" {
+    [ "$(iso)" != fly ] || skip "fly has no cgroups: no statistics (clear error, tested below)"
+    local id
+    id=$(new_id)
+    start_sleeper "$id"
+    run --separate-stderr rt events --stats "$id"
+    assert_status 0
+    jq -e --arg id "$id" '.type == "stats" and .id == $id and (.data.cpu.usage.total | type == "number")
+           and (.data.memory.usage.usage | type == "number") and (.data.pids.current >= 1)' \
+        <<<"$output" >/dev/null || fail "not runc's shape: ${output:0:500}"
+}
+
+@test "events prints an oom event when the container is OOM-killed" {
+    [ "$(iso)" != fly ] || skip "fly has no cgroups"
+    [ "$(iso)" != vm ] || skip "not yet: OOM events of a VM container"
+    local id out="$BATS_TEST_TMPDIR/events.out" bg
+    id=$(new_id)
+    make_bundle "$B" sh -c 'sleep 2; tail /dev/zero'
+    edit_config "$B" '.linux.resources.memory = {limit: 33554432, swap: 33554432}'
+    track "$id"
+    rt_detached create --bundle "$B" "$id"
+    assert_status 0
+    rt_detached start "$id"
+    assert_status 0
+    timeout 30 "$RUNTIME" --root "$RT_ROOT" "${RUNTIME_GLOBAL_ARGS[@]}" events --interval 1s "$id" >"$out" 2>&1 &
+    bg=$!
+    wait "$bg" || true
+    grep -q '"type":"oom"' "$out" || fail "no oom event: $(head -c 400 "$out")"
+}
+
+# --- terminal ----------------------------------------------------------------------
+
+@test "foreground run with terminal: true and no console socket gets a pty" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" sh -c 'tty; exit 7'
+    edit_config "$B" '.process.terminal = true'
+    run in_pty "$RUNTIME" --root "$RT_ROOT" "${RUNTIME_GLOBAL_ARGS[@]}" run --bundle "$B" "$id"
+    [ "$status" -eq 7 ] || fail "status $status, output: $output"
+    [[ "$(clean_output)" == *"/dev/pts/"* ]] || fail "no pty: $output"
+    assert_nothing_left "$id" "$B"
+}
+
+@test "foreground exec --tty without console socket gets a pty" {
+    local id
+    id=$(new_id)
+    start_sleeper "$id"
+    run in_pty "$RUNTIME" --root "$RT_ROOT" "${RUNTIME_GLOBAL_ARGS[@]}" exec --tty "$id" sh -c 'tty; exit 5'
+    [ "$status" -eq 5 ] || fail "status $status, output: $output"
+    [[ "$(clean_output)" == *"/dev/pts/"* ]] || fail "no pty: $output"
+}
+
+# --- hooks, delete ---------------------------------------------------------------
+
+@test "a prestart hook that does not read its state does not kill run (SIGPIPE)" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" echo ran
+    head -c 300000 /dev/zero | tr '\0' x >"$BATS_TEST_TMPDIR/big"
+    edit_config "$B" --rawfile big "$BATS_TEST_TMPDIR/big" '.annotations = {"org.example.big": $big}
+        | .hooks = {prestart: [{path: "/bin/true", args: ["true"]}]}'
+    run --separate-stderr rt run --bundle "$B" "$id" </dev/null
+    assert_status 0
+    assert_output_contains "ran"
+    assert_nothing_left "$id" "$B"
+}
+
+@test "a failing poststop hook does not keep delete --force from removing the container" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" sleep 1000
+    edit_config "$B" '.hooks = {poststop: [{path: "/bin/false", args: ["false"]}]}'
+    track "$id"
+    rt_detached create --bundle "$B" "$id"
+    assert_status 0
+    rt_detached start "$id"
+    assert_status 0
+    run --separate-stderr rt delete --force "$id"
+    assert_status 0
+    assert_nothing_left "$id" "$B"
+}
+
+# --- spec values ------------------------------------------------------------------
+
+@test "rootfsPropagation rprivate and a mount without source are valid" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" sh -c 'echo ok; ls /proc/self >/dev/null'
+    edit_config "$B" '.linux.rootfsPropagation = "rprivate"
+        | .mounts |= map(if .destination == "/proc" then del(.source) else . end)'
+    run --separate-stderr rt run --bundle "$B" "$id" </dev/null
+    assert_status 0
+    assert_output_contains "ok"
+    assert_nothing_left "$id" "$B"
+}
+
+@test "checkpoint and restore give a clear error" {
+    is_clearbox || skip "runc has CRIU-based checkpoint"
+    local id
+    id=$(new_id)
+    start_sleeper "$id"
+    run --separate-stderr rt checkpoint "$id"
+    assert_clean_error
+    [[ "$stderr" == *"not supported"* ]] || fail "stderr: $stderr"
+    run --separate-stderr rt restore "$id"
+    assert_clean_error
+}
+
+# --- VM faults -------------------------------------------------------------------
+
+# vm_helper_pid ID ROLE-PREFIX — pid of a VM helper from the VMM's record.
+vm_helper_pid() {
+    local run_dir
+    run_dir="$(jq -r '.vm_run_dir' "$RT_ROOT/$1/vm-box.json")"
+    jq -r --arg r "$2" '[.processes[] | select(.role | startswith($r))][0].pid' "$run_dir/vm.json"
+}
+
+@test "vm: any host-side piece of the VM dying stops the container (137); delete --force cleans up" {
+    expect_vm || skip "applies to isolation vm"
+    local role id pid bg rc base
+    make_bundle "$B" sleep 1000
+    for role in virtiofsd vhost-device-vsock qemu; do
+        id=$(new_id "${role:0:5}")
+        track "$id"
+        rt run --bundle "$B" "$id" </dev/null >/dev/null 2>"$BATS_TEST_TMPDIR/run.err" &
+        bg=$!
+        wait_for eval '[ "$(rt_status "$id")" = "running" ]' || fail "$role: never running"
+        base=$(vm_base "$id")
+        pid=$(vm_helper_pid "$id" "$role")
+        [ -n "$pid" ] && [ "$pid" != null ] || fail "$role: no pid in the VM record"
+        kill -9 "$pid"
+        for _ in $(seq 30); do
+            [ "$(rt_status "$id")" = "running" ] || break
+            sleep 0.1
+        done
+        [ "$(rt_status "$id")" != "running" ] || fail "$role: container still running 3 s after the $role died"
+        rc=0
+        wait "$bg" || rc=$?
+        [ "$rc" -eq 137 ] || fail "$role: run exited $rc, want 137: $(cat "$BATS_TEST_TMPDIR/run.err")"
+        assert_nothing_left "$id" "$B"
+        assert_no_vm_processes "$base"
+    done
+}
+
+@test "vm: after a helper dies, kill fails loudly and the first delete --force removes everything" {
+    expect_vm || skip "applies to isolation vm"
+    local id pid base
+    id=$(new_id)
+    start_sleeper "$id"
+    base=$(vm_base "$id")
+    pid=$(vm_helper_pid "$id" virtiofsd)
+    kill -9 "$pid"
+    wait_for eval '[ "$(rt_status "$id")" = "stopped" ]' || fail "not stopped after virtiofsd died"
+    run --separate-stderr rt kill "$id" TERM
+    [ "$status" -ne 0 ] || fail "kill of a dead VM container was a silent no-op"
+    run --separate-stderr rt delete --force "$id"
+    assert_status 0
+    assert_nothing_left "$id" "$B"
+    assert_no_vm_processes "$base"
+}
+
+# --- logs --------------------------------------------------------------------------
+
+@test "--debug logs level=debug lines in runc's text and JSON formats" {
+    local id
+    id=$(new_id)
+    start_sleeper "$id"
+    run --separate-stderr rt --debug --log "$BATS_TEST_TMPDIR/text.log" exec "$id" true
+    assert_status 0
+    grep -q 'level=debug msg=' "$BATS_TEST_TMPDIR/text.log" || fail "text log: $(head -c 300 "$BATS_TEST_TMPDIR/text.log")"
+    run --separate-stderr rt --debug --log "$BATS_TEST_TMPDIR/json.log" --log-format json exec "$id" true
+    assert_status 0
+    jq -e -s 'map(select(.level == "debug" and (.msg | type == "string") and .time)) | length > 0' \
+        "$BATS_TEST_TMPDIR/json.log" >/dev/null || fail "json log: $(head -c 300 "$BATS_TEST_TMPDIR/json.log")"
+    # Without --debug, nothing but the output on a successful command.
+    run --separate-stderr rt state "$id"
+    assert_status 0
+    [ -z "$stderr" ] || fail "unexpected stderr: $stderr"
+}
+
+@test "run --detach releases the caller's pipes when the container closes them" {
+    local id t0 out
+    id=$(new_id)
+    make_bundle "$B" sh -c 'echo detached-out; exec >&- 2>&-; sleep 40'
+    track "$id"
+    t0=$(date +%s)
+    out=$(rt run --detach --bundle "$B" "$id" 2>&1 </dev/null)
+    [ $(($(date +%s) - t0)) -lt 25 ] || fail "the caller's pipe was held after the container closed it"
+    [[ "$out" == *detached-out* ]] || fail "output: $out"
+    [ "$(rt_status "$id")" = "running" ] || fail "not running"
+}
