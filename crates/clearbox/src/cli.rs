@@ -261,6 +261,8 @@ pub struct TrustRm {
     pub prefix: String,
     /// Fingerprint / key id (or a prefix of it) or key file; all keys of the prefix when absent
     pub key: Option<String>,
+}
+
 /// `events`: runc's flags; `--interval` is a duration (`5s`, `100ms`; a bare number is seconds).
 #[derive(Args, Debug)]
 pub struct Events {

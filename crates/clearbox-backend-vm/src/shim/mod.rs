@@ -144,9 +144,8 @@ pub fn main(request: &Path, ready_fd: RawFd) -> i32 {
             ref vm,
             ref spec,
             ref netns,
-        } => init(&req, vm.as_ref().clone(), spec, netns, &mut ready),
             ref cgroup,
-        } => init(&req, (**vm).clone(), spec, cgroup, &mut ready),
+        } => init(&req, vm.as_ref().clone(), spec, netns, cgroup, &mut ready),
         Kind::Exec {
             ref exec_id,
             ref process,
