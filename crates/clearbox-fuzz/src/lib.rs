@@ -105,10 +105,12 @@ pub fn agent_request(data: &[u8]) {
     let Ok(mut s) = UnixStream::connect(stub_server()) else {
         return;
     };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.set_read_timeout(Some(Duration::from_millis(10)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
     let _ = s.write_all(data);
     let _ = s.shutdown(std::net::Shutdown::Write);
+    // Take what the server answers for a moment, then hang up: a server that does not clean up
+    // closed connections shows as growing memory (-rss_limit_mb).
     let mut sink = Vec::new();
     let _ = s.take(8 << 20).read_to_end(&mut sink);
 }
@@ -145,6 +147,11 @@ impl Agent for Refuse {}
 fn stub_server() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
+        // libFuzzer's main is not Rust's: SIGPIPE is not ignored, and the server writing an
+        // answer to a connection that hung up would kill the process (the agent, a Rust
+        // binary, ignores SIGPIPE from the start).
+        // SAFETY: signal(2) with integer arguments, before any thread of ours writes a socket.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
         let dir = std::env::temp_dir().join(format!("clearbox-fuzz-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("agent.sock");
@@ -178,9 +185,10 @@ pub fn agent_reply(data: &[u8]) {
     let reply = reply.to_vec();
     let agent = std::thread::spawn(move || fake_agent(theirs, reply));
     if let Ok(client) = AgentClient::from_unix_stream(ours) {
-        let client = client.with_timeout(Duration::from_millis(500));
+        // Short: a reply that never completes a call costs the whole timeout.
+        let client = client.with_timeout(Duration::from_millis(100));
         let id = ProcessId::container_exec("c1", "e1");
-        let t = Some(Duration::from_millis(100));
+        let t = Some(Duration::from_millis(1));
         match call % 10 {
             0 => drop(client.version()),
             1 => drop(client.check()),

@@ -92,9 +92,8 @@ const ALL_CAPS: &[&str] = &[
 /// A change to a bundle's config.json.
 type Tweak = fn(&mut serde_json::Value);
 
-/// Privileged: every capability, no seccomp, nothing masked or read-only in /proc and /sys.
-fn privileged(v: &mut serde_json::Value) {
-    let caps: serde_json::Value = ALL_CAPS.iter().map(|c| c.to_string()).collect();
+/// The same capability list in every set.
+fn set_capabilities(v: &mut serde_json::Value, caps: serde_json::Value) {
     for set in [
         "bounding",
         "effective",
@@ -104,6 +103,12 @@ fn privileged(v: &mut serde_json::Value) {
     ] {
         v["process"]["capabilities"][set] = caps.clone();
     }
+}
+
+/// Privileged: every capability, no seccomp, nothing masked or read-only in /proc and /sys.
+fn privileged(v: &mut serde_json::Value) {
+    let caps: serde_json::Value = ALL_CAPS.iter().map(|c| c.to_string()).collect();
+    set_capabilities(v, caps);
     v["process"]["noNewPrivileges"] = false.into();
     let linux = v["linux"].as_object_mut().expect("linux");
     for k in ["seccomp", "maskedPaths", "readonlyPaths"] {
@@ -114,15 +119,7 @@ fn privileged(v: &mut serde_json::Value) {
 /// Unprivileged: uid/gid 1000, no capability at all, no_new_privs.
 fn unprivileged(v: &mut serde_json::Value) {
     v["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000});
-    for set in [
-        "bounding",
-        "effective",
-        "permitted",
-        "inheritable",
-        "ambient",
-    ] {
-        v["process"]["capabilities"][set] = serde_json::json!([]);
-    }
+    set_capabilities(v, serde_json::json!([]));
     v["process"]["noNewPrivileges"] = true.into();
 }
 
