@@ -281,11 +281,14 @@ pub(crate) const FSIZE: u64 = 256 << 20;
 /// Capabilities virtiofsd keeps in its bounding set: to serve files as their owners
 /// (CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID for setfsuid/setfsgid), to build
 /// its own namespace sandbox (SYS_ADMIN: unshare, mount, pivot_root) and drop capabilities
-/// (SETPCAP). Not MKNOD (no device nodes on the host's filesystem), not SETFCAP (no file
-/// capabilities on host files), nothing else.
+/// (SETPCAP; the Rust virtiofsd's libcap-ng also refuses to apply its set without
+/// DAC_READ_SEARCH in the bounding set, measured). Not MKNOD (no device nodes on the host's
+/// filesystem), not SETFCAP (no file capabilities on host files), nothing else. Its worker
+/// keeps only the six file capabilities.
 pub(crate) const VIRTIOFSD_CAPS: &[u32] = &[
     0,  // CAP_CHOWN
     1,  // CAP_DAC_OVERRIDE
+    2,  // CAP_DAC_READ_SEARCH
     3,  // CAP_FOWNER
     4,  // CAP_FSETID
     6,  // CAP_SETGID
