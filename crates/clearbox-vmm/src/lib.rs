@@ -34,6 +34,7 @@ mod helpers;
 mod jail;
 mod proc;
 mod qemu;
+mod seccomp;
 mod vm;
 mod vsock;
 

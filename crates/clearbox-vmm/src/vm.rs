@@ -169,11 +169,14 @@ impl Vm {
                 if let Some(j) = &vm.jail {
                     let mut binds = jail::base_binds(&bin);
                     binds.push(Bind::rw(&j.sock_dir));
-                    let log_only = std::env::var_os(jail::SECCOMP_LOG_ENV).is_some();
+                    let log_only = std::env::var_os(crate::seccomp::SECCOMP_LOG_ENV).is_some();
                     if log_only {
                         tracing::warn!("vhost-device-vsock's seccomp filter only logs");
                     }
-                    let filter = jail::allow_list_filter(jail::VSOCK_SYSCALLS, log_only)?;
+                    let filter = crate::seccomp::allow_list_filter(
+                        crate::seccomp::VSOCK_SYSCALLS,
+                        log_only,
+                    )?;
                     let plan = j.unprivileged("vsock", &binds, &[], limits, Some(filter))?;
                     o.jail = Some(std::sync::Arc::new(plan));
                 }
