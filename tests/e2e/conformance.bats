@@ -423,3 +423,15 @@ vm_helper_pid() {
     [[ "$out" == *detached-out* ]] || fail "output: $out"
     [ "$(rt_status "$id")" = "running" ] || fail "not running"
 }
+
+@test "vm: a pid namespace with a path is a clear error" {
+    expect_vm || skip "applies to isolation vm (the host kernel can join it)"
+    local id
+    id=$(new_id)
+    make_bundle "$B" sh -c 'echo joined'
+    edit_config "$B" '.linux.namespaces |= map(if .type == "pid" then .path = "/proc/1/ns/pid" else . end)'
+    run --separate-stderr rt run --bundle "$B" "$id" </dev/null
+    assert_clean_error
+    [[ "$stderr" == *"cannot join the host's pid namespace"* ]] || fail "stderr: $stderr"
+    assert_nothing_left "$id" "$B"
+}

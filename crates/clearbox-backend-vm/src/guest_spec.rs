@@ -2,8 +2,11 @@
 //!
 //! * `root.path` → the rootfs inside the guest's virtio-fs mount.
 //! * bind mount sources → their copies below the share (`mounts/<n>`).
-//! * namespace `path`s are dropped: they name host namespaces (podman's netns, …); the guest
-//!   creates fresh ones of the same types.
+//! * namespace `path`s name host namespaces, which a VM cannot join: a network, IPC or UTS one
+//!   (podman's netns, a pod's shared IPC/UTS) is replaced by a fresh one in the guest (IPC and
+//!   UTS with a warning: nothing is shared with the other containers); a pid, mount, user,
+//!   cgroup or time namespace with a path is refused with a clear error, since the container
+//!   would silently not see what it asked for.
 //! * `cgroupsPath` → a guest-local path; hooks are removed (they run on the host).
 
 use std::path::PathBuf;
@@ -40,10 +43,13 @@ pub(crate) fn rewrite(spec: &Spec, guest_id: &str) -> Result<Vec<u8>, Error> {
             let ns = ns
                 .into_iter()
                 .map(|mut n| {
+                    if let Some(path) = n.path().clone() {
+                        joinable_in_vm(n.typ(), &path)?;
+                    }
                     n.set_path(None);
-                    n
+                    Ok(n)
                 })
-                .collect();
+                .collect::<Result<_, Error>>()?;
             linux.set_namespaces(Some(ns));
         }
         if linux.cgroups_path().is_some() {
@@ -53,6 +59,30 @@ pub(crate) fn rewrite(spec: &Spec, guest_id: &str) -> Result<Vec<u8>, Error> {
     }
     s.set_hooks(None);
     serde_json::to_vec(&s).map_err(|e| Error::Msg(format!("cannot encode the guest spec: {e}")))
+}
+
+/// Whether a namespace the spec asks to join may be replaced by a fresh one in the guest.
+fn joinable_in_vm(
+    typ: oci_spec::runtime::LinuxNamespaceType,
+    path: &std::path::Path,
+) -> Result<(), Error> {
+    use oci_spec::runtime::LinuxNamespaceType as T;
+    match typ {
+        T::Network => Ok(()),
+        T::Ipc | T::Uts => {
+            tracing::warn!(
+                namespace = ?typ,
+                path = %path.display(),
+                "isolation vm: the container gets its own namespace in its VM instead of joining this one"
+            );
+            Ok(())
+        }
+        other => Err(Error::Msg(format!(
+            "isolation vm cannot join the host's {} namespace {}: the container runs on its own kernel (use isolation namespaces to share it)",
+            format!("{other:?}").to_ascii_lowercase(),
+            path.display()
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -93,5 +123,12 @@ mod tests {
         assert_eq!(out["linux"]["cgroupsPath"], "/clearbox/abc");
         assert!(out["linux"]["namespaces"][1].get("path").is_none());
         assert_eq!(out["linux"]["namespaces"][1]["type"], "network");
+        let pid_path: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "linux": {"namespaces": [{"type": "pid", "path": "/proc/1/ns/pid"}]}
+        }))
+        .unwrap();
+        let e = rewrite(&pid_path, "c1").unwrap_err().to_string();
+        assert!(e.contains("cannot join the host's pid namespace"), "{e}");
     }
 }
