@@ -413,6 +413,9 @@ vm_helper_pid() {
 }
 
 @test "run --detach releases the caller's pipes when the container closes them" {
+    # The shim releases each stream at its EOF, but the guest agent does not report EOF on
+    # stdout while the process lives yet.
+    expect_vm && skip "not yet in vm: the agent reports stdout EOF only at exit"
     local id t0 out
     id=$(new_id)
     make_bundle "$B" sh -c 'echo detached-out; exec >&- 2>&-; sleep 40'
