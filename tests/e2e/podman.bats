@@ -290,3 +290,21 @@ teardown_file() {
         fail "cgroup left: $(find /sys/fs/cgroup/ -maxdepth 4 -type d -name "*$cid*")"
     [ -z "$(procs_naming "$cid")" ] || fail "process left: $(procs_naming "$cid")"
 }
+
+@test "podman exec of a missing binary exits 127, of a non-executable one 126; run likewise" {
+    local name=e2e-execcodes
+    run --separate-stderr prun run -d --name "$name" "$IMAGE" sleep 1000
+    assert_status 0
+    run -127 --separate-stderr podman exec "$name" /no/such/binary
+    assert_status 127
+    run -127 --separate-stderr podman exec "$name" no-such-command
+    assert_status 127
+    run --separate-stderr podman exec "$name" /etc/passwd
+    assert_status 126
+    run --separate-stderr podman rm -f -t 0 "$name"
+    assert_status 0
+    run -127 --separate-stderr prun run --rm "$IMAGE" /no/such/binary
+    assert_status 127
+    run --separate-stderr prun run --rm "$IMAGE" /etc/passwd
+    assert_status 126
+}

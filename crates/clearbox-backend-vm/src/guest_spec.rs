@@ -2,10 +2,13 @@
 //!
 //! * `root.path` → the rootfs inside the guest's virtio-fs mount.
 //! * bind mount sources → their copies below the share (`mounts/<n>`).
-//! * namespace `path`s are dropped: they name host namespaces; the guest creates fresh ones of
-//!   the same types. The network namespace becomes the VM's root one (the agent's, PID 1):
-//!   the agent set up there the NICs that carry the engine's interfaces (see `net.rs`; the VM
-//!   is the isolation boundary), and network sysctls (Docker sets some) stay allowed.
+//! * namespace `path`s name host namespaces, which a VM cannot join. The network namespace
+//!   becomes the VM's root one (the agent's, PID 1): the agent set up there the NICs that carry
+//!   the engine's interfaces (see `net.rs`; the VM is the isolation boundary), and network
+//!   sysctls (Docker sets some) stay allowed. An IPC or UTS one (a pod's shared IPC/UTS) is
+//!   replaced by a fresh one in the guest, with a warning: nothing is shared with the other
+//!   containers. A pid, mount, user, cgroup or time namespace with a path is refused with a
+//!   clear error, since the container would silently not see what it asked for.
 //! * `cgroupsPath` → a guest-local path; hooks are removed (they run on the host).
 
 use std::path::PathBuf;
@@ -45,12 +48,15 @@ pub(crate) fn rewrite(spec: &Spec, guest_id: &str) -> Result<Vec<u8>, Error> {
             let ns = ns
                 .into_iter()
                 .map(|mut n| {
+                    if let Some(path) = n.path().clone() {
+                        joinable_in_vm(n.typ(), &path)?;
+                    }
                     let vm_root = (n.typ() == LinuxNamespaceType::Network)
                         .then(|| PathBuf::from(GUEST_ROOT_NETNS));
                     n.set_path(vm_root);
-                    n
+                    Ok(n)
                 })
-                .collect();
+                .collect::<Result<_, Error>>()?;
             linux.set_namespaces(Some(ns));
         }
         if linux.cgroups_path().is_some() {
@@ -60,6 +66,30 @@ pub(crate) fn rewrite(spec: &Spec, guest_id: &str) -> Result<Vec<u8>, Error> {
     }
     s.set_hooks(None);
     serde_json::to_vec(&s).map_err(|e| Error::Msg(format!("cannot encode the guest spec: {e}")))
+}
+
+/// Whether a namespace the spec asks to join may be replaced by a fresh one in the guest.
+fn joinable_in_vm(
+    typ: oci_spec::runtime::LinuxNamespaceType,
+    path: &std::path::Path,
+) -> Result<(), Error> {
+    use oci_spec::runtime::LinuxNamespaceType as T;
+    match typ {
+        T::Network => Ok(()),
+        T::Ipc | T::Uts => {
+            tracing::warn!(
+                namespace = ?typ,
+                path = %path.display(),
+                "isolation vm: the container gets its own namespace in its VM instead of joining this one"
+            );
+            Ok(())
+        }
+        other => Err(Error::Msg(format!(
+            "isolation vm cannot join the host's {} namespace {}: the container runs on its own kernel (use isolation namespaces to share it)",
+            format!("{other:?}").to_ascii_lowercase(),
+            path.display()
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -102,5 +132,12 @@ mod tests {
         // The container joins the VM's root network namespace.
         assert_eq!(out["linux"]["namespaces"][1]["type"], "network");
         assert_eq!(out["linux"]["namespaces"][1]["path"], GUEST_ROOT_NETNS);
+        let pid_path: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "linux": {"namespaces": [{"type": "pid", "path": "/proc/1/ns/pid"}]}
+        }))
+        .unwrap();
+        let e = rewrite(&pid_path, "c1").unwrap_err().to_string();
+        assert!(e.contains("cannot join the host's pid namespace"), "{e}");
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! * vCPUs: `ceil(cpu.quota / cpu.period)` (at least 1) when the spec sets a quota, else
 //!   `[vm] vcpus` if set, else the host's CPU count capped at `[vm] max_vcpus`
-//!   (default [`DEFAULT_MAX_VCPUS`]). CPU shares say nothing about a count and are ignored.
+//!   (default [`DEFAULT_MAX_VCPUS`]) with hardware virtualisation; under TCG emulation every
+//!   vCPU is an emulating thread on the host's cores and SMP bring-up slows the boot, so the
+//!   default there is 1 (`max_vcpus`/`vcpus` still raise it). CPU shares say nothing about a
+//!   count and are ignored.
 //! * Memory: the spec's memory limit plus [`OVERHEAD_MIB`] for the guest kernel and agent,
 //!   else `[vm] memory_mib` if set, else half the host's memory capped at
 //!   `[vm] max_memory_mib` (default [`DEFAULT_MAX_MEMORY_MIB`]), never below
@@ -46,11 +49,26 @@ fn host_memory_mib() -> Option<u64> {
     Some(kib / 1024)
 }
 
-fn default_vcpus(defaults: &VmDefaults, host: u32) -> u32 {
-    defaults
-        .vcpus
-        .unwrap_or_else(|| host.min(defaults.max_vcpus.unwrap_or(DEFAULT_MAX_VCPUS)))
-        .max(1)
+fn default_vcpus(defaults: &VmDefaults, host: u32, emulated: bool) -> u32 {
+    let cap = match (defaults.max_vcpus, emulated) {
+        (Some(c), _) => c,
+        (None, true) => 1,
+        (None, false) => DEFAULT_MAX_VCPUS,
+    };
+    defaults.vcpus.unwrap_or_else(|| host.min(cap)).max(1)
+}
+
+/// Whether the VM will run under TCG emulation (decided as the driver decides it).
+fn emulated(defaults: &VmDefaults) -> bool {
+    let mode = defaults
+        .accel
+        .as_deref()
+        .and_then(|a| a.parse::<AccelMode>().ok())
+        .unwrap_or(AccelMode::Auto);
+    !matches!(
+        clearbox_vmm::KvmFacts::gather().select(mode),
+        Ok((clearbox_vmm::Accel::Kvm, _))
+    )
 }
 
 fn default_memory_mib(defaults: &VmDefaults, host_mib: Option<u64>) -> u32 {
@@ -79,7 +97,7 @@ pub(crate) fn vcpus(spec: &Spec, defaults: &VmDefaults) -> u32 {
         }
         _ => None,
     });
-    from_quota.unwrap_or_else(|| default_vcpus(defaults, host_cpus()))
+    from_quota.unwrap_or_else(|| default_vcpus(defaults, host_cpus(), emulated(defaults)))
 }
 
 pub(crate) fn memory_mib(spec: &Spec, defaults: &VmDefaults) -> u32 {
@@ -166,15 +184,17 @@ mod tests {
     #[test]
     fn defaults_come_from_the_host_capped() {
         let d = VmDefaults::default();
-        assert_eq!(default_vcpus(&d, 1), 1);
-        assert_eq!(default_vcpus(&d, 2), 2);
-        assert_eq!(default_vcpus(&d, 64), DEFAULT_MAX_VCPUS);
+        assert_eq!(default_vcpus(&d, 1, false), 1);
+        assert_eq!(default_vcpus(&d, 2, false), 2);
+        assert_eq!(default_vcpus(&d, 64, false), DEFAULT_MAX_VCPUS);
+        assert_eq!(default_vcpus(&d, 64, true), 1);
         let capped = VmDefaults {
             max_vcpus: Some(4),
             max_memory_mib: Some(1024),
             ..Default::default()
         };
-        assert_eq!(default_vcpus(&capped, 64), 4);
+        assert_eq!(default_vcpus(&capped, 64, false), 4);
+        assert_eq!(default_vcpus(&capped, 64, true), 4);
         assert_eq!(
             default_memory_mib(&d, Some(24 * 1024)),
             DEFAULT_MAX_MEMORY_MIB

@@ -233,9 +233,31 @@ pub fn start(state_root: &Path, id: &str) -> Result<(), Error> {
     c.start()?;
     if let Some(pid) = pid {
         wait_for_exec(pid, std::time::Duration::from_secs(2));
+        wait_until_idle(pid, std::time::Duration::from_millis(500));
     }
     run_late_hooks(state_root, "poststart", &c.state);
     Ok(())
+}
+
+/// Waits (at most `limit`) until the freshly exec'd `pid` first sleeps: past its start-up (the
+/// program's pages come in through a slow file system in a VM), when it has installed its signal
+/// handlers. A signal sent before then to a pid namespace's init without a handler is dropped
+/// by the kernel; a program that never sleeps costs `start` at most `limit`.
+fn wait_until_idle(pid: i32, limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return;
+        };
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat.get(i + 2..i + 3))
+            .unwrap_or("Z");
+        if state != "R" && state != "D" {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// Waits (at most `limit`) until `pid` no longer runs libcontainer's setup code (which names

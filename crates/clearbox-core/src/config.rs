@@ -8,7 +8,7 @@
 //! initrd = "/usr/share/clearbox/initramfs.img"
 //! accel = "auto"             # auto | kvm | tcg
 //! # A container without CPU or memory limits gets a VM sized from the host, capped:
-//! max_vcpus = 2              # default: min(host CPUs, max_vcpus)
+//! max_vcpus = 2              # default: min(host CPUs, max_vcpus); 1 under TCG emulation
 //! max_memory_mib = 2048      # default: min(half the host's memory, max_memory_mib)
 //! # or fixed sizes instead (they win over the host-based default):
 //! # vcpus = 1
