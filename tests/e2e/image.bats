@@ -377,7 +377,8 @@ while True:
 }
 
 @test "image run: SIGTERM reaches the container, whose code becomes clearbox's (systemd ExecStart)" {
-    cb image run --name "sig-$$" "$REG/signed/busybox:1" -- \
+    # clearbox itself in the background (not through a wrapper), as systemd's main process.
+    "$RUNTIME" --root "$RT_ROOT" "${RUNTIME_GLOBAL_ARGS[@]}" image run --name "sig-$$" "$REG/signed/busybox:1" -- \
         sh -c 'trap "echo got-term; exit 7" TERM; echo ready; while :; do sleep 0.2; done' \
         >"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/err" &
     local pid=$!

@@ -137,9 +137,13 @@ enum RawIdentity {
     MatchExact {},
     MatchRepository {},
     #[serde(rename_all = "camelCase")]
-    ExactReference { docker_reference: String },
+    ExactReference {
+        docker_reference: String,
+    },
     #[serde(rename_all = "camelCase")]
-    ExactRepository { docker_repository: String },
+    ExactRepository {
+        docker_repository: String,
+    },
     #[serde(rename_all = "camelCase")]
     RemapIdentity {
         #[allow(dead_code)]
@@ -271,9 +275,13 @@ impl Policy {
         };
         let conv = |reqs: &[RawReq], scope: &str| -> Result<Vec<Requirement>> {
             if reqs.is_empty() {
-                return Err(perr(format!("scope {scope:?} has an empty requirement list")));
+                return Err(perr(format!(
+                    "scope {scope:?} has an empty requirement list"
+                )));
             }
-            reqs.iter().map(|r| convert(r, files, &path, scope)).collect()
+            reqs.iter()
+                .map(|r| convert(r, files, &path, scope))
+                .collect()
         };
         let default = match &raw.default {
             Some(d) => Some(conv(d, "default")?),
@@ -284,7 +292,10 @@ impl Policy {
             if transport != "docker" {
                 // Scopes of other transports never apply to clearbox's images (all are named as
                 // docker references); say so rather than pretend to honour them.
-                tracing::debug!(transport, "policy transport ignored: clearbox names images as docker references");
+                tracing::debug!(
+                    transport,
+                    "policy transport ignored: clearbox names images as docker references"
+                );
                 continue;
             }
             for (scope, reqs) in scopes {
@@ -330,8 +341,10 @@ impl Policy {
     pub fn wants(&self, image: &ImageName) -> (bool, bool) {
         match self.requirements_for(image) {
             Ok((_, reqs)) => (
-                reqs.iter().any(|r| matches!(r, Requirement::SignedBy { .. })),
-                reqs.iter().any(|r| matches!(r, Requirement::Sigstore { .. })),
+                reqs.iter()
+                    .any(|r| matches!(r, Requirement::SignedBy { .. })),
+                reqs.iter()
+                    .any(|r| matches!(r, Requirement::Sigstore { .. })),
             ),
             Err(_) => (false, false),
         }
@@ -371,7 +384,9 @@ impl Policy {
                         .iter()
                         .filter_map(|s| match s {
                             StoredSignature::SimpleSigning { message } => {
-                                base64::engine::general_purpose::STANDARD.decode(message).ok()
+                                base64::engine::general_purpose::STANDARD
+                                    .decode(message)
+                                    .ok()
                             }
                             _ => None,
                         })
@@ -522,7 +537,9 @@ fn convert(r: &RawReq, files: &PolicyFiles, path: &Path, scope: &str) -> Result<
             ..
         } => {
             if key_type != "GPGKeys" {
-                return Err(perr(format!("signedBy keyType {key_type:?} is not supported (GPGKeys is)")));
+                return Err(perr(format!(
+                    "signedBy keyType {key_type:?} is not supported (GPGKeys is)"
+                )));
             }
             let mut keys = GpgKeys::default();
             let mut names = Vec::new();
@@ -545,7 +562,10 @@ fn convert(r: &RawReq, files: &PolicyFiles, path: &Path, scope: &str) -> Result<
             signed_identity,
             ..
         } => {
-            if fulcio.is_some() || rekor_public_key_path.is_some() || rekor_public_key_data.is_some() {
+            if fulcio.is_some()
+                || rekor_public_key_path.is_some()
+                || rekor_public_key_data.is_some()
+            {
                 return Err(perr(
                     "sigstoreSigned with Fulcio/Rekor (keyless) is not supported; use a public key (keyPath)".into(),
                 ));
@@ -582,7 +602,11 @@ fn check_claim(
     let sig = ImageName::parse(&claim.docker_reference)
         .map_err(|e| format!("signature names {:?}: {e}", claim.docker_reference))?;
     // A reference without a tag parses with "latest"; keep what the signature said.
-    let sig_has_tag = claim.docker_reference.rsplit('/').next().is_some_and(|l| l.contains(':'))
+    let sig_has_tag = claim
+        .docker_reference
+        .rsplit('/')
+        .next()
+        .is_some_and(|l| l.contains(':'))
         || claim.docker_reference.contains('@');
     let matches = match identity {
         Identity::MatchRepository => sig.repo() == image.repo(),
@@ -593,7 +617,9 @@ fn check_claim(
         Identity::ExactReference(r) => {
             ImageName::parse(r).map(|n| n.whole()).ok() == Some(sig.whole()) && sig_has_tag
         }
-        Identity::ExactRepository(r) => ImageName::parse(r).map(|n| n.repo()).ok() == Some(sig.repo()),
+        Identity::ExactRepository(r) => {
+            ImageName::parse(r).map(|n| n.repo()).ok() == Some(sig.repo())
+        }
     };
     if !matches {
         return Err(format!(
@@ -632,10 +658,19 @@ mod tests {
             Verification::AcceptAnything { .. }
         ));
         let exact = ImageName::parse("r:5000/ns/app:1").unwrap();
-        let e = p.evaluate(&exact, &d, &[], "nowhere").unwrap_err().to_string();
-        assert!(e.contains("r:5000/ns/app:1") && e.contains("rejects"), "{e}");
+        let e = p
+            .evaluate(&exact, &d, &[], "nowhere")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("r:5000/ns/app:1") && e.contains("rejects"),
+            "{e}"
+        );
         let other = ImageName::parse("r:5000/other:1").unwrap();
-        let e = p.evaluate(&other, &d, &[], "nowhere").unwrap_err().to_string();
+        let e = p
+            .evaluate(&other, &d, &[], "nowhere")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("(default)"), "{e}");
     }
 
