@@ -19,44 +19,9 @@ setup_file() {
     rm -rf "$W"
     mkdir -p "$W"
     chmod 755 "$W"
-    export PORT
-    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    export REG="127.0.0.1:$PORT"
-    cat >"$W/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $W/registry
-  delete:
-    enabled: true
-http:
-  addr: $REG
-EOF
-    setsid /usr/bin/docker-registry serve "$W/registry.yml" >"$W/registry.log" 2>&1 &
-    echo $! >"$W/registry.pid"
-    local i
-    for i in $(seq 50); do
-        curl -sf "http://$REG/v2/" >/dev/null && break
-        sleep 0.1
-    done
-    curl -sf "http://$REG/v2/" >/dev/null || { echo "registry did not start: $(cat "$W/registry.log")" >&2; return 1; }
-
-    # clearbox's configuration: the caller's (e.g. a private [vm] initrd) plus [image].
-    local base="${CLEARBOX_CONFIG:-/etc/clearbox/config.toml}"
-    { [ -f "$base" ] && cat "$base"; cat <<EOF
-
-[image]
-store = "$W/store"
-bundles = "$W/bundles"
-policy = "$W/policy.json"
-trust_dir = "$W/trust"
-lookaside = "file://$W/sigstore"
-insecure_registries = ["$REG"]
-EOF
-    } >"$W/config.toml"
-    export CLEARBOX_CONFIG="$W/config.toml"
+    start_registry "$W" || return 1
+    export REG
+    write_image_config "$W"
 
     # Keys: a trusted and an untrusted GPG key, a cosign key pair.
     export GNUPGHOME="$W/gnupg"

@@ -88,30 +88,6 @@ pub fn pull(
     )
 }
 
-/// An import source kind, detected from the content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ImportKind {
-    OciLayout,
-    OciArchive,
-    DockerArchive,
-}
-
-/// Imports an archive read from `r`: an `oci-archive`, a `docker-archive`, or an OCI layout
-/// directory that root streamed as a tar ([`write_layout_tar`]; `layout` says so, for the
-/// record). `path` is only for messages. The worker never opens the user's files itself.
-pub fn import(
-    store: &Store,
-    policy: &Policy,
-    opts: &FetchOptions,
-    path: &Path,
-    r: &mut dyn Read,
-    layout: bool,
-    name: Option<&str>,
-) -> Result<ImageRecord> {
-    import_archive(store, policy, opts, path, r, layout, name)
-}
-
 /// Root side of a layout import: writes the OCI layout directory `dir` as a tar (`oci-layout`,
 /// `index.json`, `blobs/<alg>/<hex>`) without following symlinks, for the worker's stdin.
 pub fn write_layout_tar(dir: &Path, out: impl Write) -> Result<()> {
@@ -158,9 +134,12 @@ pub fn write_layout_tar(dir: &Path, out: impl Write) -> Result<()> {
     Ok(())
 }
 
-/// Streams every file of the archive into the store (files named `blobs/sha256/<hex>` must hash
-/// to their name), then reads the image from there.
-fn import_archive(
+/// Imports an archive read from `r`: an `oci-archive`, a `docker-archive` (detected from the
+/// content), or an OCI layout directory that root streamed as a tar ([`write_layout_tar`];
+/// `layout` says so, for the record). `path` is only for messages: the worker never opens the
+/// user's files. Every file of the archive is streamed into the store (files named
+/// `blobs/sha256/<hex>` must hash to their name), then the image is read from there.
+pub fn import(
     store: &Store,
     policy: &Policy,
     opts: &FetchOptions,

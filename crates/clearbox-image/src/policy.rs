@@ -396,28 +396,15 @@ impl Policy {
                             "no GPG signature found (looked in {looked_in}); a signature by {key_desc} is required"
                         )));
                     }
-                    let mut why = Vec::new();
-                    let mut ok = None;
-                    for m in &simple {
-                        match signature::verify_simple(m, keys)
-                            .and_then(|(c, k)| check_claim(&c, image, digest, identity).map(|_| k))
-                        {
-                            Ok(k) => {
-                                ok = Some(k);
-                                break;
-                            }
-                            Err(e) => why.push(e),
-                        }
-                    }
-                    match ok {
-                        Some(k) => accepted.push(format!("signedBy key {k}")),
-                        None => {
-                            return Err(refuse(format!(
-                                "no valid signature: {}; the missing key is {key_desc}",
-                                why.join("; ")
-                            )))
-                        }
-                    }
+                    let k = first_valid(
+                        &simple,
+                        |m| signature::verify_simple(m, keys),
+                        image,
+                        digest,
+                        identity,
+                    )
+                    .map_err(|why| refuse(no_valid(&why, key_desc)))?;
+                    accepted.push(format!("signedBy key {k}"));
                 }
                 Requirement::Sigstore {
                     keys,
@@ -443,28 +430,15 @@ impl Policy {
                             cosign_tag(digest)
                         )));
                     }
-                    let mut why = Vec::new();
-                    let mut ok = None;
-                    for (p, s) in &cos {
-                        match signature::verify_cosign(p, s, keys)
-                            .and_then(|(c, k)| check_claim(&c, image, digest, identity).map(|_| k))
-                        {
-                            Ok(k) => {
-                                ok = Some(k);
-                                break;
-                            }
-                            Err(e) => why.push(e),
-                        }
-                    }
-                    match ok {
-                        Some(k) => accepted.push(format!("sigstoreSigned key {k}")),
-                        None => {
-                            return Err(refuse(format!(
-                                "no valid signature: {}; the missing key is {key_desc}",
-                                why.join("; ")
-                            )))
-                        }
-                    }
+                    let k = first_valid(
+                        &cos,
+                        |(p, s)| signature::verify_cosign(p, s, keys),
+                        image,
+                        digest,
+                        identity,
+                    )
+                    .map_err(|why| refuse(no_valid(&why, key_desc)))?;
+                    accepted.push(format!("sigstoreSigned key {k}"));
                 }
             }
         }
@@ -476,6 +450,33 @@ impl Policy {
             key: accepted.join(", "),
         })
     }
+}
+
+/// The key of the first signature that verifies and names this image, or why none did.
+fn first_valid<T>(
+    candidates: &[T],
+    verify: impl Fn(&T) -> std::result::Result<(Claim, String), String>,
+    image: &ImageName,
+    digest: &Digest,
+    identity: &Identity,
+) -> std::result::Result<String, Vec<String>> {
+    let mut why = Vec::new();
+    for c in candidates {
+        match verify(c)
+            .and_then(|(claim, k)| check_claim(&claim, image, digest, identity).map(|_| k))
+        {
+            Ok(k) => return Ok(k),
+            Err(e) => why.push(e),
+        }
+    }
+    Err(why)
+}
+
+fn no_valid(why: &[String], key_desc: &str) -> String {
+    format!(
+        "no valid signature: {}; the missing key is {key_desc}",
+        why.join("; ")
+    )
 }
 
 /// The tag under which cosign stores an image's signatures.
