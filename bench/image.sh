@@ -35,21 +35,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-REG="127.0.0.1:$PORT"
-cat >"$W/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $W/registry
-http:
-  addr: $REG
-EOF
-setsid docker-registry serve "$W/registry.yml" >"$W/registry.log" 2>&1 &
-echo $! >"$W/registry.pid"
-for _ in $(seq 50); do curl -sf "http://$REG/v2/" >/dev/null && break; sleep 0.1; done
+start_registry "$W" || die "no registry"
 
 export GNUPGHOME="$W/gnupg"
 mkdir -m 700 "$GNUPGHOME"
@@ -63,19 +49,7 @@ skopeo copy --quiet --registries.d "$W/registries.d" --dest-tls-verify=false --s
     "oci:$IMAGE_DIR/oci-layout:latest" "docker://$REG/bench/busybox:1"
 IMG="$REG/bench/busybox:1"
 
-base="${CLEARBOX_CONFIG:-/etc/clearbox/config.toml}"
-{ [ -f "$base" ] && cat "$base"; cat <<EOF
-
-[image]
-store = "$W/store"
-bundles = "$W/bundles"
-policy = "$W/policy.json"
-trust_dir = "$W/trust"
-lookaside = "file://$W/sigstore"
-insecure_registries = ["$REG"]
-EOF
-} >"$W/config.toml"
-export CLEARBOX_CONFIG="$W/config.toml"
+write_image_config "$W"
 "$RUNTIME" trust add --prefix "$REG/bench" "$W/key.asc" 2>/dev/null
 
 cb="$RUNTIME --root $W/root"

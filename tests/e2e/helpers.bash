@@ -492,3 +492,55 @@ assert_vm_mem_usage() {
     (( limit <= 4 * 1073741824 )) || fail "memory limit $1: not the VM's (guest RAM + overhead)"
     (( used <= limit )) || fail "memory usage $1 above its limit"
 }
+
+# --- images (image.bats, bench/image.sh) ------------------------------------
+
+# start_registry DIR — Debian's docker-registry on a free 127.0.0.1 port, storage in DIR/registry,
+# pid in DIR/registry.pid; sets REG=127.0.0.1:PORT.
+start_registry() {
+    local dir="$1" port i
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    REG="127.0.0.1:$port"
+    cat >"$dir/registry.yml" <<EOR
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $dir/registry
+  delete:
+    enabled: true
+http:
+  addr: $REG
+EOR
+    setsid /usr/bin/docker-registry serve "$dir/registry.yml" >"$dir/registry.log" 2>&1 &
+    echo $! >"$dir/registry.pid"
+    for i in $(seq 50); do
+        curl -sf "http://$REG/v2/" >/dev/null && return 0
+        sleep 0.1
+    done
+    echo "registry did not start: $(cat "$dir/registry.log")" >&2
+    return 1
+}
+
+# write_image_config DIR — DIR/config.toml: the caller's clearbox config (e.g. a private [vm]
+# initrd) plus an [image] section whose store, bundles, policy, trust and lookaside live in DIR;
+# exports CLEARBOX_CONFIG. Needs REG.
+write_image_config() {
+    local dir="$1" base="${CLEARBOX_CONFIG:-/etc/clearbox/config.toml}"
+    {
+        [ -f "$base" ] && cat "$base"
+        cat <<EOC
+
+[image]
+store = "$dir/store"
+bundles = "$dir/bundles"
+policy = "$dir/policy.json"
+trust_dir = "$dir/trust"
+lookaside = "file://$dir/sigstore"
+insecure_registries = ["$REG"]
+EOC
+    } >"$dir/config.toml.new"
+    mv "$dir/config.toml.new" "$dir/config.toml"
+    export CLEARBOX_CONFIG="$dir/config.toml"
+}

@@ -19,44 +19,9 @@ setup_file() {
     rm -rf "$W"
     mkdir -p "$W"
     chmod 755 "$W"
-    export PORT
-    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    export REG="127.0.0.1:$PORT"
-    cat >"$W/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $W/registry
-  delete:
-    enabled: true
-http:
-  addr: $REG
-EOF
-    setsid /usr/bin/docker-registry serve "$W/registry.yml" >"$W/registry.log" 2>&1 &
-    echo $! >"$W/registry.pid"
-    local i
-    for i in $(seq 50); do
-        curl -sf "http://$REG/v2/" >/dev/null && break
-        sleep 0.1
-    done
-    curl -sf "http://$REG/v2/" >/dev/null || { echo "registry did not start: $(cat "$W/registry.log")" >&2; return 1; }
-
-    # clearbox's configuration: the caller's (e.g. a private [vm] initrd) plus [image].
-    local base="${CLEARBOX_CONFIG:-/etc/clearbox/config.toml}"
-    { [ -f "$base" ] && cat "$base"; cat <<EOF
-
-[image]
-store = "$W/store"
-bundles = "$W/bundles"
-policy = "$W/policy.json"
-trust_dir = "$W/trust"
-lookaside = "file://$W/sigstore"
-insecure_registries = ["$REG"]
-EOF
-    } >"$W/config.toml"
-    export CLEARBOX_CONFIG="$W/config.toml"
+    start_registry "$W" || return 1
+    export REG
+    write_image_config "$W"
 
     # Keys: a trusted and an untrusted GPG key, a cosign key pair.
     export GNUPGHOME="$W/gnupg"
@@ -376,18 +341,36 @@ while True:
     cb image rm localhost/clearbox-test:latest localhost/from-docker:1
 }
 
-@test "image run: SIGTERM reaches the container, whose code becomes clearbox's (systemd ExecStart)" {
-    cb image run --name "sig-$$" "$REG/signed/busybox:1" -- \
-        sh -c 'trap "echo got-term; exit 7" TERM; echo ready; while :; do sleep 0.2; done' \
-        >"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/err" &
-    local pid=$!
-    wait_for_file "$BATS_TEST_TMPDIR/out" ready
+# bg_image_run ISOLATION NAME ARGS... — clearbox itself in the background (no wrapper), as a
+# systemd unit's main process; stdout/stderr in $BATS_TEST_TMPDIR/NAME.{out,err}.
+bg_image_run() {
+    local iso="$1" name="$2"
+    shift 2
+    "$RUNTIME" --root "$RT_ROOT" --isolation "$iso" image run --name "$name" "$REG/signed/busybox:1" -- "$@" \
+        >"$BATS_TEST_TMPDIR/$name.out" 2>"$BATS_TEST_TMPDIR/$name.err" &
+}
+
+@test "image run: SIGTERM is forwarded and the container's exit code becomes clearbox's (systemd ExecStart)" {
+    local script='trap "echo got-term; exit 7" TERM; echo ready; while :; do sleep 0.2; done'
+    bg_image_run namespaces "sig-ns-$$" sh -c "$script"
+    local pid=$! rc=0
+    wait_for_file "$BATS_TEST_TMPDIR/sig-ns-$$.out" ready
     kill -TERM $pid
-    local rc=0
     wait $pid || rc=$?
-    [ "$rc" -eq 7 ] || fail "exit $rc; out: $(cat "$BATS_TEST_TMPDIR/out"); err: $(cat "$BATS_TEST_TMPDIR/err")"
-    grep -q got-term "$BATS_TEST_TMPDIR/out" || fail "$(cat "$BATS_TEST_TMPDIR/out")"
-    [ -z "$(ls -A "$RT_ROOT")" ] || fail "state left"
+    [ "$rc" -eq 7 ] || fail "exit $rc; $(cat "$BATS_TEST_TMPDIR/sig-ns-$$".*)"
+    grep -q got-term "$BATS_TEST_TMPDIR/sig-ns-$$.out" || fail "the container did not see SIGTERM"
+    # In a VM: SIGTERM ends the container and clearbox, leaving nothing. (The VM backend reports
+    # a trapped SIGTERM as death by SIGTERM, 143, where namespaces gives the trap's code: a
+    # backend issue, the same with `clearbox run`.)
+    bg_image_run vm "sig-vm-$$" sh -c "$script"
+    pid=$!
+    rc=0
+    wait_for_file "$BATS_TEST_TMPDIR/sig-vm-$$.out" ready
+    kill -TERM $pid
+    wait $pid || rc=$?
+    [ "$rc" -eq 7 ] || [ "$rc" -eq 143 ] || fail "exit $rc; $(cat "$BATS_TEST_TMPDIR/sig-vm-$$".*)"
+    [ -z "$(ls -A "$RT_ROOT")" ] || fail "state left: $(ls -A "$RT_ROOT")"
+    [ -z "$(ls -A "$W/bundles")" ] || fail "bundle left: $(ls -A "$W/bundles")"
 }
 
 @test "trust list / rm and a bad key" {

@@ -126,7 +126,9 @@ mod tests {
         let c = Config::parse("isolation = \"fly\"\n[vm]\nvcpus = 2\n").unwrap();
         assert_eq!(c.isolation, Some(Isolation::Fly));
         assert_eq!(c.vm.vcpus, Some(2));
-        let c = Config::parse("[image]\nuser = \"f\"\ninsecure_registries = [\"127.0.0.1:5000\"]\n").unwrap();
+        let c =
+            Config::parse("[image]\nuser = \"f\"\ninsecure_registries = [\"127.0.0.1:5000\"]\n")
+                .unwrap();
         assert_eq!(c.image.user.as_deref(), Some("f"));
         assert_eq!(c.image.insecure_registries, ["127.0.0.1:5000"]);
     }

@@ -47,8 +47,9 @@ pub fn check_stored(store: &Store, name: &str) -> Result<CheckedImage> {
             ));
         }
     }
-    let manifest: serde_json::Value = serde_json::from_slice(&store.read_blob(&record.manifest)?)
-        .map_err(|e| Error::invalid("stored manifest", e.to_string()))?;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&store.read_blob(&record.manifest)?)
+            .map_err(|e| Error::invalid("stored manifest", e.to_string()))?;
     let config_digest = manifest
         .pointer("/config/digest")
         .and_then(|d| d.as_str())
@@ -109,7 +110,8 @@ pub fn build(img: &CheckedImage, bundle: &Path, run: &RunSpec<'_>) -> Result<Spe
     unpack::materialize(&img.rootfs, &img.meta, &rootfs)?;
     let spec = spec_for(&img.config, &rootfs, run)?;
     let path = bundle.join("config.json");
-    let json = serde_json::to_vec_pretty(&spec).map_err(|e| Error::invalid("spec", e.to_string()))?;
+    let json =
+        serde_json::to_vec_pretty(&spec).map_err(|e| Error::invalid("spec", e.to_string()))?;
     fs::write(&path, json).map_err(|e| Error::io("cannot write", &path, e))?;
     Ok(spec)
 }
@@ -165,7 +167,11 @@ pub fn spec_for(cfg: &ImageConfiguration, rootfs: &Path, run: &RunSpec<'_>) -> R
     let mut u = p.user().clone();
     u.set_uid(user.0);
     u.set_gid(user.1);
-    u.set_additional_gids(if user.2.is_empty() { None } else { Some(user.2) });
+    u.set_additional_gids(if user.2.is_empty() {
+        None
+    } else {
+        Some(user.2)
+    });
     p.set_user(u);
     spec.set_process(Some(p));
     let mut mounts = spec.mounts().clone().unwrap_or_default();
@@ -182,12 +188,19 @@ pub fn spec_for(cfg: &ImageConfiguration, rootfs: &Path, run: &RunSpec<'_>) -> R
         m.set_destination(PathBuf::from(v));
         m.set_typ(Some("tmpfs".into()));
         m.set_source(Some(PathBuf::from("tmpfs")));
-        m.set_options(Some(vec!["nosuid".into(), "nodev".into(), "mode=755".into()]));
+        m.set_options(Some(vec![
+            "nosuid".into(),
+            "nodev".into(),
+            "mode=755".into(),
+        ]));
         mounts.push(m);
     }
     spec.set_mounts(Some(mounts));
     let mut ann = spec.annotations().clone().unwrap_or_default();
-    ann.insert("org.opencontainers.image.ref.name".into(), run.image.to_string());
+    ann.insert(
+        "org.opencontainers.image.ref.name".into(),
+        run.image.to_string(),
+    );
     ann.insert("io.clearbox.image.digest".into(), run.digest.to_string());
     spec.set_annotations(Some(ann));
     Ok(spec)
@@ -233,7 +246,12 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>)> {
             }
             let members = f
                 .get(3)
-                .map(|m| m.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+                .map(|m| {
+                    m.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default();
             Some((f[0].to_string(), f[2].parse().ok()?, members))
         })
@@ -293,10 +311,20 @@ mod tests {
             "root:x:0:0::/root:/bin/sh\nweb:x:1000:1000::/home/web:/bin/sh\n",
         )
         .unwrap();
-        fs::write(tmp.path().join("etc/group"), "root:x:0:\nweb:x:1000:\nwww:x:33:web\n").unwrap();
+        fs::write(
+            tmp.path().join("etc/group"),
+            "root:x:0:\nweb:x:1000:\nwww:x:33:web\n",
+        )
+        .unwrap();
         assert_eq!(resolve_user(tmp.path(), "").unwrap(), (0, 0, vec![]));
-        assert_eq!(resolve_user(tmp.path(), "web").unwrap(), (1000, 1000, vec![33]));
-        assert_eq!(resolve_user(tmp.path(), "1000:www").unwrap(), (1000, 33, vec![]));
+        assert_eq!(
+            resolve_user(tmp.path(), "web").unwrap(),
+            (1000, 1000, vec![33])
+        );
+        assert_eq!(
+            resolve_user(tmp.path(), "1000:www").unwrap(),
+            (1000, 33, vec![])
+        );
         assert_eq!(resolve_user(tmp.path(), "4242").unwrap(), (4242, 0, vec![]));
         assert!(resolve_user(tmp.path(), "nobody").is_err());
     }

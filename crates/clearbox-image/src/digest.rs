@@ -7,7 +7,9 @@ use sha2::{Digest as _, Sha256};
 use crate::error::{Error, Result};
 
 /// A validated `sha256:<hex>` digest; the only algorithm images use in practice.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct Digest(String);
 

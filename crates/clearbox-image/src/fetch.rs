@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{Digest, Hashing};
 use crate::error::{Error, Result};
 use crate::policy::{cosign_tag, ImageName, Policy};
-use crate::signature::{StoredSignature, COSIGN_ANNOTATION, COSIGN_PAYLOAD_MEDIA_TYPE, MAX_SIGNATURE};
+use crate::signature::{
+    StoredSignature, COSIGN_ANNOTATION, COSIGN_PAYLOAD_MEDIA_TYPE, MAX_SIGNATURE,
+};
 use crate::store::{read_limited, ImageRecord, Store, Verification};
 use crate::unpack::{self, Unpacker, META_FILE};
 
@@ -51,7 +53,12 @@ trait Source {
 }
 
 /// Pulls `reference` from its registry.
-pub fn pull(store: &Store, policy: &Policy, opts: &FetchOptions, reference: &str) -> Result<ImageRecord> {
+pub fn pull(
+    store: &Store,
+    policy: &Policy,
+    opts: &FetchOptions,
+    reference: &str,
+) -> Result<ImageRecord> {
     let name = ImageName::parse(reference)?;
     let oref = oci_client::Reference::try_from(reference).map_err(|e| Error::Reference {
         reference: reference.to_string(),
@@ -76,31 +83,9 @@ pub fn pull(store: &Store, policy: &Policy, opts: &FetchOptions, reference: &str
         sigs.extend(cos);
         looked.push_str(&format!("; {where_}"));
     }
-    ingest(store, policy, opts, &name, top, sigs, &looked, &mut reg, "registry")
-}
-
-/// An import source kind, detected from the content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ImportKind {
-    OciLayout,
-    OciArchive,
-    DockerArchive,
-}
-
-/// Imports an archive read from `r`: an `oci-archive`, a `docker-archive`, or an OCI layout
-/// directory that root streamed as a tar ([`write_layout_tar`]; `layout` says so, for the
-/// record). `path` is only for messages. The worker never opens the user's files itself.
-pub fn import(
-    store: &Store,
-    policy: &Policy,
-    opts: &FetchOptions,
-    path: &Path,
-    r: &mut dyn Read,
-    layout: bool,
-    name: Option<&str>,
-) -> Result<ImageRecord> {
-    import_archive(store, policy, opts, path, r, layout, name)
+    ingest(
+        store, policy, opts, &name, top, sigs, &looked, &mut reg, "registry",
+    )
 }
 
 /// Root side of a layout import: writes the OCI layout directory `dir` as a tar (`oci-layout`,
@@ -116,7 +101,10 @@ pub fn write_layout_tar(dir: &Path, out: impl Write) -> Result<()> {
             .map_err(|e| Error::io("cannot read the layout file", &p, e))?;
         let meta = f.metadata().map_err(|e| Error::io("cannot stat", &p, e))?;
         if !meta.is_file() {
-            return Err(Error::invalid(p.display().to_string(), "not a regular file"));
+            return Err(Error::invalid(
+                p.display().to_string(),
+                "not a regular file",
+            ));
         }
         let mut h = tar::Header::new_gnu();
         h.set_size(meta.len());
@@ -146,9 +134,12 @@ pub fn write_layout_tar(dir: &Path, out: impl Write) -> Result<()> {
     Ok(())
 }
 
-/// Streams every file of the archive into the store (files named `blobs/sha256/<hex>` must hash
-/// to their name), then reads the image from there.
-fn import_archive(
+/// Imports an archive read from `r`: an `oci-archive`, a `docker-archive` (detected from the
+/// content), or an OCI layout directory that root streamed as a tar ([`write_layout_tar`];
+/// `layout` says so, for the record). `path` is only for messages: the worker never opens the
+/// user's files. Every file of the archive is streamed into the store (files named
+/// `blobs/sha256/<hex>` must hash to their name), then the image is read from there.
+pub fn import(
     store: &Store,
     policy: &Policy,
     opts: &FetchOptions,
@@ -175,7 +166,8 @@ fn import_archive(
             .trim_start_matches("./")
             .to_string();
         let mut w = store.blob_writer()?;
-        let n = io::copy(&mut entry, &mut w).map_err(|e| Error::io("cannot read archive", path, e))?;
+        let n =
+            io::copy(&mut entry, &mut w).map_err(|e| Error::io("cannot read archive", path, e))?;
         let expected = p
             .strip_prefix("blobs/sha256/")
             .map(|h| Digest::parse(&format!("sha256:{h}")))
@@ -203,7 +195,9 @@ fn import_archive(
         sigs.extend(layout_cosign(store, &mut src, &index, &desc)?);
         looked.push_str(&format!("; the archive's {} tag", cosign_tag(&desc)));
         let source = if layout { "oci-layout" } else { "oci-archive" };
-        return ingest(store, policy, opts, &name, top, sigs, &looked, &mut src, source);
+        return ingest(
+            store, policy, opts, &name, top, sigs, &looked, &mut src, source,
+        );
     }
     if files.contains_key("manifest.json") {
         // docker-archive: build the OCI manifest docker's manifest.json describes.
@@ -214,7 +208,10 @@ fn import_archive(
             .and_then(|a| a.first())
             .ok_or_else(|| Error::invalid(&shown, "manifest.json lists no image"))?;
         if m.as_array().map(|a| a.len()).unwrap_or(0) > 1 {
-            return Err(Error::unsupported(&shown, "docker-archive with more than one image"));
+            return Err(Error::unsupported(
+                &shown,
+                "docker-archive with more than one image",
+            ));
         }
         let tagged = first
             .get("RepoTags")
@@ -225,7 +222,10 @@ fn import_archive(
             (Some(n), _) => ImageName::parse(n)?,
             (None, Some(t)) => ImageName::parse(t)?,
             (None, None) => {
-                return Err(Error::invalid(&shown, "the archive names no image; give --name"))
+                return Err(Error::invalid(
+                    &shown,
+                    "the archive names no image; give --name",
+                ))
             }
         };
         let field = |k: &str| -> Result<&(Digest, u64)> {
@@ -259,10 +259,20 @@ fn import_archive(
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn},
             "layers": layers,
         });
-        let top = serde_json::to_vec(&manifest)
-            .map_err(|e| Error::invalid("manifest", e.to_string()))?;
+        let top =
+            serde_json::to_vec(&manifest).map_err(|e| Error::invalid("manifest", e.to_string()))?;
         let looked = "nowhere (a docker-archive carries no signatures)".to_string();
-        return ingest(store, policy, opts, &name, top, Vec::new(), &looked, &mut src, "docker-archive");
+        return ingest(
+            store,
+            policy,
+            opts,
+            &name,
+            top,
+            Vec::new(),
+            &looked,
+            &mut src,
+            "docker-archive",
+        );
     }
     Err(Error::invalid(
         &shown,
@@ -297,7 +307,9 @@ fn pick_from_index(index: &[u8], name: Option<&str>, shown: &str) -> Result<(Dig
             let tag = want.tag.clone().unwrap_or_else(|| "latest".into());
             let by_ref = entries.iter().find(|(_, r)| {
                 r.is_some_and(|r| {
-                    r == tag || (looks_full(r) && ImageName::parse(r).map(|x| x.whole()).ok() == Some(want.whole()))
+                    r == tag
+                        || (looks_full(r)
+                            && ImageName::parse(r).map(|x| x.whole()).ok() == Some(want.whole()))
                 })
             });
             match (by_ref, entries.len()) {
@@ -315,7 +327,10 @@ fn pick_from_index(index: &[u8], name: Option<&str>, shown: &str) -> Result<(Dig
         None => {
             return Err(Error::invalid(
                 shown,
-                format!("{} images in the index; give --name REF to choose", entries.len()),
+                format!(
+                    "{} images in the index; give --name REF to choose",
+                    entries.len()
+                ),
             ))
         }
     };
@@ -340,8 +355,8 @@ fn layout_cosign(
     index: &[u8],
     top: &Digest,
 ) -> Result<Vec<StoredSignature>> {
-    let v: serde_json::Value = serde_json::from_slice(index)
-        .map_err(|e| Error::invalid("index.json", e.to_string()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(index).map_err(|e| Error::invalid("index.json", e.to_string()))?;
     let tag = cosign_tag(top);
     let Some(d) = v
         .get("manifests")
@@ -363,7 +378,10 @@ fn layout_cosign(
     let mut out = Vec::new();
     for (payload_digest, sig) in cosign_layers(&m)? {
         src.blob(store, &payload_digest, "cosign payload")?;
-        out.push(StoredSignature::cosign(&store.read_blob(&payload_digest)?, &sig));
+        out.push(StoredSignature::cosign(
+            &store.read_blob(&payload_digest)?,
+            &sig,
+        ));
     }
     Ok(out)
 }
@@ -373,7 +391,12 @@ fn cosign_layers(manifest: &[u8]) -> Result<Vec<(Digest, String)>> {
     let v: serde_json::Value = serde_json::from_slice(manifest)
         .map_err(|e| Error::invalid("cosign signature manifest", e.to_string()))?;
     let mut out = Vec::new();
-    for l in v.get("layers").and_then(|l| l.as_array()).into_iter().flatten() {
+    for l in v
+        .get("layers")
+        .and_then(|l| l.as_array())
+        .into_iter()
+        .flatten()
+    {
         if l.get("mediaType").and_then(|m| m.as_str()) != Some(COSIGN_PAYLOAD_MEDIA_TYPE) {
             continue;
         }
@@ -382,8 +405,11 @@ fn cosign_layers(manifest: &[u8]) -> Result<Vec<(Digest, String)>> {
         }
         let (Some(d), Some(s)) = (
             l.get("digest").and_then(|d| d.as_str()),
-            l.pointer(&format!("/annotations/{}", COSIGN_ANNOTATION.replace('/', "~1")))
-                .and_then(|s| s.as_str()),
+            l.pointer(&format!(
+                "/annotations/{}",
+                COSIGN_ANNOTATION.replace('/', "~1")
+            ))
+            .and_then(|s| s.as_str()),
         ) else {
             continue;
         };
@@ -399,7 +425,10 @@ fn lookaside_signatures(
     digest: &Digest,
 ) -> Result<(Vec<StoredSignature>, String)> {
     let Some(base) = &opts.lookaside else {
-        return Ok((Vec::new(), "no lookaside configured ([image] lookaside)".into()));
+        return Ok((
+            Vec::new(),
+            "no lookaside configured ([image] lookaside)".into(),
+        ));
     };
     let Some(dir) = base.strip_prefix("file://") else {
         return Err(Error::unsupported(
@@ -467,7 +496,10 @@ fn ingest(
             .get("digest")
             .and_then(|d| d.as_str())
             .ok_or_else(|| Error::invalid("manifest", "descriptor without a digest"))?;
-        Ok((Digest::parse(d)?, v.get("size").and_then(|s| s.as_u64()).unwrap_or(0)))
+        Ok((
+            Digest::parse(d)?,
+            v.get("size").and_then(|s| s.as_u64()).unwrap_or(0),
+        ))
     };
     let (config, config_size) = desc(m.get("config").unwrap_or(&serde_json::Value::Null))?;
     let layers: Vec<(Digest, u64)> = m
@@ -506,7 +538,8 @@ fn ingest(
     store.put_blob(&manifest)?;
     let mut sig_blobs = Vec::new();
     for s in &sigs {
-        let bytes = serde_json::to_vec(s).map_err(|e| Error::invalid("signature", e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(s).map_err(|e| Error::invalid("signature", e.to_string()))?;
         sig_blobs.push(store.put_blob(&bytes)?);
     }
     let rec = ImageRecord {
@@ -532,10 +565,11 @@ fn unpack_image(
     diff_ids: &[Digest],
     dir: &Path,
 ) -> Result<()> {
-    let tmp = store
-        .root()
-        .join("tmp")
-        .join(format!("unpack-{}-{}", manifest.hex(), std::process::id()));
+    let tmp =
+        store
+            .root()
+            .join("tmp")
+            .join(format!("unpack-{}-{}", manifest.hex(), std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     let rootfs = tmp.join("rootfs");
     fs::create_dir_all(&rootfs).map_err(|e| Error::io("cannot create", &rootfs, e))?;
@@ -594,7 +628,10 @@ impl Source for InStore {
         if store.has_blob(d) {
             return Ok(());
         }
-        Err(Error::invalid(what, format!("blob {d} is missing from the archive")))
+        Err(Error::invalid(
+            what,
+            format!("blob {d} is missing from the archive"),
+        ))
     }
 }
 
@@ -646,7 +683,10 @@ impl Registry {
             ))
             .map_err(|e| self.err(e))?;
         if bytes.len() as u64 > MAX_MANIFEST {
-            return Err(Error::invalid(format!("manifest of {}", r.whole()), "too large"));
+            return Err(Error::invalid(
+                format!("manifest of {}", r.whole()),
+                "too large",
+            ));
         }
         Ok((bytes.to_vec(), digest))
     }
@@ -700,7 +740,8 @@ impl Source for Registry {
         if let Err(e) = pulled {
             // oci-client checks the digest too; report a mismatch as ours.
             if let oci_client::errors::OciDistributionError::DigestError(_) = &e {
-                let mut f = File::open(w.path()).map_err(|e| Error::io("cannot read", w.path(), e))?;
+                let mut f =
+                    File::open(w.path()).map_err(|e| Error::io("cannot read", w.path(), e))?;
                 let mut h = Hashing::new(io::sink());
                 io::copy(&mut f, &mut h).map_err(|e| Error::io("cannot read", w.path(), e))?;
                 let (_, actual) = h.finish();
@@ -721,7 +762,11 @@ impl Source for Registry {
 struct SyncWrite<'a, W: Write>(&'a mut W);
 
 impl<W: Write> tokio::io::AsyncWrite for SyncWrite<'_, W> {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Poll::Ready(self.get_mut().0.write(buf))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -744,7 +789,15 @@ pub fn verify_stored(store: &Store, policy: &Policy, name: &str) -> Result<Image
             .map_err(|e| Error::invalid("stored signature", e.to_string()))?;
         sigs.push(s);
     }
-    let looked = format!("the {} signature(s) kept when it was {}", sigs.len(), if rec.source == "registry" { "pulled" } else { "imported" });
+    let looked = format!(
+        "the {} signature(s) kept when it was {}",
+        sigs.len(),
+        if rec.source == "registry" {
+            "pulled"
+        } else {
+            "imported"
+        }
+    );
     let verification = policy.evaluate(&image, &rec.digest, &sigs, &looked)?;
     let mut rec = rec;
     rec.verification = verification;

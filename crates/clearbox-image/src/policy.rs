@@ -137,9 +137,13 @@ enum RawIdentity {
     MatchExact {},
     MatchRepository {},
     #[serde(rename_all = "camelCase")]
-    ExactReference { docker_reference: String },
+    ExactReference {
+        docker_reference: String,
+    },
     #[serde(rename_all = "camelCase")]
-    ExactRepository { docker_repository: String },
+    ExactRepository {
+        docker_repository: String,
+    },
     #[serde(rename_all = "camelCase")]
     RemapIdentity {
         #[allow(dead_code)]
@@ -271,9 +275,13 @@ impl Policy {
         };
         let conv = |reqs: &[RawReq], scope: &str| -> Result<Vec<Requirement>> {
             if reqs.is_empty() {
-                return Err(perr(format!("scope {scope:?} has an empty requirement list")));
+                return Err(perr(format!(
+                    "scope {scope:?} has an empty requirement list"
+                )));
             }
-            reqs.iter().map(|r| convert(r, files, &path, scope)).collect()
+            reqs.iter()
+                .map(|r| convert(r, files, &path, scope))
+                .collect()
         };
         let default = match &raw.default {
             Some(d) => Some(conv(d, "default")?),
@@ -284,7 +292,10 @@ impl Policy {
             if transport != "docker" {
                 // Scopes of other transports never apply to clearbox's images (all are named as
                 // docker references); say so rather than pretend to honour them.
-                tracing::debug!(transport, "policy transport ignored: clearbox names images as docker references");
+                tracing::debug!(
+                    transport,
+                    "policy transport ignored: clearbox names images as docker references"
+                );
                 continue;
             }
             for (scope, reqs) in scopes {
@@ -330,8 +341,10 @@ impl Policy {
     pub fn wants(&self, image: &ImageName) -> (bool, bool) {
         match self.requirements_for(image) {
             Ok((_, reqs)) => (
-                reqs.iter().any(|r| matches!(r, Requirement::SignedBy { .. })),
-                reqs.iter().any(|r| matches!(r, Requirement::Sigstore { .. })),
+                reqs.iter()
+                    .any(|r| matches!(r, Requirement::SignedBy { .. })),
+                reqs.iter()
+                    .any(|r| matches!(r, Requirement::Sigstore { .. })),
             ),
             Err(_) => (false, false),
         }
@@ -371,7 +384,9 @@ impl Policy {
                         .iter()
                         .filter_map(|s| match s {
                             StoredSignature::SimpleSigning { message } => {
-                                base64::engine::general_purpose::STANDARD.decode(message).ok()
+                                base64::engine::general_purpose::STANDARD
+                                    .decode(message)
+                                    .ok()
                             }
                             _ => None,
                         })
@@ -381,28 +396,15 @@ impl Policy {
                             "no GPG signature found (looked in {looked_in}); a signature by {key_desc} is required"
                         )));
                     }
-                    let mut why = Vec::new();
-                    let mut ok = None;
-                    for m in &simple {
-                        match signature::verify_simple(m, keys)
-                            .and_then(|(c, k)| check_claim(&c, image, digest, identity).map(|_| k))
-                        {
-                            Ok(k) => {
-                                ok = Some(k);
-                                break;
-                            }
-                            Err(e) => why.push(e),
-                        }
-                    }
-                    match ok {
-                        Some(k) => accepted.push(format!("signedBy key {k}")),
-                        None => {
-                            return Err(refuse(format!(
-                                "no valid signature: {}; the missing key is {key_desc}",
-                                why.join("; ")
-                            )))
-                        }
-                    }
+                    let k = first_valid(
+                        &simple,
+                        |m| signature::verify_simple(m, keys),
+                        image,
+                        digest,
+                        identity,
+                    )
+                    .map_err(|why| refuse(no_valid(&why, key_desc)))?;
+                    accepted.push(format!("signedBy key {k}"));
                 }
                 Requirement::Sigstore {
                     keys,
@@ -428,28 +430,15 @@ impl Policy {
                             cosign_tag(digest)
                         )));
                     }
-                    let mut why = Vec::new();
-                    let mut ok = None;
-                    for (p, s) in &cos {
-                        match signature::verify_cosign(p, s, keys)
-                            .and_then(|(c, k)| check_claim(&c, image, digest, identity).map(|_| k))
-                        {
-                            Ok(k) => {
-                                ok = Some(k);
-                                break;
-                            }
-                            Err(e) => why.push(e),
-                        }
-                    }
-                    match ok {
-                        Some(k) => accepted.push(format!("sigstoreSigned key {k}")),
-                        None => {
-                            return Err(refuse(format!(
-                                "no valid signature: {}; the missing key is {key_desc}",
-                                why.join("; ")
-                            )))
-                        }
-                    }
+                    let k = first_valid(
+                        &cos,
+                        |(p, s)| signature::verify_cosign(p, s, keys),
+                        image,
+                        digest,
+                        identity,
+                    )
+                    .map_err(|why| refuse(no_valid(&why, key_desc)))?;
+                    accepted.push(format!("sigstoreSigned key {k}"));
                 }
             }
         }
@@ -461,6 +450,33 @@ impl Policy {
             key: accepted.join(", "),
         })
     }
+}
+
+/// The key of the first signature that verifies and names this image, or why none did.
+fn first_valid<T>(
+    candidates: &[T],
+    verify: impl Fn(&T) -> std::result::Result<(Claim, String), String>,
+    image: &ImageName,
+    digest: &Digest,
+    identity: &Identity,
+) -> std::result::Result<String, Vec<String>> {
+    let mut why = Vec::new();
+    for c in candidates {
+        match verify(c)
+            .and_then(|(claim, k)| check_claim(&claim, image, digest, identity).map(|_| k))
+        {
+            Ok(k) => return Ok(k),
+            Err(e) => why.push(e),
+        }
+    }
+    Err(why)
+}
+
+fn no_valid(why: &[String], key_desc: &str) -> String {
+    format!(
+        "no valid signature: {}; the missing key is {key_desc}",
+        why.join("; ")
+    )
 }
 
 /// The tag under which cosign stores an image's signatures.
@@ -522,7 +538,9 @@ fn convert(r: &RawReq, files: &PolicyFiles, path: &Path, scope: &str) -> Result<
             ..
         } => {
             if key_type != "GPGKeys" {
-                return Err(perr(format!("signedBy keyType {key_type:?} is not supported (GPGKeys is)")));
+                return Err(perr(format!(
+                    "signedBy keyType {key_type:?} is not supported (GPGKeys is)"
+                )));
             }
             let mut keys = GpgKeys::default();
             let mut names = Vec::new();
@@ -545,7 +563,10 @@ fn convert(r: &RawReq, files: &PolicyFiles, path: &Path, scope: &str) -> Result<
             signed_identity,
             ..
         } => {
-            if fulcio.is_some() || rekor_public_key_path.is_some() || rekor_public_key_data.is_some() {
+            if fulcio.is_some()
+                || rekor_public_key_path.is_some()
+                || rekor_public_key_data.is_some()
+            {
                 return Err(perr(
                     "sigstoreSigned with Fulcio/Rekor (keyless) is not supported; use a public key (keyPath)".into(),
                 ));
@@ -582,7 +603,11 @@ fn check_claim(
     let sig = ImageName::parse(&claim.docker_reference)
         .map_err(|e| format!("signature names {:?}: {e}", claim.docker_reference))?;
     // A reference without a tag parses with "latest"; keep what the signature said.
-    let sig_has_tag = claim.docker_reference.rsplit('/').next().is_some_and(|l| l.contains(':'))
+    let sig_has_tag = claim
+        .docker_reference
+        .rsplit('/')
+        .next()
+        .is_some_and(|l| l.contains(':'))
         || claim.docker_reference.contains('@');
     let matches = match identity {
         Identity::MatchRepository => sig.repo() == image.repo(),
@@ -593,7 +618,9 @@ fn check_claim(
         Identity::ExactReference(r) => {
             ImageName::parse(r).map(|n| n.whole()).ok() == Some(sig.whole()) && sig_has_tag
         }
-        Identity::ExactRepository(r) => ImageName::parse(r).map(|n| n.repo()).ok() == Some(sig.repo()),
+        Identity::ExactRepository(r) => {
+            ImageName::parse(r).map(|n| n.repo()).ok() == Some(sig.repo())
+        }
     };
     if !matches {
         return Err(format!(
@@ -632,10 +659,19 @@ mod tests {
             Verification::AcceptAnything { .. }
         ));
         let exact = ImageName::parse("r:5000/ns/app:1").unwrap();
-        let e = p.evaluate(&exact, &d, &[], "nowhere").unwrap_err().to_string();
-        assert!(e.contains("r:5000/ns/app:1") && e.contains("rejects"), "{e}");
+        let e = p
+            .evaluate(&exact, &d, &[], "nowhere")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("r:5000/ns/app:1") && e.contains("rejects"),
+            "{e}"
+        );
         let other = ImageName::parse("r:5000/other:1").unwrap();
-        let e = p.evaluate(&other, &d, &[], "nowhere").unwrap_err().to_string();
+        let e = p
+            .evaluate(&other, &d, &[], "nowhere")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("(default)"), "{e}");
     }
 

@@ -66,7 +66,9 @@ pub struct Claim {
 pub fn parse_payload(bytes: &[u8]) -> std::result::Result<Claim, String> {
     let v: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| format!("payload is not JSON: {e}"))?;
-    let crit = v.get("critical").ok_or("payload has no \"critical\" section")?;
+    let crit = v
+        .get("critical")
+        .ok_or("payload has no \"critical\" section")?;
     let typ = crit.get("type").and_then(|t| t.as_str()).unwrap_or("");
     if typ != "atomic container signature" && typ != "cosign container image signature" {
         return Err(format!("payload type {typ:?} is not a container signature"));
@@ -104,7 +106,10 @@ impl GpgKeys {
             keys.push(k);
         }
         if keys.is_empty() {
-            return Err(Error::invalid(format!("GPG key {what}"), "no public key in it"));
+            return Err(Error::invalid(
+                format!("GPG key {what}"),
+                "no public key in it",
+            ));
         }
         Ok(Self { keys })
     }
@@ -120,7 +125,10 @@ impl GpgKeys {
 
 /// Verifies a simple-signing message with any of `keys`; returns the claim and the signing
 /// key's primary fingerprint.
-pub fn verify_simple(message: &[u8], keys: &GpgKeys) -> std::result::Result<(Claim, String), String> {
+pub fn verify_simple(
+    message: &[u8],
+    keys: &GpgKeys,
+) -> std::result::Result<(Claim, String), String> {
     if message.len() as u64 > MAX_SIGNATURE {
         return Err("signature too large".into());
     }

@@ -122,8 +122,13 @@ impl Store {
                 format!("{} is not a directory", self.root.display()),
             ));
         }
-        std::os::unix::fs::lchown(&self.root, Some(uid), Some(gid))
-            .map_err(|e| Error::io("cannot give the image store to the fetch user", &self.root, e))?;
+        std::os::unix::fs::lchown(&self.root, Some(uid), Some(gid)).map_err(|e| {
+            Error::io(
+                "cannot give the image store to the fetch user",
+                &self.root,
+                e,
+            )
+        })?;
         fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io("cannot chmod", &self.root, e))?;
         Ok(())
@@ -291,10 +296,7 @@ impl Store {
             live_unpacked.insert(r.manifest.hex().to_string());
         }
         let mut removed = 0;
-        for (sub, live) in [
-            ("blobs/sha256", &live_blobs),
-            ("unpacked", &live_unpacked),
-        ] {
+        for (sub, live) in [("blobs/sha256", &live_blobs), ("unpacked", &live_unpacked)] {
             let dir = self.root.join(sub);
             let Ok(rd) = fs::read_dir(&dir) else { continue };
             for ent in rd.flatten() {
@@ -330,12 +332,8 @@ impl Store {
 static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn parse_record(path: &Path, bytes: &[u8]) -> Result<ImageRecord> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        Error::invalid(
-            format!("image record {}", path.display()),
-            e.to_string(),
-        )
-    })
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::invalid(format!("image record {}", path.display()), e.to_string()))
 }
 
 /// A file name for an image name: every byte outside `[A-Za-z0-9._-]` becomes `%XX`.
@@ -465,7 +463,10 @@ mod tests {
         assert!(s.remove_ref("reg/b:1").unwrap());
         s.gc().unwrap();
         assert!(!s.has_blob(&layer));
-        assert_eq!(fs::read_dir(s.root().join("blobs/sha256")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(s.root().join("blobs/sha256")).unwrap().count(),
+            0
+        );
     }
 
     #[test]
@@ -479,12 +480,18 @@ mod tests {
         let e = w.commit(Some((&want, "layer x"))).unwrap_err().to_string();
         assert!(e.contains("digest mismatch"), "{e}");
         assert_eq!(fs::read_dir(s.root().join("tmp")).unwrap().count(), 0);
-        assert_eq!(fs::read_dir(s.root().join("blobs/sha256")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(s.root().join("blobs/sha256")).unwrap().count(),
+            0
+        );
     }
 
     #[test]
     fn names_escape_to_safe_files() {
-        assert_eq!(escape_name("127.0.0.1:5000/a/b:1"), "127.0.0.1%3A5000%2Fa%2Fb%3A1");
+        assert_eq!(
+            escape_name("127.0.0.1:5000/a/b:1"),
+            "127.0.0.1%3A5000%2Fa%2Fb%3A1"
+        );
         assert_eq!(escape_name("../x"), "..%2Fx");
     }
 }

@@ -50,13 +50,23 @@ pub fn check_prefix(prefix: &str) -> Result<()> {
     if prefix.is_empty() {
         return Err(bad("empty (give a registry or registry/repository)"));
     }
-    if prefix.contains('@') || prefix.rsplit('/').next().is_some_and(|l| l.contains(':') && prefix.contains('/')) {
-        return Err(bad("a prefix names a registry or repository, not a tag or digest"));
+    if prefix.contains('@')
+        || prefix
+            .rsplit('/')
+            .next()
+            .is_some_and(|l| l.contains(':') && prefix.contains('/'))
+    {
+        return Err(bad(
+            "a prefix names a registry or repository, not a tag or digest",
+        ));
     }
     if prefix.starts_with("*.") {
         return Ok(());
     }
-    if prefix.contains("//") || prefix.ends_with('/') || prefix.split('/').any(|c| c == ".." || c == ".") {
+    if prefix.contains("//")
+        || prefix.ends_with('/')
+        || prefix.split('/').any(|c| c == ".." || c == ".")
+    {
         return Err(bad("malformed"));
     }
     if prefix.contains('/') {
@@ -82,7 +92,9 @@ fn read_policy(path: &Path) -> Result<Value> {
             path: path.to_path_buf(),
             reason: e.to_string(),
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(json!({"default": [{"type": "reject"}]})),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(json!({"default": [{"type": "reject"}]}))
+        }
         Err(e) => Err(Error::io("cannot read policy", path, e)),
     }
 }
@@ -117,7 +129,13 @@ fn write_policy(path: &Path, v: &Value) -> Result<()> {
 
 /// Trusts `key` (a GPG public key or a cosign public key) for images under `prefix`.
 /// Returns the key's fingerprint / id.
-pub fn add(policy: &Path, trust_dir: &Path, prefix: &str, key: &Path, kind: Option<KeyKind>) -> Result<String> {
+pub fn add(
+    policy: &Path,
+    trust_dir: &Path,
+    prefix: &str,
+    key: &Path,
+    kind: Option<KeyKind>,
+) -> Result<String> {
     check_prefix(prefix)?;
     let bytes = fs::read(key).map_err(|e| Error::io("cannot read key", key, e))?;
     let kind = match kind {
@@ -151,7 +169,9 @@ pub fn add(policy: &Path, trust_dir: &Path, prefix: &str, key: &Path, kind: Opti
     match scopes.get_mut(prefix) {
         None => {
             let req = match kind {
-                KeyKind::Gpg => json!({"type": "signedBy", "keyType": "GPGKeys", "keyPaths": [file_s]}),
+                KeyKind::Gpg => {
+                    json!({"type": "signedBy", "keyType": "GPGKeys", "keyPaths": [file_s]})
+                }
                 KeyKind::Cosign => json!({"type": "sigstoreSigned", "keyPaths": [file_s],
                                           "signedIdentity": {"type": "matchRepository"}}),
             };
@@ -207,18 +227,31 @@ pub fn list(policy: &Path) -> Result<Vec<TrustedKey>> {
     let mut out = Vec::new();
     let mut push_reqs = |prefix: &str, reqs: &Value| {
         for r in reqs.as_array().into_iter().flatten() {
-            let t = r.get("type").and_then(|t| t.as_str()).unwrap_or("?").to_string();
+            let t = r
+                .get("type")
+                .and_then(|t| t.as_str())
+                .unwrap_or("?")
+                .to_string();
             let paths: Vec<String> = r
                 .get("keyPath")
                 .into_iter()
-                .chain(r.get("keyPaths").and_then(|p| p.as_array()).into_iter().flatten())
+                .chain(
+                    r.get("keyPaths")
+                        .and_then(|p| p.as_array())
+                        .into_iter()
+                        .flatten(),
+                )
                 .filter_map(|p| p.as_str().map(str::to_string))
                 .collect();
             if paths.is_empty() {
                 out.push(TrustedKey {
                     prefix: prefix.to_string(),
                     kind: t.clone(),
-                    key: if r.get("keyData").is_some() { "(keyData)".into() } else { "-".into() },
+                    key: if r.get("keyData").is_some() {
+                        "(keyData)".into()
+                    } else {
+                        "-".into()
+                    },
                     file: "-".into(),
                 });
             }
@@ -261,7 +294,12 @@ fn key_id(kind: &str, path: &Path) -> String {
 /// Stops trusting `key` (a fingerprint/id, or its prefix, or a key file path) for `prefix`, or
 /// every key of the prefix when `key` is None. Returns the key files no longer referenced that
 /// were removed from the trust directory.
-pub fn remove(policy: &Path, trust_dir: &Path, prefix: &str, key: Option<&str>) -> Result<Vec<PathBuf>> {
+pub fn remove(
+    policy: &Path,
+    trust_dir: &Path,
+    prefix: &str,
+    key: Option<&str>,
+) -> Result<Vec<PathBuf>> {
     let mut v = read_policy(policy)?;
     let listed = list(policy)?;
     let scopes = v
@@ -286,10 +324,14 @@ pub fn remove(policy: &Path, trust_dir: &Path, prefix: &str, key: Option<&str>) 
             let matches: Vec<&TrustedKey> = listed
                 .iter()
                 .filter(|t| t.prefix == prefix)
-                .filter(|t| t.file == k || (!k.is_empty() && t.key.to_ascii_uppercase().starts_with(&want)))
+                .filter(|t| {
+                    t.file == k || (!k.is_empty() && t.key.to_ascii_uppercase().starts_with(&want))
+                })
                 .collect();
             if matches.is_empty() {
-                return Err(Error::Trust(format!("key {k:?} is not trusted for {prefix:?}")));
+                return Err(Error::Trust(format!(
+                    "key {k:?} is not trusted for {prefix:?}"
+                )));
             }
             for r in reqs.as_array_mut().into_iter().flatten() {
                 let Some(o) = r.as_object_mut() else { continue };
@@ -311,7 +353,9 @@ pub fn remove(policy: &Path, trust_dir: &Path, prefix: &str, key: Option<&str>) 
             }
             let empty = reqs.as_array().is_some_and(|a| {
                 a.iter().all(|r| {
-                    r.get("keyPaths").and_then(|p| p.as_array()).is_some_and(|p| p.is_empty())
+                    r.get("keyPaths")
+                        .and_then(|p| p.as_array())
+                        .is_some_and(|p| p.is_empty())
                         && r.get("keyData").is_none()
                 })
             });
@@ -359,7 +403,13 @@ mod tests {
         add(&policy, &dir, "r:5000/app", &k2, None).unwrap();
         let v: Value = serde_json::from_str(&fs::read_to_string(&policy).unwrap()).unwrap();
         assert_eq!(v["default"][0]["type"], "reject");
-        assert_eq!(v["transports"]["docker"]["r:5000/app"][0]["keyPaths"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            v["transports"]["docker"]["r:5000/app"][0]["keyPaths"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
         // The policy loads with the real parser.
         let files = crate::policy::PolicyFiles::read(&policy).unwrap();
         crate::policy::Policy::load(&files).unwrap();
@@ -367,9 +417,19 @@ mod tests {
         assert_eq!(l.iter().filter(|k| k.prefix == "r:5000/app").count(), 2);
         let removed = remove(&policy, &dir, "r:5000/app", Some(&id1)).unwrap();
         assert_eq!(removed.len(), 1);
-        assert_eq!(list(&policy).unwrap().iter().filter(|k| k.prefix == "r:5000/app").count(), 1);
+        assert_eq!(
+            list(&policy)
+                .unwrap()
+                .iter()
+                .filter(|k| k.prefix == "r:5000/app")
+                .count(),
+            1
+        );
         remove(&policy, &dir, "r:5000/app", None).unwrap();
-        assert!(list(&policy).unwrap().iter().all(|k| k.prefix != "r:5000/app"));
+        assert!(list(&policy)
+            .unwrap()
+            .iter()
+            .all(|k| k.prefix != "r:5000/app"));
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
         assert!(remove(&policy, &dir, "r:5000/app", None).is_err());
     }

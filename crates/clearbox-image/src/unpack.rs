@@ -106,9 +106,7 @@ fn clean_path(raw: &Path) -> std::result::Result<Vec<String>, String> {
             },
             Component::CurDir => {}
             Component::ParentDir => return Err("path contains `..`".into()),
-            Component::RootDir | Component::Prefix(_) => {
-                return Err("absolute path".into())
-            }
+            Component::RootDir | Component::Prefix(_) => return Err("absolute path".into()),
         }
     }
     Ok(out)
@@ -134,7 +132,8 @@ impl Unpacker {
         .map_err(|e| Error::io("cannot open", rootfs, errno_io(e)))?;
         // SAFETY: open returned a new descriptor that nothing else owns.
         let root = unsafe { OwnedFd::from_raw_fd(fd) };
-        let root_path = fd_path(root.as_fd()).map_err(|e| Error::io("cannot resolve", rootfs, e))?;
+        let root_path =
+            fd_path(root.as_fd()).map_err(|e| Error::io("cannot resolve", rootfs, e))?;
         let mut meta = Meta::default();
         meta.entries.insert(
             String::new(),
@@ -184,7 +183,8 @@ impl Unpacker {
         }
         // The diff id covers the whole stream, including the end-of-archive padding.
         let mut rest = archive.into_inner();
-        io::copy(&mut rest, &mut io::sink()).map_err(|e| Error::io("cannot read layer", name, e))?;
+        io::copy(&mut rest, &mut io::sink())
+            .map_err(|e| Error::io("cannot read layer", name, e))?;
         Ok(rest.finish().1)
     }
 
@@ -238,24 +238,29 @@ impl Unpacker {
                     h.device_major().ok().flatten().unwrap_or(0),
                     h.device_minor().ok().flatten().unwrap_or(0),
                 );
-                let what = if kind == T::Char { "character" } else { "block" };
+                let what = if kind == T::Char {
+                    "character"
+                } else {
+                    "block"
+                };
                 return Err(self.refuse(shown, format!("device node ({what} {maj}:{min})")));
             }
-            other => {
-                return Err(self.refuse(shown, format!("unsupported entry type {other:?}")))
-            }
+            other => return Err(self.refuse(shown, format!("unsupported entry type {other:?}"))),
         };
         let (pfd, pphys) = self
             .parent(shown, parents, true)?
             .ok_or_else(|| self.refuse(shown, "parent directory missing"))?;
         let phys = join(&pphys, name);
-        let existing = nix::sys::stat::fstatat(Some(pfd.as_raw_fd()),
+        let existing = nix::sys::stat::fstatat(
+            Some(pfd.as_raw_fd()),
             name.as_str(),
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         )
         .ok();
         let existing_dir = existing
-            .map(|st| SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR)
+            .map(|st| {
+                SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR
+            })
             .unwrap_or(false);
         if existing.is_some() && !(k == Kind::Dir && existing_dir) {
             self.remove_existing(pfd.as_fd(), name, &phys)?;
@@ -277,7 +282,8 @@ impl Unpacker {
         match k {
             Kind::Dir => {
                 if !existing_dir {
-                    nix::sys::stat::mkdirat(Some(pfd.as_raw_fd()),
+                    nix::sys::stat::mkdirat(
+                        Some(pfd.as_raw_fd()),
                         name.as_str(),
                         Mode::from_bits_truncate(DIR_MODE),
                     )
@@ -285,7 +291,8 @@ impl Unpacker {
                 }
             }
             Kind::File => {
-                let fd = nix::fcntl::openat(Some(pfd.as_raw_fd()),
+                let fd = nix::fcntl::openat(
+                    Some(pfd.as_raw_fd()),
                     name.as_str(),
                     OFlag::O_WRONLY
                         | OFlag::O_CREAT
@@ -356,7 +363,8 @@ impl Unpacker {
                 };
             }
             Kind::Fifo => {
-                nix::sys::stat::mknodat(Some(pfd.as_raw_fd()),
+                nix::sys::stat::mknodat(
+                    Some(pfd.as_raw_fd()),
                     name.as_str(),
                     SFlag::S_IFIFO,
                     Mode::from_bits_truncate(FILE_MODE),
@@ -414,11 +422,14 @@ impl Unpacker {
             match open_beneath(self.root.as_fd(), &next, flags, resolve) {
                 Ok(fd) => cur = fd,
                 Err(Errno::ENOENT) => {
-                    nix::sys::stat::mkdirat(Some(cur.as_raw_fd()),
+                    nix::sys::stat::mkdirat(
+                        Some(cur.as_raw_fd()),
                         c.as_str(),
                         Mode::from_bits_truncate(DIR_MODE),
                     )
-                    .map_err(|e| self.refuse(shown, format!("cannot create parent: {}", errno_io(e))))?;
+                    .map_err(|e| {
+                        self.refuse(shown, format!("cannot create parent: {}", errno_io(e)))
+                    })?;
                     let fd = open_beneath(self.root.as_fd(), &next, flags, resolve)
                         .map_err(|e| self.resolve_error(shown, e))?;
                     let phys = self.phys(shown, fd.as_fd())?;
@@ -466,7 +477,8 @@ impl Unpacker {
 
     /// Removes `name` (in `parent`, physical path `phys`) from disk and from the metadata.
     fn remove_existing(&mut self, parent: BorrowedFd<'_>, name: &str, phys: &str) -> Result<()> {
-        let st = match nix::sys::stat::fstatat(Some(parent.as_raw_fd()),
+        let st = match nix::sys::stat::fstatat(
+            Some(parent.as_raw_fd()),
             name,
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         ) {
@@ -475,7 +487,13 @@ impl Unpacker {
                 self.forget(phys);
                 return Ok(());
             }
-            Err(e) => return Err(Error::io("cannot stat", self.root_path.join(phys), errno_io(e))),
+            Err(e) => {
+                return Err(Error::io(
+                    "cannot stat",
+                    self.root_path.join(phys),
+                    errno_io(e),
+                ))
+            }
         };
         let is_dir = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR;
         let full = self.root_path.join(phys);
@@ -569,7 +587,8 @@ pub fn decompressed(mut blob: File, what: &str) -> Result<Box<dyn Read>> {
     let mut magic = [0u8; 4];
     let n = read_up_to(&mut blob, &mut magic).map_err(|e| Error::io("cannot read", what, e))?;
     use std::io::Seek;
-    blob.rewind().map_err(|e| Error::io("cannot read", what, e))?;
+    blob.rewind()
+        .map_err(|e| Error::io("cannot read", what, e))?;
     let buf = io::BufReader::with_capacity(256 * 1024, blob);
     if n >= 2 && magic[..2] == [0x1f, 0x8b] {
         return Ok(Box::new(flate2::read::MultiGzDecoder::new(buf)));
@@ -597,7 +616,8 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// Root side: reads and checks `meta.json` of an unpacked image.
 pub fn load_meta(path: &Path) -> Result<Meta> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read", path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))
 }
 
 /// Root side: builds `dest` (an empty directory) from the store's unpacked `src` rootfs and its
@@ -623,18 +643,26 @@ pub fn materialize(src: &Path, meta: &Meta, dest: &Path) -> Result<()> {
     let mut links = Vec::new();
     for (path, e) in &meta.entries {
         if path.is_empty() {
-            apply_owner_mode(dfd.as_fd(), None, e).map_err(|err| Error::io("cannot chown", dest, err))?;
+            apply_owner_mode(dfd.as_fd(), None, e)
+                .map_err(|err| Error::io("cannot chown", dest, err))?;
             continue;
         }
         let comps = clean_path(Path::new(path)).map_err(|r| bad(path, r))?;
         if comps.join("/") != *path {
             return Err(bad(path, "not a normalised path".into()));
         }
-        let (name, pcomps) = comps.split_last().ok_or_else(|| bad(path, "empty".into()))?;
+        let (name, pcomps) = comps
+            .split_last()
+            .ok_or_else(|| bad(path, "empty".into()))?;
         let ppath = pcomps.join("/");
         if !parents.contains_key(&ppath) {
-            let fd = open_beneath(dfd.as_fd(), &ppath, OFlag::O_PATH | OFlag::O_DIRECTORY, strict)
-                .map_err(|err| bad(path, format!("parent: {}", errno_io(err))))?;
+            let fd = open_beneath(
+                dfd.as_fd(),
+                &ppath,
+                OFlag::O_PATH | OFlag::O_DIRECTORY,
+                strict,
+            )
+            .map_err(|err| bad(path, format!("parent: {}", errno_io(err))))?;
             parents.insert(ppath.clone(), fd);
         }
         let pfd = parents
@@ -644,10 +672,19 @@ pub fn materialize(src: &Path, meta: &Meta, dest: &Path) -> Result<()> {
         let ioerr = |err: Errno| Error::io("cannot create", &target_path, errno_io(err));
         match e.kind {
             Kind::Dir => {
-                nix::sys::stat::mkdirat(Some(pfd.as_raw_fd()), name.as_str(), Mode::from_bits_truncate(0o700))
-                    .map_err(ioerr)?;
-                let fd = open_beneath(dfd.as_fd(), path, OFlag::O_RDONLY | OFlag::O_DIRECTORY, strict)
-                    .map_err(ioerr)?;
+                nix::sys::stat::mkdirat(
+                    Some(pfd.as_raw_fd()),
+                    name.as_str(),
+                    Mode::from_bits_truncate(0o700),
+                )
+                .map_err(ioerr)?;
+                let fd = open_beneath(
+                    dfd.as_fd(),
+                    path,
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+                    strict,
+                )
+                .map_err(ioerr)?;
                 apply_owner_mode(fd.as_fd(), None, e)
                     .map_err(|err| Error::io("cannot chown", &target_path, err))?;
             }
@@ -656,11 +693,21 @@ pub fn materialize(src: &Path, meta: &Meta, dest: &Path) -> Result<()> {
                     .sha256
                     .as_ref()
                     .ok_or_else(|| bad(path, "file without a digest".into()))?;
-                let from = open_beneath(sfd.as_fd(), path, OFlag::O_RDONLY | OFlag::O_NOFOLLOW, strict)
-                    .map_err(|err| Error::io("cannot open", src.join(path), errno_io(err)))?;
-                let to = nix::fcntl::openat(Some(pfd.as_raw_fd()),
+                let from = open_beneath(
+                    sfd.as_fd(),
+                    path,
+                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW,
+                    strict,
+                )
+                .map_err(|err| Error::io("cannot open", src.join(path), errno_io(err)))?;
+                let to = nix::fcntl::openat(
+                    Some(pfd.as_raw_fd()),
                     name.as_str(),
-                    OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
                     Mode::from_bits_truncate(0o600),
                 )
                 .map_err(ioerr)?;
@@ -668,7 +715,8 @@ pub fn materialize(src: &Path, meta: &Meta, dest: &Path) -> Result<()> {
                 // SAFETY: openat returned a new descriptor that nothing else owns.
                 let to = unsafe { File::from_raw_fd(to) };
                 let mut w = Hashing::new(to);
-                io::copy(&mut from, &mut w).map_err(|err| Error::io("cannot copy", &target_path, err))?;
+                io::copy(&mut from, &mut w)
+                    .map_err(|err| Error::io("cannot copy", &target_path, err))?;
                 let (to, got) = w.finish();
                 if &got != want {
                     return Err(Error::Digest {
@@ -696,7 +744,8 @@ pub fn materialize(src: &Path, meta: &Meta, dest: &Path) -> Result<()> {
                 .map_err(ioerr)?;
             }
             Kind::Fifo => {
-                nix::sys::stat::mknodat(Some(pfd.as_raw_fd()),
+                nix::sys::stat::mknodat(
+                    Some(pfd.as_raw_fd()),
                     name.as_str(),
                     SFlag::S_IFIFO,
                     Mode::from_bits_truncate(0o600),
@@ -730,9 +779,16 @@ pub fn materialize(src: &Path, meta: &Meta, dest: &Path) -> Result<()> {
             .ok_or_else(|| bad(&path, "hard link without a target".into()))?;
         let split = |p: &str| -> Result<(OwnedFd, String)> {
             let comps = clean_path(Path::new(p)).map_err(|r| bad(&path, r))?;
-            let (name, pc) = comps.split_last().ok_or_else(|| bad(&path, "empty".into()))?;
-            let fd = open_beneath(dfd.as_fd(), &pc.join("/"), OFlag::O_PATH | OFlag::O_DIRECTORY, strict)
-                .map_err(|err| bad(&path, format!("parent: {}", errno_io(err))))?;
+            let (name, pc) = comps
+                .split_last()
+                .ok_or_else(|| bad(&path, "empty".into()))?;
+            let fd = open_beneath(
+                dfd.as_fd(),
+                &pc.join("/"),
+                OFlag::O_PATH | OFlag::O_DIRECTORY,
+                strict,
+            )
+            .map_err(|err| bad(&path, format!("parent: {}", errno_io(err))))?;
             Ok((fd, name.clone()))
         };
         let (tfd, tname) = split(target)?;
@@ -743,7 +799,10 @@ pub fn materialize(src: &Path, meta: &Meta, dest: &Path) -> Result<()> {
             .map(|t| t.kind == Kind::File && t.sha256 == e.sha256)
             .unwrap_or(false);
         if !same {
-            return Err(bad(&path, format!("hard link target {target:?} is not the same file")));
+            return Err(bad(
+                &path,
+                format!("hard link target {target:?} is not the same file"),
+            ));
         }
         nix::unistd::linkat(
             Some(tfd.as_raw_fd()),
@@ -870,9 +929,21 @@ mod tests {
     #[test]
     fn hostile_entries_are_refused_by_name() {
         let cases = [
-            (Layer::new().file("../evil", b"x").bytes(), "../evil", "`..`"),
-            (Layer::new().file("a/../../evil", b"x").bytes(), "a/../../evil", "`..`"),
-            (Layer::new().file("/etc/evil", b"x").bytes(), "/etc/evil", "absolute"),
+            (
+                Layer::new().file("../evil", b"x").bytes(),
+                "../evil",
+                "`..`",
+            ),
+            (
+                Layer::new().file("a/../../evil", b"x").bytes(),
+                "a/../../evil",
+                "`..`",
+            ),
+            (
+                Layer::new().file("/etc/evil", b"x").bytes(),
+                "/etc/evil",
+                "absolute",
+            ),
             (
                 Layer::new()
                     .link("esc", tar::EntryType::Symlink, "/")
@@ -889,16 +960,25 @@ mod tests {
                 "up/evil",
                 "escapes",
             ),
-            (Layer::new().dev("dev/null").bytes(), "dev/null", "device node"),
             (
-                Layer::new().link("h", tar::EntryType::Link, "../../etc/passwd").bytes(),
+                Layer::new().dev("dev/null").bytes(),
+                "dev/null",
+                "device node",
+            ),
+            (
+                Layer::new()
+                    .link("h", tar::EntryType::Link, "../../etc/passwd")
+                    .bytes(),
                 "h",
                 "`..`",
             ),
         ];
         for (layer, entry, why) in cases {
             let (tmp, r) = unpack(&[layer]);
-            let e = r.err().unwrap_or_else(|| panic!("{entry} accepted")).to_string();
+            let e = r
+                .err()
+                .unwrap_or_else(|| panic!("{entry} accepted"))
+                .to_string();
             assert!(e.contains(&format!("{entry:?}")), "{e}");
             assert!(e.contains(why), "{e}");
             assert!(!tmp.path().join("evil").exists());

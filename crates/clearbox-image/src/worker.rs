@@ -26,12 +26,22 @@ pub const SUBCOMMAND: &str = "__image-worker";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum Op {
-    Pull { reference: String },
+    Pull {
+        reference: String,
+    },
     /// The archive's bytes follow the request on stdin (root opened the file, or streamed the
     /// layout directory `path` as a tar when `layout`).
-    Import { path: PathBuf, layout: bool, name: Option<String> },
-    Verify { name: String },
-    Remove { names: Vec<String> },
+    Import {
+        path: PathBuf,
+        layout: bool,
+        name: Option<String>,
+    },
+    Verify {
+        name: String,
+    },
+    Remove {
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,8 +57,14 @@ pub struct Request {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "camelCase")]
 pub enum Response {
-    Ok { records: Vec<ImageRecord>, removed: Vec<String> },
-    Err { message: String, refused: bool },
+    Ok {
+        records: Vec<ImageRecord>,
+        removed: Vec<String>,
+    },
+    Err {
+        message: String,
+        refused: bool,
+    },
 }
 
 /// The worker's main: returns the process exit code.
@@ -66,7 +82,10 @@ pub fn main() -> i32 {
         format!("{{\"result\":\"err\",\"message\":\"cannot encode the response: {e}\",\"refused\":false}}")
     });
     let mut stdout = std::io::stdout();
-    if writeln!(stdout, "{out}").and_then(|_| stdout.flush()).is_err() {
+    if writeln!(stdout, "{out}")
+        .and_then(|_| stdout.flush())
+        .is_err()
+    {
         return 1;
     }
     0
@@ -92,8 +111,8 @@ fn serve(input: &mut dyn BufRead) -> Result<Response> {
     input
         .read_line(&mut line)
         .map_err(|e| Error::io("cannot read the request", "stdin", e))?;
-    let req: Request = serde_json::from_str(&line)
-        .map_err(|e| Error::invalid("worker request", e.to_string()))?;
+    let req: Request =
+        serde_json::from_str(&line).map_err(|e| Error::invalid("worker request", e.to_string()))?;
     drop_privileges(req.uid, req.gid, &req.store)?;
     let store = Store::new(&req.store);
     store.init_layout()?;
@@ -153,7 +172,8 @@ pub fn drop_privileges(uid: u32, gid: u32, store: &Path) -> Result<()> {
             caps::drop(None, caps::CapSet::Bounding, cap)
                 .map_err(|e| perr("cannot drop the bounding set", &e))?;
         }
-        caps::clear(None, caps::CapSet::Ambient).map_err(|e| perr("cannot clear ambient capabilities", &e))?;
+        caps::clear(None, caps::CapSet::Ambient)
+            .map_err(|e| perr("cannot clear ambient capabilities", &e))?;
         caps::clear(None, caps::CapSet::Inheritable)
             .map_err(|e| perr("cannot clear inheritable capabilities", &e))?;
         nix::unistd::setgroups(&[]).map_err(|e| perr("setgroups", &e))?;
@@ -196,9 +216,16 @@ fn restrict_writes(store: &Path) -> Result<()> {
     let store = store
         .canonicalize()
         .map_err(|e| Error::io("cannot resolve the store", store, e))?;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| perr("unshare(CLONE_NEWNS)", &e))?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
-        .map_err(|e| perr("making / a slave mount", &e))?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| perr("unshare(CLONE_NEWNS)", &e))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| perr("making / a slave mount", &e))?;
     mount(
         Some(&store),
         &store,
@@ -207,8 +234,10 @@ fn restrict_writes(store: &Path) -> Result<()> {
         None::<&str>,
     )
     .map_err(|e| perr("binding the store", &e))?;
-    mount_setattr(Path::new("/"), MOUNT_ATTR_RDONLY, 0).map_err(|e| perr("making / read-only", &e))?;
-    mount_setattr(&store, 0, MOUNT_ATTR_RDONLY).map_err(|e| perr("making the store writable", &e))?;
+    mount_setattr(Path::new("/"), MOUNT_ATTR_RDONLY, 0)
+        .map_err(|e| perr("making / read-only", &e))?;
+    mount_setattr(&store, 0, MOUNT_ATTR_RDONLY)
+        .map_err(|e| perr("making the store writable", &e))?;
     Ok(())
 }
 

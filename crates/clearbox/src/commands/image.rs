@@ -40,9 +40,16 @@ pub(crate) struct ImageEnv {
 impl ImageEnv {
     pub fn new(c: &ImageDefaults) -> Self {
         Self {
-            store: Store::new(c.store.clone().unwrap_or_else(|| store::DEFAULT_ROOT.into())),
+            store: Store::new(
+                c.store
+                    .clone()
+                    .unwrap_or_else(|| store::DEFAULT_ROOT.into()),
+            ),
             bundles: c.bundles.clone().unwrap_or_else(|| DEFAULT_BUNDLES.into()),
-            policy: c.policy.clone().unwrap_or_else(|| policy::DEFAULT_PATH.into()),
+            policy: c
+                .policy
+                .clone()
+                .unwrap_or_else(|| policy::DEFAULT_PATH.into()),
             trust_dir: c
                 .trust_dir
                 .clone()
@@ -70,15 +77,26 @@ impl ImageEnv {
                 )
             })?;
         if u.uid.is_root() {
-            bail!("the fetch user {:?} is root; it must be an unprivileged user", self.user);
+            bail!(
+                "the fetch user {:?} is root; it must be an unprivileged user",
+                self.user
+            );
         }
         Ok((u.uid.as_raw(), u.gid.as_raw()))
     }
 
     /// Runs one operation in the unprivileged worker; `feed` is streamed to it.
-    fn worker(&self, op: Op, skip_verify: bool, feed: Option<Feed>) -> Result<(Vec<ImageRecord>, Vec<String>)> {
+    fn worker(
+        &self,
+        op: Op,
+        skip_verify: bool,
+        feed: Option<Feed>,
+    ) -> Result<(Vec<ImageRecord>, Vec<String>)> {
         if !nix::unistd::geteuid().is_root() {
-            bail!("clearbox image must run as root (it drops to the fetch user {:?} itself)", self.user);
+            bail!(
+                "clearbox image must run as root (it drops to the fetch user {:?} itself)",
+                self.user
+            );
         }
         let (uid, gid) = self.fetch_user()?;
         self.store.prepare(uid, gid)?;
@@ -129,9 +147,8 @@ impl ImageEnv {
             .context("cannot read the fetch worker's answer")?;
         let status = child.wait().context("waiting for the fetch worker")?;
         let _ = feeder.join();
-        let resp: Response = serde_json::from_str(out.trim()).map_err(|_| {
-            anyhow!("the fetch worker failed ({status}) without an answer")
-        })?;
+        let resp: Response = serde_json::from_str(out.trim())
+            .map_err(|_| anyhow!("the fetch worker failed ({status}) without an answer"))?;
         match resp {
             Response::Ok { records, removed } => Ok((records, removed)),
             Response::Err { message, .. } => Err(anyhow!(message)),
@@ -175,7 +192,9 @@ fn warn_insecure(what: &str) {
 fn describe(v: &Verification) -> String {
     match v {
         Verification::Verified { requirement, key } => format!("verified ({key}; {requirement})"),
-        Verification::AcceptAnything { scope } => format!("accepted unsigned (insecureAcceptAnything in {scope})"),
+        Verification::AcceptAnything { scope } => {
+            format!("accepted unsigned (insecureAcceptAnything in {scope})")
+        }
         Verification::Skipped => "NOT verified (--insecure-skip-verify)".into(),
     }
 }
@@ -201,12 +220,16 @@ pub fn run(g: &GlobalOpts, a: Image) -> Result<u8> {
             if i.insecure_skip_verify {
                 warn_insecure(&i.path.display().to_string());
             }
-            let meta = fs::metadata(&i.path).with_context(|| format!("cannot import {}", i.path.display()))?;
+            let meta = fs::metadata(&i.path)
+                .with_context(|| format!("cannot import {}", i.path.display()))?;
             let layout = meta.is_dir();
             let feed = if layout {
                 Feed::Layout(i.path.clone())
             } else {
-                Feed::Archive(fs::File::open(&i.path).with_context(|| format!("cannot open {}", i.path.display()))?)
+                Feed::Archive(
+                    fs::File::open(&i.path)
+                        .with_context(|| format!("cannot open {}", i.path.display()))?,
+                )
             };
             let (recs, _) = env.worker(
                 Op::Import {
@@ -226,7 +249,10 @@ pub fn run(g: &GlobalOpts, a: Image) -> Result<u8> {
                 println!("{}", serde_json::to_string_pretty(&recs)?);
                 return Ok(0);
             }
-            println!("{:<48} {:<19} {:>9}  {:<22} VERIFIED", "NAME", "DIGEST", "SIZE", "CREATED");
+            println!(
+                "{:<48} {:<19} {:>9}  {:<22} VERIFIED",
+                "NAME", "DIGEST", "SIZE", "CREATED"
+            );
             for r in recs {
                 let v = match &r.verification {
                     Verification::Verified { key, .. } => key.clone(),
@@ -281,7 +307,12 @@ fn print_pulled(recs: &[ImageRecord]) {
 
 /// How an image was judged, on stderr (the journal, under systemd).
 fn note(r: &ImageRecord) {
-    eprintln!("clearbox: {} {}: {}", r.name, r.digest, describe(&r.verification));
+    eprintln!(
+        "clearbox: {} {}: {}",
+        r.name,
+        r.digest,
+        describe(&r.verification)
+    );
 }
 
 fn human(n: u64) -> String {
@@ -297,7 +328,10 @@ fn random_id() -> Result<String> {
     fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
         .context("cannot read /dev/urandom")?;
-    Ok(format!("img-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()))
+    Ok(format!(
+        "img-{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    ))
 }
 
 /// `image run`: verify (or pull), build the bundle as root from the checked store, then the
@@ -318,9 +352,21 @@ fn run_image(g: &GlobalOpts, env: &ImageEnv, r: ImageRun) -> Result<u8> {
     clearbox_core::id::validate(&id)?;
     // Pull when absent; otherwise judge the stored signatures against today's policy.
     let rec = match env.store.get_ref(&name)? {
-        None => env.worker(Op::Pull { reference: name.clone() }, r.insecure_skip_verify, None)?.0,
+        None => {
+            env.worker(
+                Op::Pull {
+                    reference: name.clone(),
+                },
+                r.insecure_skip_verify,
+                None,
+            )?
+            .0
+        }
         Some(_) if r.insecure_skip_verify => Vec::new(),
-        Some(_) => env.worker(Op::Verify { name: name.clone() }, false, None)?.0,
+        Some(_) => {
+            env.worker(Op::Verify { name: name.clone() }, false, None)?
+                .0
+        }
     };
     rec.iter().for_each(note);
     fs::DirBuilder::new()
@@ -388,7 +434,10 @@ fn remove_bundle(dir: &Path) {
         })
         .unwrap_or(true);
     if mounted {
-        eprintln!("clearbox: bundle {} still has mounts; left in place", dir.display());
+        eprintln!(
+            "clearbox: bundle {} still has mounts; left in place",
+            dir.display()
+        );
         return;
     }
     if let Err(e) = fs::remove_dir_all(dir) {

@@ -63,15 +63,29 @@ pub(crate) fn create_start_wait(
             return Err(e);
         }
     };
+    // Block the forwarded signals once the init exists (it must not inherit the mask) but
+    // before it starts: a SIGTERM that comes as soon as the container runs (systemd stopping a
+    // unit) is then forwarded, never the end of clearbox with the container left running.
+    let guard = if detach {
+        None
+    } else {
+        match SignalGuard::block() {
+            Ok(g) => Some(g),
+            Err(e) => {
+                let _ = rt.delete(&create.id, true);
+                return Err(e.into());
+            }
+        }
+    };
     if let Err(e) = rt.start(&create.id) {
+        drop(guard);
         let _ = rt.delete(&create.id, true);
         return Err(e.into());
     }
-    if detach {
+    let Some(guard) = guard else {
         return Ok(0);
-    }
+    };
     let pid = state.pid.unwrap_or_default();
-    let guard = SignalGuard::block()?;
     let code = guard.wait(pid);
     drop(guard);
     if let Some(r) = relay {
