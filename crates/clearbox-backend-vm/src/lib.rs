@@ -556,16 +556,6 @@ fn req_exec_id(req: &shim::Request) -> &str {
     }
 }
 
-pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !msg.contains(&t) {
-            msg.push_str(": ");
-            msg.push_str(&t);
-        }
-        src = s.source();
-    }
-    msg
+pub(crate) fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    clearbox_container::one_line(e)
 }
