@@ -37,9 +37,13 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 export RUSTC_BOOTSTRAP=1
+# The sanitizer build of every dependency is long on 2 cores: keep it outside the checkout, so
+# later runs on the same machine (CI in a fresh clone) rebuild only what changed.
+target_dir=${CLEARBOX_FUZZ_TARGET_DIR:-${CLEARBOX_CACHE:-/var/cache/clearbox}/fuzz-target}
+mkdir -p "$target_dir"
 cd "$root/fuzz"
-echo "== building fuzz targets" >&2
-cargo fuzz build -O
+echo "== building fuzz targets (target dir $target_dir)" >&2
+cargo fuzz build -O --target-dir "$target_dir"
 status=0
 for t in "${run[@]}"; do
     corpus="corpus/$t"
@@ -52,7 +56,7 @@ for t in "${run[@]}"; do
     leaks=1 rss=2048
     case $t in agent_request | agent_reply) leaks=0 rss=6144 ;; esac
     # The kept inputs seed the corpus (read only: new finds go to corpus/$t).
-    if ! ASAN_OPTIONS="detect_leaks=$leaks" cargo fuzz run -O "$t" "$corpus" "regressions/$t" -- \
+    if ! ASAN_OPTIONS="detect_leaks=$leaks" cargo fuzz run -O --target-dir "$target_dir" "$t" "$corpus" "regressions/$t" -- \
         -max_total_time="$secs" -rss_limit_mb=$rss -detect_leaks=$leaks -timeout=10 -print_final_stats=1; then
         echo "fuzz.sh: $t FAILED: see fuzz/artifacts/$t/" >&2
         status=1
