@@ -248,6 +248,13 @@ impl Vm {
         };
         let mut o = opts.clone();
         if let Some(j) = &vm.jail {
+            // Guest RAM is a memfd QEMU sizes with ftruncate, which RLIMIT_FSIZE also bounds:
+            // QEMU's file limit is its RAM plus the usual allowance for logs.
+            let ram = u64::from(config.memory_mib) << 20;
+            let limits = Limits {
+                fsize: limits.fsize.map(|f| f.saturating_add(ram)),
+                ..limits
+            };
             o.jail = Some(std::sync::Arc::new(qemu_jail(j, &plan, &qemu_bin, limits)?));
         }
         let mut cmd = Command::new(&qemu_bin);

@@ -218,7 +218,9 @@ fn init(
     let vm = Vm::start(vm_config)?;
     wiring.close_taps();
     tracing::debug!(elapsed = ?t0.elapsed(), accel = %vm.accel(), "VM started");
-    watch::helpers(vm.run_dir());
+    // Opened now, while the record and /proc are in view; watched once the shim has dropped
+    // its privileges (which needs it single-threaded).
+    let watch = watch::prepare(vm.run_dir());
     let boot = Duration::from_secs(BOOT_TIMEOUT_SECS);
     let fd = vm.connect_agent(AGENT_PORT, boot)?;
     // Everything below needs only descriptors opened now (and the container's root, entered
@@ -231,6 +233,9 @@ fn init(
     }
     if let Some(ids) = vm.jail_ids() {
         drop_privileges(single, ids.uid, ids.gid)?;
+    }
+    if let Some(w) = watch {
+        w.spawn();
     }
     let agent = AgentClient::new(fd)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "agent connected");

@@ -9,11 +9,20 @@ use std::path::Path;
 use clearbox_vmm::VmHandle;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-/// Starts a thread that kills QEMU as soon as any helper recorded for the VM in `run_dir` exits.
-pub(crate) fn helpers(run_dir: &Path) {
+/// The pidfds of a VM's QEMU and helpers, opened while the shim can still read the VM's record
+/// and /proc; [`Watch::spawn`] watches them from a thread once the shim is single-threaded no
+/// more (after it dropped its privileges, which needs a single thread).
+pub(crate) struct Watch {
+    qemu: OwnedFd,
+    helpers: Vec<(String, OwnedFd)>,
+}
+
+/// Opens the pidfds of every process recorded for the VM in `run_dir`. `None` when there is
+/// nothing to watch, or when a helper is already gone (QEMU is then killed at once).
+pub(crate) fn prepare(run_dir: &Path) -> Option<Watch> {
     let Ok(handle) = VmHandle::load(run_dir) else {
         tracing::warn!("no VM record: helpers are not watched");
-        return;
+        return None;
     };
     let mut qemu: Option<OwnedFd> = None;
     let mut helpers: Vec<(String, OwnedFd)> = Vec::new();
@@ -25,7 +34,7 @@ pub(crate) fn helpers(run_dir: &Path) {
                 if let Some(q) = handle.exit_fd() {
                     let _ = crate::pidfd_signal(&q, libc::SIGKILL);
                 }
-                return;
+                return None;
             }
             continue;
         };
@@ -35,12 +44,22 @@ pub(crate) fn helpers(run_dir: &Path) {
             helpers.push((p.role.clone(), fd));
         }
     }
-    let Some(qemu) = qemu else {
-        return;
-    };
+    let qemu = qemu?;
     if helpers.is_empty() {
-        return;
+        return None;
     }
+    Some(Watch { qemu, helpers })
+}
+
+impl Watch {
+    /// Starts a thread that kills QEMU as soon as any helper exits.
+    pub(crate) fn spawn(self) {
+        let Watch { qemu, helpers } = self;
+        spawn_watcher(qemu, helpers);
+    }
+}
+
+fn spawn_watcher(qemu: OwnedFd, helpers: Vec<(String, OwnedFd)>) {
     let spawned = std::thread::Builder::new()
         .name("helper-watch".into())
         .spawn(move || {
