@@ -110,7 +110,7 @@ mod tests {
             "hooks": {"prestart": [{"path": "/bin/true"}]},
             "linux": {
                 "cgroupsPath": "machine.slice:libpod:abc",
-                "namespaces": [{"type": "pid", "path": "/proc/1/ns/pid"}, {"type": "network", "path": "/run/netns/cni-1"}]
+                "namespaces": [{"type": "ipc", "path": "/proc/1/ns/ipc"}, {"type": "network", "path": "/run/netns/cni-1"}]
             }
         }))
         .unwrap();
