@@ -359,16 +359,16 @@ bg_image_run() {
     wait $pid || rc=$?
     [ "$rc" -eq 7 ] || fail "exit $rc; $(cat "$BATS_TEST_TMPDIR/sig-ns-$$".*)"
     grep -q got-term "$BATS_TEST_TMPDIR/sig-ns-$$.out" || fail "the container did not see SIGTERM"
-    # In a VM: SIGTERM ends the container and clearbox, leaving nothing. (The VM backend reports
-    # a trapped SIGTERM as death by SIGTERM, 143, where namespaces gives the trap's code: a
-    # backend issue, the same with `clearbox run`.)
+    # In a VM: the shim forwards SIGTERM to the guest process, whose trap's code becomes
+    # clearbox's, and nothing is left.
     bg_image_run vm "sig-vm-$$" sh -c "$script"
     pid=$!
     rc=0
     wait_for_file "$BATS_TEST_TMPDIR/sig-vm-$$.out" ready
     kill -TERM $pid
     wait $pid || rc=$?
-    [ "$rc" -eq 7 ] || [ "$rc" -eq 143 ] || fail "exit $rc; $(cat "$BATS_TEST_TMPDIR/sig-vm-$$".*)"
+    [ "$rc" -eq 7 ] || fail "exit $rc; $(cat "$BATS_TEST_TMPDIR/sig-vm-$$".*)"
+    grep -q got-term "$BATS_TEST_TMPDIR/sig-vm-$$.out" || fail "the VM container did not see SIGTERM"
     [ -z "$(ls -A "$RT_ROOT")" ] || fail "state left: $(ls -A "$RT_ROOT")"
     [ -z "$(ls -A "$W/bundles")" ] || fail "bundle left: $(ls -A "$W/bundles")"
 }

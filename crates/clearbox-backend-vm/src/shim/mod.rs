@@ -199,6 +199,9 @@ fn init(
     ready: &mut Ready,
 ) -> Result<End, Error> {
     let t0 = std::time::Instant::now();
+    // Before any thread exists (the watcher, ttrpc's client threads): a thread that does not
+    // block them would take a forwarded signal's default action and end the whole shim.
+    let mut signals = block_signals()?;
     let mut raw = terminal_setup(req)?;
     // First: the hooks see the shim in its cgroup, and QEMU and the daemons inherit it.
     crate::host_cgroup::join(cgroup)?;
@@ -257,7 +260,6 @@ fn init(
         req.terminal,
         true,
     )?;
-    let mut signals = block_signals()?;
     tracing::debug!(elapsed = ?t0.elapsed(), "container created");
     ready.ok();
 
@@ -323,6 +325,8 @@ fn exec(
     process: &serde_json::Value,
     ready: &mut Ready,
 ) -> Result<End, Error> {
+    // Before any thread exists (see `init`).
+    let mut signals = block_signals()?;
     let mut raw = terminal_setup(req)?;
     if let Some(cg) = &req.record.host_cgroup {
         crate::host_cgroup::join_existing(cg)?;
@@ -340,7 +344,6 @@ fn exec(
     let json = serde_json::to_vec(process)
         .map_err(|e| Error::Msg(format!("cannot encode the process: {e}")))?;
     agent.exec_json(&pid, &json, req.terminal, true)?;
-    let mut signals = block_signals()?;
     ready.ok();
     let outcome = relay::run(&agent, &pid, req.terminal, vm_exit.as_fd(), &mut signals);
     if let Some(r) = raw.as_mut() {
