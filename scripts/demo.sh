@@ -13,7 +13,10 @@ mkdir -p "$work"
 cat >"$work/containers.conf" <<CONF
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=16384:16384"]
-netns = "none"
+[network]
+# podman's default bridge network, as users run it; its config stays in the demo's directory.
+network_backend = "netavark"
+network_config_dir = "$work/networks"
 [engine]
 cgroup_manager = "cgroupfs"
 events_logger = "file"

@@ -3,7 +3,8 @@
 #
 # Host settings that work here (no systemd PID 1, hybrid cgroups, no
 # CAP_SYS_RESOURCE, no CNI/netavark setup):
-#   --cgroup-manager cgroupfs --events-backend file, netns = "none",
+#   --cgroup-manager cgroupfs --events-backend file, podman's default netavark
+#   bridge network (its config in the suite's own dir),
 #   default_ulimits nofile <= 20000 (hard limit) and nproc <= 32768 (podman
 #   lowers its own RLIMIT_NPROC to 32768, and runc cannot raise it back).
 # Isolation: podman runs start/kill/pause/delete with a scrubbed environment,
@@ -50,8 +51,11 @@ setup_file() {
     cat >"$PODMAN_DIR/containers.conf" <<EOF
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=16384:16384"]
-netns = "none"
 log_driver = "k8s-file"
+
+[network]
+network_backend = "netavark"
+network_config_dir = "$PODMAN_DIR/networks"
 
 [engine]
 cgroup_manager = "cgroupfs"
