@@ -111,6 +111,13 @@ else
     done < <(sed -n 's/^\(CONFIG_[A-Za-z0-9_]*\)=y[[:space:]]*$/\1/p' "$FRAGMENT")
     ((${#missing[@]} == 0)) ||
         die "options dropped by olddefconfig (unmet dependencies?): ${missing[*]}"
+    # ...and every option it turns off must stay off (a `select` elsewhere could force it).
+    forced=()
+    while IFS= read -r opt; do
+        grep -qE "^$opt=(y|m)$" "$BUILD/.config" && forced+=("${opt#CONFIG_}")
+    done < <(sed -n 's/^# \(CONFIG_[A-Za-z0-9_]*\) is not set[[:space:]]*$/\1/p' "$FRAGMENT")
+    ((${#forced[@]} == 0)) ||
+        die "options the fragment turns off are on after olddefconfig: ${forced[*]}"
 
     kmake -j"$JOBS" vmlinux
     # Built as a host tool by usr/ (BLK_DEV_INITRD=y) on the way to vmlinux.
