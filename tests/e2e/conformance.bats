@@ -196,8 +196,10 @@ start_sleeper() {
         [ "$(rt_status "$id")" = "stopped" ] && break
         sleep 0.1
     done
+    # The loop never ends by itself, so "stopped" means the signal arrived. Whether the shell
+    # had set its trap by then is a race in runc as well (start returns once the process is
+    # released, not once it ran its first command): either the handler ran or TERM killed it.
     [ "$(rt_status "$id")" = "stopped" ] || fail "SIGTERM right after start was lost"
-    [ -e "$B/rootfs/tmp/got-term" ] || fail "the handler did not run"
 }
 
 # --- units -----------------------------------------------------------------------
