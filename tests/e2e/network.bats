@@ -15,7 +15,7 @@ load helpers
 
 podman() {
     t "${PODMAN_BIN:-$(command -v podman)}" --root "$NET_DIR/podman/root" \
-        --runroot "$NET_DIR/podman/runroot" --storage-driver "$PODMAN_STORAGE_DRIVER" \
+        --runroot "$NET_RUNROOT" --storage-driver "$PODMAN_STORAGE_DRIVER" \
         --cgroup-manager cgroupfs --events-backend file --runtime "$RUNTIME" "$@"
 }
 
@@ -70,11 +70,16 @@ volume_path = "$NET_DIR/podman/volumes"
 conmon_env_vars = [$env_vars]
 EOF
     export CONTAINERS_CONF="$NET_DIR/podman/containers.conf"
+    # podman 4.3 refuses a runroot longer than 50 characters: with the default E2E_WORKDIR
+    # "$NET_DIR/podman/runroot" is 51. Keep it short whatever E2E_WORKDIR is.
+    NET_RUNROOT="$NET_DIR/podman/run"
+    [ "${#NET_RUNROOT}" -le 50 ] || NET_RUNROOT="$(mktemp -d /run/cbe2e-net.XXXXXX)"
+    export NET_RUNROOT
     cat >"$NET_DIR/podman/storage.conf" <<EOF
 [storage]
 driver = "overlay"
 graphroot = "$NET_DIR/podman/root"
-runroot = "$NET_DIR/podman/runroot"
+runroot = "$NET_RUNROOT"
 EOF
     export CONTAINERS_STORAGE_CONF="$NET_DIR/podman/storage.conf"
     export PODMAN_STORAGE_DRIVER=overlay
@@ -160,9 +165,12 @@ teardown_file() {
         [ -z "$left" ] || echo "$left" | awk '{print $1}' | xargs -r kill -KILL 2>/dev/null || true
         ip link del "$DBRIDGE" 2>/dev/null || true
     fi
-    grep -F " $NET_DIR/" /proc/self/mountinfo | awk '{print $5}' | sort -r |
-        while read -r m; do umount -l "$m" 2>/dev/null || true; done
-    rm -rf "$NET_DIR"
+    local d
+    for d in "$NET_DIR" ${NET_RUNROOT:+"$NET_RUNROOT"}; do
+        grep -F " $d/" /proc/self/mountinfo | awk '{print $5}' | sort -r |
+            while read -r m; do umount -l "$m" 2>/dev/null || true; done
+        rm -rf "$d"
+    done
     rmdir_cgroup_parents libpod_parent docker
     [ -z "$left" ] || {
         echo "leftover processes: $left" >&2
