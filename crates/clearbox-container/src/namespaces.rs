@@ -307,7 +307,24 @@ pub fn delete(state_root: &Path, id: &str, force: bool) -> Result<(), Error> {
         return Ok(());
     }
     let mut c = load(state_root, id)?;
-    c.delete(force)?;
+    // libcgroups gives a SIGKILLed container about 100 ms to leave its cgroups before rmdir
+    // fails (EBUSY): on a loaded host its processes can take longer to exit. The failed delete
+    // has already marked the container stopped and killed it, so another one only retries the
+    // removal; the bound keeps a cgroup that never empties an error.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match c.delete(force) {
+            Ok(()) => break,
+            Err(libcontainer::error::LibcontainerError::CgroupManager(e))
+                if std::time::Instant::now() < deadline =>
+            {
+                tracing::debug!(error = %e, "cgroup still busy, retrying the delete");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                c = load(state_root, id)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let mut state = c.state.clone();
     state.status = ContainerStatus::Stopped;
     run_late_hooks(state_root, "poststop", &state);
