@@ -181,7 +181,7 @@ create_started() {
     shift
     [ "$1" = -- ] && shift
     run --separate-stderr cri create --pod "$(pod_id)" --pod-config "$CTRD_DIR/pod.json" \
-        --name "$name" --image "$IMAGE" --memory $((64 * 1024 * 1024)) -- "$@"
+        --name "$name" --image "$IMAGE" ${CRI_MEMORY:+--memory "$CRI_MEMORY"} -- "$@"
     assert_status 0
     echo "$output" >"$CTRD_DIR/$name.id"
     run --separate-stderr cri start "$output"
@@ -224,7 +224,7 @@ wait_state() {
 
 @test "cri: two containers in the pod share one guest kernel and reach each other over localhost" {
     create_started web -- sh -c 'echo started-web; mkdir -p /www && echo hello-from-web >/www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www'
-    create_started client -- sh -c 'echo started-client; trap "exit 0" TERM; while :; do sleep 0.2; done'
+    create_started client -- sh -c 'echo started-client; exec sleep 2147483647'
     wait_state "$(ctr_id web)" 1
     wait_state "$(ctr_id client)" 1
     local b1 b2
@@ -251,7 +251,9 @@ wait_state() {
     for c in web client; do
         [ "$(vm_record "$(ctr_id $c)" | jq -r .vm_run_dir)" = "$vm" ] || fail "$c is not in the pod's VM"
     done
-    [ "$(pgrep -c -f -- "qemu-system.*$(cri_root)|$vm/" || true)" -le 1 ] || fail "more than one QEMU"
+    local qemus
+    qemus=$(procs_naming "$vm/" | grep -c qemu-system || true)
+    [ "$qemus" = 1 ] || fail "$qemus QEMUs for the pod, not 1"
 }
 
 @test "cri: ExecSync returns the command's output and exit code" {
@@ -277,7 +279,7 @@ wait_state() {
 }
 
 @test "cri: a container killed inside the pod reports its exit code" {
-    create_started victim -- sh -c 'trap "exit 42" TERM; while :; do sleep 0.2; done'
+    create_started victim -- sh -c 'trap "exit 42" TERM; sleep 2147483647 & wait'
     wait_state "$(ctr_id victim)" 1
     # From inside the container: its init gets SIGTERM and exits 42.
     run --separate-stderr cri exec "$(ctr_id victim)" -- kill -TERM 1
