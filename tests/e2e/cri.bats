@@ -169,6 +169,13 @@ teardown_file() {
     [ -z "$left" ]
 }
 
+# Only the direct-CLI test sets RT_ROOT: force-delete what it created, pass or fail.
+teardown() {
+    if [ -n "${RT_ROOT:-}" ]; then
+        teardown_direct
+    fi
+}
+
 pod_id() { cat "$CTRD_DIR/pod.id"; }
 ctr_id() { cat "$CTRD_DIR/$1.id"; }
 
@@ -330,4 +337,36 @@ wait_state() {
     fi
     [ -z "$(find /sys/fs/cgroup/*/"$CRI_CG" -mindepth 2 -type d 2>/dev/null)" ] ||
         fail "host cgroups left: $(find /sys/fs/cgroup/*/"$CRI_CG" -mindepth 2 -type d)"
+}
+
+@test "pod: an app container whose sandbox is missing or malformed fails clearly and leaves nothing" {
+    expect_vm || skip "pods are a clearbox vm feature (isolation: ${ISOLATION:-default}, runtime: $RUNTIME_NAME)"
+    setup_direct
+    local id bundle sandbox
+    id=$(new_id app)
+    bundle="$BATS_TEST_TMPDIR/bundle"
+    make_bundle "$bundle" sh
+    for sandbox in nope ../x; do
+        edit_config "$bundle" --arg s "$sandbox" \
+            '.annotations = {"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": $s}'
+        run --separate-stderr rt create --bundle "$bundle" "$id"
+        assert_clean_error
+        [[ "$stderr" == *sandbox* ]] || fail "error does not name the sandbox: $stderr"
+        assert_nothing_left "$id" "$bundle"
+    done
+    # A sandbox id naming a container that is not a sandbox.
+    local plain
+    plain=$(new_id plain)
+    edit_config "$bundle" '.annotations = {}'
+    track "$plain"
+    rt_detached create --bundle "$bundle" "$plain"
+    assert_status 0
+    edit_config "$bundle" --arg s "$plain" \
+        '.annotations = {"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": $s}'
+    run --separate-stderr rt create --bundle "$bundle" "$id"
+    assert_clean_error
+    [[ "$stderr" == *"not a pod sandbox"* ]] || fail "error: $stderr"
+    rt delete --force "$plain"
+    assert_nothing_left "$id" "$bundle"
+    assert_nothing_left "$plain" "$bundle"
 }
