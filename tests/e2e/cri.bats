@@ -81,6 +81,7 @@ state = "$CTRD_DIR/state"
   address = "$CTRD_DIR/containerd.sock.ttrpc"
 [debug]
   address = "$CTRD_DIR/debug.sock"
+  level = "${CRI_DEBUG:-info}"
 [plugins."io.containerd.internal.v1.opt"]
   path = "$CTRD_DIR/opt"
 [plugins."io.containerd.grpc.v1.cri"]
