@@ -22,7 +22,7 @@ CRI_RUNTIME_TYPE="${CRI_RUNTIME_TYPE:-io.containerd.runc.v2}"
 
 PAUSE_IMAGE="localhost/clearbox-pause:1"
 # The pod's VM size, as containerd 1.7+ annotates it (1.6 passes them through pod_annotations).
-POD_MEMORY=$((256 * 1024 * 1024))
+POD_MEMORY=$((${CRI_POD_MIB:-256} * 1024 * 1024))
 
 cri() { RUST_LIB_BACKTRACE=0 RUST_BACKTRACE=0 t "$CRI_CLIENT" --socket "$CTRD_DIR/containerd.sock" "$@"; }
 kctr() { t ctr --address "$CTRD_DIR/containerd.sock" --namespace k8s.io "$@"; }
@@ -227,7 +227,7 @@ wait_state() {
     qemu=$(procs_naming "$run_dir/" | grep qemu-system || true)
     [ "$(wc -l <<<"$qemu")" = 1 ] && [ -n "$qemu" ] || fail "not exactly one QEMU for the pod: $qemu"
     # 256 MiB asked + 64 MiB of guest overhead.
-    [[ "$qemu" == *"-m 320"* ]] || fail "pod VM not sized from the annotation: $qemu"
+    [[ "$qemu" == *"-m $(( POD_MEMORY / 1048576 + 64 ))"* ]] || fail "pod VM not sized from the annotation: $qemu"
 }
 
 @test "cri: two containers in the pod share one guest kernel and reach each other over localhost" {
