@@ -11,6 +11,9 @@ log "clearbox (release)"
 cargo build --release -p clearbox >&2
 install -m 0755 target/release/clearbox /usr/local/bin/clearbox
 
+log "CRI test client (tests/e2e/cri.bats)"
+cargo build --release -p clearbox-cri-test >&2
+
 log "guest kernel (cached)"
 scripts/build-guest-kernel.sh >&2
 

@@ -20,6 +20,8 @@ PACKAGES=(
     # VMM and runtimes clearbox runs alongside / is compared with
     qemu-system-x86 qemu-system-common
     podman conmon containerd docker.io runc crun runsc skopeo umoci
+    # CNI plugins (bridge, host-local, loopback in /usr/lib/cni) for the CRI suite
+    containernetworking-plugins
     # clearbox image: a local registry and signing tools for its tests
     docker-registry gnupg openssl curl
     slirp4netns fuse-overlayfs uidmap iproute2

@@ -15,18 +15,22 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-use crate::layout::GUEST_SHARE;
+use crate::layout::{Record, GUEST_SHARE};
 use crate::share::is_bind;
 use crate::Error;
 
 /// The VM's root network namespace, seen from the guest: the agent's, which is PID 1.
 const GUEST_ROOT_NETNS: &str = "/proc/1/ns/net";
 
-pub(crate) fn rewrite(spec: &Spec, guest_id: &str) -> Result<Vec<u8>, Error> {
+pub(crate) fn rewrite(spec: &Spec, record: &Record) -> Result<Vec<u8>, Error> {
+    let guest_id = record.guest_id.as_str();
+    // "" or "<guest id>/" (an app container's directory in its pod's export).
+    let prefix = record.share_prefix();
+    let member = record.is_member();
     let mut s = spec.clone();
     if let Some(root) = s.root().clone() {
         let mut root = root;
-        root.set_path(PathBuf::from(format!("{GUEST_SHARE}/rootfs")));
+        root.set_path(PathBuf::from(format!("{GUEST_SHARE}/{prefix}rootfs")));
         s.set_root(Some(root));
     }
     if let Some(mounts) = s.mounts().clone() {
@@ -35,7 +39,9 @@ pub(crate) fn rewrite(spec: &Spec, guest_id: &str) -> Result<Vec<u8>, Error> {
             .enumerate()
             .map(|(i, mut m)| {
                 if is_bind(&m) {
-                    m.set_source(Some(PathBuf::from(format!("{GUEST_SHARE}/mounts/{i}"))));
+                    m.set_source(Some(PathBuf::from(format!(
+                        "{GUEST_SHARE}/{prefix}mounts/{i}"
+                    ))));
                 }
                 m
             })
@@ -47,6 +53,13 @@ pub(crate) fn rewrite(spec: &Spec, guest_id: &str) -> Result<Vec<u8>, Error> {
         if let Some(ns) = linux.namespaces().clone() {
             let ns = ns
                 .into_iter()
+                // In a pod, joining the sandbox's IPC or UTS namespace means sharing the VM's
+                // (the sandbox runs nothing in the guest: the VM's namespaces are the pod's).
+                .filter(|n| {
+                    !(member
+                        && n.path().is_some()
+                        && matches!(n.typ(), LinuxNamespaceType::Ipc | LinuxNamespaceType::Uts))
+                })
                 .map(|mut n| {
                     if let Some(path) = n.path().clone() {
                         joinable_in_vm(n.typ(), &path)?;
@@ -115,7 +128,7 @@ mod tests {
         }))
         .unwrap();
         let out: serde_json::Value =
-            serde_json::from_slice(&rewrite(&spec, "abc").unwrap()).unwrap();
+            serde_json::from_slice(&rewrite(&spec, &record("abc")).unwrap()).unwrap();
         assert_eq!(out["root"]["path"], format!("{GUEST_SHARE}/rootfs"));
         assert_eq!(out["mounts"][0]["source"], "proc");
         assert_eq!(
@@ -137,7 +150,46 @@ mod tests {
             "linux": {"namespaces": [{"type": "pid", "path": "/proc/1/ns/pid"}]}
         }))
         .unwrap();
-        let e = rewrite(&pid_path, "c1").unwrap_err().to_string();
+        let e = rewrite(&pid_path, &record("c1")).unwrap_err().to_string();
         assert!(e.contains("cannot join the host's pid namespace"), "{e}");
+    }
+
+    fn record(id: &str) -> Record {
+        Record::new(std::path::Path::new("/run/clearbox/x"), id)
+    }
+
+    #[test]
+    fn pod_members_use_their_directory_and_share_the_vm_namespaces() {
+        let sandbox = record("pod");
+        let member = Record::member(&sandbox, "pod", "app1").unwrap();
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "mounts": [{"destination": "/etc/hosts", "type": "bind", "source": "/x/hosts", "options": ["rbind"]}],
+            "linux": {
+                "namespaces": [
+                    {"type": "ipc", "path": "/proc/7/ns/ipc"},
+                    {"type": "uts", "path": "/proc/7/ns/uts"},
+                    {"type": "mount"},
+                    {"type": "network", "path": "/proc/7/ns/net"}
+                ]
+            }
+        }))
+        .unwrap();
+        let out: serde_json::Value =
+            serde_json::from_slice(&rewrite(&spec, &member).unwrap()).unwrap();
+        assert_eq!(out["root"]["path"], format!("{GUEST_SHARE}/app1/rootfs"));
+        assert_eq!(
+            out["mounts"][0]["source"],
+            format!("{GUEST_SHARE}/app1/mounts/0")
+        );
+        let ns = out["linux"]["namespaces"].as_array().unwrap();
+        let types: Vec<&str> = ns.iter().map(|n| n["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["mount", "network"]);
+        assert_eq!(ns[1]["path"], GUEST_ROOT_NETNS);
+        // Outside a pod the namespaces stay (fresh ones in the guest).
+        let single: serde_json::Value =
+            serde_json::from_slice(&rewrite(&spec, &record("app1")).unwrap()).unwrap();
+        assert_eq!(single["linux"]["namespaces"].as_array().unwrap().len(), 4);
     }
 }

@@ -60,6 +60,20 @@ pub(crate) fn plan(spec: &Spec, id: &str, guest_memory_mib: u32) -> Result<HostC
     Ok(HostCgroup { path, resources })
 }
 
+/// The host cgroup of a pod's app container: it holds only its shims (the VM is in the
+/// sandbox's), so it gets no limits of its own; the container's limits are its guest cgroup.
+pub(crate) fn plan_member(spec: &Spec, id: &str) -> Result<HostCgroup, Error> {
+    let path = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone())
+        .unwrap_or_else(|| PathBuf::from(format!("/clearbox/{id}")));
+    let resources = LinuxResourcesBuilder::default()
+        .build()
+        .map_err(|e| Error::Msg(format!("host cgroup resources: {e}")))?;
+    Ok(HostCgroup { path, resources })
+}
+
 fn manager(path: &Path) -> Result<libcgroups::common::AnyCgroupManager, Error> {
     libcgroups::common::create_cgroup_manager(CgroupConfig {
         cgroup_path: path.to_path_buf(),

@@ -48,6 +48,20 @@ pub(crate) struct Record {
     /// The container's host cgroup (holds the shims and the VM), removed at delete.
     #[serde(default)]
     pub host_cgroup: Option<PathBuf>,
+    /// Its part in a pod (see `pod.rs`); `None` for a container with a VM of its own.
+    #[serde(default)]
+    pub pod: Option<PodPart>,
+}
+
+/// A container's part in a pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum PodPart {
+    /// The sandbox: owns the VM; `shared` is a shared mount that app containers attach to.
+    Sandbox,
+    /// An app container in the VM of sandbox `sandbox_id`. Its `base` is its own directory
+    /// below the sandbox's `shared` (`shared/<guest id>`, holding `rootfs` and `mounts/<n>`),
+    /// and `vm_run_dir`/`shared` are the sandbox's.
+    Member { sandbox_id: String },
 }
 
 impl Record {
@@ -61,7 +75,55 @@ impl Record {
             mounts: Vec::new(),
             net: None,
             host_cgroup: None,
+            pod: None,
         }
+    }
+
+    /// An app container's record in the VM of the sandbox whose record is `sandbox`.
+    pub(crate) fn member(sandbox: &Record, sandbox_id: &str, id: &str) -> Result<Self, Error> {
+        let guest_id = guest_id(id);
+        if guest_id != id {
+            return Err(Error::Msg(format!(
+                "container id {id:?} cannot join a pod VM: the guest takes up to 128 bytes of [A-Za-z0-9_.-]"
+            )));
+        }
+        Ok(Record {
+            base: sandbox.shared.join(&guest_id),
+            guest_id,
+            vm_run_dir: sandbox.vm_run_dir.clone(),
+            shared: sandbox.shared.clone(),
+            mounts: Vec::new(),
+            net: None,
+            host_cgroup: None,
+            pod: Some(PodPart::Member {
+                sandbox_id: sandbox_id.to_string(),
+            }),
+        })
+    }
+
+    /// The directory holding this container's `rootfs` and `mounts/<n>`: the export itself,
+    /// or an app container's directory in its pod's export.
+    pub(crate) fn own_share(&self) -> &Path {
+        match self.pod {
+            Some(PodPart::Member { .. }) => &self.base,
+            _ => &self.shared,
+        }
+    }
+
+    /// Path of [`Record::own_share`] relative to the export (`""` or `"<guest id>/"`).
+    pub(crate) fn share_prefix(&self) -> String {
+        match self.pod {
+            Some(PodPart::Member { .. }) => format!("{}/", self.guest_id),
+            _ => String::new(),
+        }
+    }
+
+    pub(crate) fn is_member(&self) -> bool {
+        matches!(self.pod, Some(PodPart::Member { .. }))
+    }
+
+    pub(crate) fn is_sandbox(&self) -> bool {
+        self.pod == Some(PodPart::Sandbox)
     }
 
     pub(crate) fn load(state_dir: &Path) -> Result<Option<Self>, Error> {

@@ -36,6 +36,7 @@ mod hooks;
 mod host_cgroup;
 mod layout;
 mod net;
+mod pod;
 mod readonly;
 mod share;
 pub mod shim;
@@ -63,7 +64,11 @@ pub use host_cgroup::HOST_OVERHEAD_MIB;
 pub use sizing::{DEFAULT_MEMORY_MIB, OVERHEAD_MIB};
 pub use spawn::SHIM_SUBCOMMAND;
 
-use layout::{Record, START_FIFO};
+use layout::{PodPart, Record, START_FIFO};
+
+/// What operations on a pod sandbox's (absent) guest process answer.
+const NO_PROCESS: &str =
+    "a pod sandbox runs no process in its VM (its containers do): not supported on the sandbox";
 
 /// How long CLI commands wait for a running VM's agent to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -161,6 +166,10 @@ fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> 
         ));
     }
     hooks::check_supported(o.spec)?;
+    let role = pod::role(o.spec.annotations().as_ref())?;
+    if let pod::Role::Member { sandbox_id } = &role {
+        return create_member(o, sandbox_id);
+    }
     let netns = net::netns_of(o.spec)?;
     let config = Config::load_default().map_err(|e| Error::Msg(one_line(&e)))?;
     let mut record = Record::new(o.dir, o.id);
@@ -168,7 +177,13 @@ fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> 
         // Left by an earlier container with the same state directory that was never deleted.
         teardown(&record, Some(o.dir), None);
     }
-    let mut vm = sizing::vm_config(o.spec, &config.vm, record.vm_run_dir.clone())?;
+    let sandbox = role == pod::Role::Sandbox;
+    let mut vm = if sandbox {
+        record.pod = Some(PodPart::Sandbox);
+        pod_vm_config(o.spec, &config.vm, record.vm_run_dir.clone())?
+    } else {
+        sizing::vm_config(o.spec, &config.vm, record.vm_run_dir.clone())?
+    };
     // Kept in the state directory (removed by delete): the agent logs there.
     vm.serial_log = Some(o.dir.join("console.log"));
     if tracing::enabled!(tracing::Level::DEBUG) {
@@ -182,7 +197,7 @@ fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> 
     });
     let cgroup = host_cgroup::plan(o.spec, o.id, vm.memory_mib)?;
     record.host_cgroup = Some(cgroup.path.clone());
-    let guest_spec = guest_spec::rewrite(o.spec, &record.guest_id)?;
+    let guest_spec = guest_spec::rewrite(o.spec, &record)?;
     let spec_value: serde_json::Value =
         serde_json::from_slice(&guest_spec).map_err(|e| Error::Msg(format!("guest spec: {e}")))?;
     record.mounts = std::iter::once(record.shared.join("rootfs"))
@@ -219,6 +234,7 @@ fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> 
                 spec: spec_value,
                 netns,
                 cgroup: Box::new(cgroup),
+                sandbox,
             },
             go_fd: None,
         };
@@ -240,12 +256,127 @@ fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> 
     }
 }
 
+/// The sandbox's VM: sized from the pod's annotations (see `pod.rs`), else as a container
+/// without limits. The sandbox spec's own resources (containerd 1.6 puts the pod overhead
+/// there) say nothing about the pod's containers and are not used.
+fn pod_vm_config(
+    spec: &Spec,
+    defaults: &clearbox_core::config::VmDefaults,
+    run_dir: std::path::PathBuf,
+) -> Result<clearbox_vmm::VmConfig, Error> {
+    let mut plain = spec.clone();
+    if let Some(mut linux) = plain.linux().clone() {
+        linux.set_resources(None);
+        plain.set_linux(Some(linux));
+    }
+    let mut vm = sizing::vm_config(&plain, defaults, run_dir)?;
+    let (vcpus, memory) = pod::requested(spec.annotations().as_ref())?;
+    if let Some(v) = vcpus {
+        vm.vcpus = v;
+    }
+    if let Some(m) = memory {
+        let mib = (m + OVERHEAD_MIB).max(u64::from(DEFAULT_MEMORY_MIB));
+        vm.memory_mib = u32::try_from(mib).unwrap_or(u32::MAX);
+    }
+    Ok(vm)
+}
+
+/// An app container of a pod: joins the VM of its sandbox (`<root>/<sandbox id>`).
+fn create_member(
+    o: &CreateOpts<'_>,
+    sandbox_id: &str,
+) -> Result<clearbox_core::backend::Created, Error> {
+    let root = o
+        .dir
+        .parent()
+        .ok_or_else(|| Error::Msg("state directory without a parent".into()))?;
+    let not_running = || {
+        Error::Msg(format!(
+            "pod sandbox {sandbox_id} is not running (no VM to join under this --root)"
+        ))
+    };
+    let sandbox = Record::load(&root.join(sandbox_id))
+        .ok()
+        .flatten()
+        .ok_or_else(not_running)?;
+    if !sandbox.is_sandbox() {
+        return Err(Error::Msg(format!(
+            "container {sandbox_id} is not a pod sandbox (annotation io.kubernetes.cri.container-type=sandbox)"
+        )));
+    }
+    if !VmHandle::load(&sandbox.vm_run_dir).is_ok_and(|h| h.is_running()) {
+        return Err(not_running());
+    }
+    let mut record = Record::member(&sandbox, sandbox_id, o.id)?;
+    if record.base.exists() {
+        // Left by an earlier container of this id in this pod that was never deleted.
+        teardown(&record, Some(o.dir), None);
+    }
+    let cgroup = host_cgroup::plan_member(o.spec, o.id)?;
+    record.host_cgroup = Some(cgroup.path.clone());
+    let guest_spec = guest_spec::rewrite(o.spec, &record)?;
+    let spec_value: serde_json::Value =
+        serde_json::from_slice(&guest_spec).map_err(|e| Error::Msg(format!("guest spec: {e}")))?;
+    record.mounts = std::iter::once(record.base.join("rootfs"))
+        .chain(
+            o.spec
+                .mounts()
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| share::is_bind(m))
+                .map(|(i, _)| share::mount_point(&record, i)),
+        )
+        .collect();
+    record.save(o.dir)?;
+    let started = (|| {
+        share::prepare(&record, o.bundle, o.rootfs, o.spec)?;
+        let fifo = o.dir.join(START_FIFO);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(|e| Error::errno(format!("mkfifo {}", fifo.display()), e))?;
+        let terminal = o
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+        let mut req = shim::Request {
+            dir: o.dir.to_path_buf(),
+            record: record.clone(),
+            terminal,
+            console_socket: o.console_socket.map(Path::to_path_buf),
+            kind: shim::Kind::Member {
+                spec: spec_value,
+                cgroup: Box::new(cgroup),
+            },
+            go_fd: None,
+        };
+        // The member has no network namespace of its own to wait in (it uses the pod's):
+        // the create hooks run with its pid once it reported.
+        let s = spawn::shim(o.dir, o.bundle, "shim", &mut req, None)?;
+        hooks::run(o.spec, hooks::Phase::Prestart, o.id, s.pid, o.bundle)?;
+        hooks::run(o.spec, hooks::Phase::CreateRuntime, o.id, s.pid, o.bundle)?;
+        Ok(s.pid)
+    })();
+    match started {
+        Ok(pid) => Ok(clearbox_core::backend::Created { pid }),
+        Err(e) => {
+            teardown(&record, Some(o.dir), None);
+            Err(e)
+        }
+    }
+}
+
 fn record(c: &ContainerCtx<'_>) -> Result<Record, Error> {
     Record::load(c.dir)?.ok_or_else(|| Error::Msg(format!("container {} has no VM record", c.id)))
 }
 
 fn connect(c: &ContainerCtx<'_>) -> Result<(Record, AgentClient), Error> {
     let rec = record(c)?;
+    if rec.is_sandbox() {
+        return Err(Error::Msg(NO_PROCESS.into()));
+    }
     let agent = connect_record(&rec)?;
     Ok((rec, agent))
 }
@@ -266,8 +397,11 @@ fn spec_of(c: &ContainerCtx<'_>) -> Option<Spec> {
 }
 
 fn start(c: &ContainerCtx<'_>) -> Result<(), Error> {
-    let (rec, agent) = connect(c)?;
-    agent.start_container(&rec.guest_id)?;
+    let rec = record(c)?;
+    if !rec.is_sandbox() {
+        // A sandbox runs nothing in the guest: its shim is its process.
+        connect_record(&rec)?.start_container(&rec.guest_id)?;
+    }
     // Wake the shim: it relays from now on.
     let fifo = c.dir.join(START_FIFO);
     let mut f = std::fs::OpenOptions::new()
@@ -294,6 +428,10 @@ fn kill(c: &ContainerCtx<'_>, signal: i32, all: bool) -> Result<(), Error> {
         return signal_shim(shim, signal);
     }
     let rec = record(c)?;
+    if rec.is_sandbox() {
+        // The pause container's process is the shim itself.
+        return signal_shim(shim, signal);
+    }
     match connect_record(&rec) {
         Ok(agent) => {
             let r = agent.signal(&ProcessId::container(rec.guest_id.clone()), signal, all);
@@ -379,6 +517,9 @@ fn pidfd_signal(fd: &std::os::fd::OwnedFd, signal: i32) -> std::io::Result<()> {
 /// Kills the shim (when it still is the recorded process) and everything of the VM, unmounts
 /// the share and removes its files. Idempotent; works from any process.
 fn teardown(rec: &Record, dir: Option<&Path>, shim: Option<(i32, Option<u64>)>) {
+    if rec.is_member() {
+        return teardown_member(rec, dir, shim);
+    }
     // The shim records what it wired in the state dir's copy of the record.
     let wired = dir
         .and_then(|d| Record::load(d).ok().flatten())
@@ -411,6 +552,28 @@ fn teardown(rec: &Record, dir: Option<&Path>, shim: Option<(i32, Option<u64>)>) 
     // QEMU is gone, so are its taps; the veths' qdiscs stay until removed here.
     if let (Some(n), Some(ns)) = (&wired, &netns) {
         net::unwire_in(ns, n);
+    }
+    share::remove(rec);
+    if let Some(cg) = &rec.host_cgroup {
+        host_cgroup::remove(cg);
+    }
+}
+
+/// An app container of a pod: its shims, its container in the guest (when the VM still runs),
+/// its mounts in the pod's export and its host cgroup. The VM is the sandbox's and stays.
+fn teardown_member(rec: &Record, dir: Option<&Path>, shim: Option<(i32, Option<u64>)>) {
+    let shims = shim
+        .into_iter()
+        .chain(dir.map(shims_of).unwrap_or_default());
+    for (pid, start) in shims {
+        kill_and_wait(pid, start);
+    }
+    if let Ok(agent) = connect_record(rec) {
+        match agent.remove_container(&rec.guest_id, true) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => tracing::warn!(error = %e, "remove the container from the pod's VM"),
+        }
     }
     share::remove(rec);
     if let Some(cg) = &rec.host_cgroup {
@@ -530,6 +693,9 @@ fn exec(c: &ContainerCtx<'_>, o: &ExecOpts<'_>) -> Result<i32, Error> {
         ));
     }
     let rec = record(c)?;
+    if rec.is_sandbox() {
+        return Err(Error::Msg(NO_PROCESS.into()));
+    }
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -552,7 +718,7 @@ fn exec(c: &ContainerCtx<'_>, o: &ExecOpts<'_>) -> Result<i32, Error> {
 fn req_exec_id(req: &shim::Request) -> &str {
     match &req.kind {
         shim::Kind::Exec { exec_id, .. } => exec_id,
-        shim::Kind::Init { .. } => "init",
+        shim::Kind::Init { .. } | shim::Kind::Member { .. } => "init",
     }
 }
 

@@ -50,6 +50,32 @@ struct MountAttr {
 
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 
+/// Makes the detached mount tree `tree` (from `open_tree`) read-only, recursively.
+pub(crate) fn make_readonly_fd(tree: &OwnedFd) -> std::io::Result<()> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads `attr` (its size is passed) and the empty NUL-terminated
+    // path; `tree` is a valid descriptor.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Makes the mount at `dst` and every mount below it read-only, keeping their other flags
 /// (nosuid, nodev, noexec, atime), then checks the result.
 pub(crate) fn make_readonly(dst: &Path) -> Result<(), Error> {

@@ -31,7 +31,7 @@ fn is_rbind(m: &Mount) -> bool {
 
 /// Mount point below `shared` for the spec's mount number `index`.
 pub(crate) fn mount_point(record: &Record, index: usize) -> PathBuf {
-    record.shared.join("mounts").join(index.to_string())
+    record.own_share().join("mounts").join(index.to_string())
 }
 
 /// Creates the share. On error everything mounted so far is undone before returning.
@@ -43,21 +43,45 @@ pub(crate) fn prepare(
     rootfs: &Path,
     spec: &Spec,
 ) -> Result<(), Error> {
-    let result = (|| {
-        if let Some(parent) = record.base.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
+    // An app container joins a running VM: its mounts appear in virtiofsd's view by
+    // propagation, with the flags they have when attached (see `attach`).
+    let late = record.is_member();
+    let place = |src: &Path, dst: &Path, recursive: bool, ro: bool| -> Result<(), Error> {
+        if late {
+            return attach(src, dst, recursive, ro);
         }
-        mkdir(&record.base, 0o700)?;
-        mkdir(&record.shared, 0o755)?;
-        let root_mp = record.shared.join("rootfs");
+        bind(src, dst, recursive)?;
+        if ro {
+            readonly::make_readonly(dst)?;
+        }
+        Ok(())
+    };
+    let result = (|| {
+        if late {
+            mkdir(&record.base, 0o755)?;
+        } else {
+            if let Some(parent) = record.base.parent() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)
+                    .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
+            }
+            mkdir(&record.base, 0o700)?;
+            mkdir(&record.shared, 0o755)?;
+            if record.is_sandbox() {
+                share_export(&record.shared)?;
+            }
+        }
+        let own = record.own_share();
+        let root_mp = own.join("rootfs");
         mkdir(&root_mp, 0o755)?;
-        bind(rootfs, &root_mp, true)?;
+        let root_ro = spec.root().as_ref().and_then(|r| r.readonly()) == Some(true);
         let mounts = spec.mounts().as_deref().unwrap_or_default();
-        if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        if !root_ro || !late {
+            place(rootfs, &root_mp, true, false)?;
+        }
+        if root_ro {
             // The guest cannot create mount points in a read-only rootfs: make them first.
             let wanted: Vec<(PathBuf, bool)> = mounts
                 .iter()
@@ -68,13 +92,18 @@ pub(crate) fn prepare(
                     )
                 })
                 .collect();
+            let base = if late { rootfs } else { &root_mp };
             for (dst, is_file) in readonly::mount_points(&wanted) {
-                readonly::create_mount_point(&root_mp, &dst, is_file)?;
+                readonly::create_mount_point(base, &dst, is_file)?;
             }
-            readonly::make_readonly(&root_mp)?;
+            if late {
+                place(rootfs, &root_mp, true, true)?;
+            } else {
+                readonly::make_readonly(&root_mp)?;
+            }
         }
         if mounts.iter().any(is_bind) {
-            mkdir(&record.shared.join("mounts"), 0o755)?;
+            mkdir(&own.join("mounts"), 0o755)?;
         }
         for (i, m) in mounts.iter().enumerate() {
             if !is_bind(m) {
@@ -108,10 +137,7 @@ pub(crate) fn prepare(
                 fs::File::create(&mp)
                     .map_err(|e| Error::io(format!("create {}", mp.display()), e))?;
             }
-            bind(&src, &mp, is_rbind(m))?;
-            if readonly::is_readonly(m) {
-                readonly::make_readonly(&mp)?;
-            }
+            place(&src, &mp, is_rbind(m), readonly::is_readonly(m))?;
         }
         Ok(())
     })();
@@ -134,6 +160,76 @@ fn mkdir(p: &Path, mode: u32) -> Result<(), Error> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && p.is_dir() => Ok(()),
         Err(e) => Err(Error::io(format!("create {}", p.display()), e)),
     }
+}
+
+/// Makes the export a shared mount (a bind mount of itself, in a peer group of its own), so
+/// that mounts attached below it later reach virtiofsd's mount namespace, which its sandbox
+/// makes a slave of ours. Done before virtiofsd starts.
+fn share_export(dir: &Path) -> Result<(), Error> {
+    mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| Error::errno(format!("bind {} to itself", dir.display()), e))?;
+    mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .map_err(|e| Error::errno(format!("make {} shared", dir.display()), e))
+}
+
+/// Attaches a copy of `src` at `dst` below a running VM's export with the new mount API: the
+/// copy is made (`open_tree`), made read-only if asked (`mount_setattr`, recursively) while
+/// still detached, and only then attached (`move_mount`), so the copy propagated to
+/// virtiofsd's namespace is read-only from its first moment (a flag set after the attach
+/// would not propagate). Then made private on our side, as `bind` does.
+fn attach(src: &Path, dst: &Path, recursive: bool, readonly: bool) -> Result<(), Error> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    let what = || format!("attach {} at {}", src.display(), dst.display());
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| Error::Msg(format!("path {} has a NUL byte", p.display())))
+    };
+    let (csrc, cdst) = (c(src)?, c(dst)?);
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: open_tree reads the NUL-terminated path and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, csrc.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(Error::io(what(), std::io::Error::last_os_error()));
+    }
+    // SAFETY: open_tree returned a fresh descriptor that nothing else owns.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    if readonly {
+        readonly::make_readonly_fd(&tree).map_err(|e| Error::io(what(), e))?;
+    }
+    // SAFETY: move_mount reads the two NUL-terminated paths; `tree` is a valid descriptor.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            cdst.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::io(what(), std::io::Error::last_os_error()));
+    }
+    mount(
+        None::<&str>,
+        dst,
+        None::<&str>,
+        MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| Error::errno(format!("make {} private", dst.display()), e))
 }
 
 fn bind(src: &Path, dst: &Path, recursive: bool) -> Result<(), Error> {
@@ -166,6 +262,17 @@ pub(crate) fn remove(record: &Record) {
     }
     for i in (0..record.mounts.len()).rev() {
         remove_node(&record.mounts[i]);
+    }
+    if record.is_member() {
+        // Its own directory in the pod's export; the export is the sandbox's.
+        for p in [
+            record.base.join("rootfs"),
+            record.base.join("mounts"),
+            record.base.clone(),
+        ] {
+            remove_node(&p);
+        }
+        return;
     }
     for p in [
         record.shared.join("rootfs"),

@@ -58,6 +58,14 @@ pub(crate) enum Kind {
         spec: serde_json::Value,
         netns: NetNs,
         cgroup: Box<crate::host_cgroup::HostCgroup>,
+        /// A pod's sandbox: boots the VM, runs no container in it (see `pod.rs`).
+        #[serde(default)]
+        sandbox: bool,
+    },
+    /// An app container joining its pod's running VM.
+    Member {
+        spec: serde_json::Value,
+        cgroup: Box<crate::host_cgroup::HostCgroup>,
     },
     Exec {
         exec_id: String,
@@ -145,7 +153,20 @@ pub fn main(request: &Path, ready_fd: RawFd) -> i32 {
             ref spec,
             ref netns,
             ref cgroup,
-        } => init(&req, vm.as_ref().clone(), spec, netns, cgroup, &mut ready),
+            sandbox,
+        } => init(
+            &req,
+            vm.as_ref().clone(),
+            spec,
+            netns,
+            cgroup,
+            sandbox,
+            &mut ready,
+        ),
+        Kind::Member {
+            ref spec,
+            ref cgroup,
+        } => member(&req, spec, cgroup, &mut ready),
         Kind::Exec {
             ref exec_id,
             ref process,
@@ -190,12 +211,138 @@ fn terminal_setup(req: &Request) -> Result<Option<tty::RawMode>, Error> {
     }
 }
 
+/// What ended a wait of the shim.
+enum Wait {
+    /// `start` wrote to the FIFO.
+    Started,
+    /// A signal that would have killed an ordinary process.
+    Signal(i32),
+    /// QEMU exited.
+    VmGone,
+}
+
+/// Waits for `start` (when `fifo` is given), a fatal signal, or the VM's death.
+fn wait_for(
+    signals: &mut SignalFd,
+    vm_exit: std::os::fd::BorrowedFd<'_>,
+    fifo: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Result<Wait, Error> {
+    loop {
+        let mut fds = vec![
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(vm_exit, PollFlags::POLLIN),
+        ];
+        if let Some(f) = fifo {
+            fds.push(PollFd::new(f, PollFlags::POLLIN));
+        }
+        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(Error::errno("poll", e)),
+        }
+        let ready = |i: usize| {
+            fds.get(i)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        let (sig_ready, vm_ready, fifo_ready) = (ready(0), ready(1), ready(2));
+        drop(fds);
+        if vm_ready {
+            return Ok(Wait::VmGone);
+        }
+        if sig_ready {
+            if let Some(sig) = fatal_signal(signals) {
+                return Ok(Wait::Signal(sig));
+            }
+        }
+        if fifo_ready {
+            if let Some(f) = fifo {
+                let mut b = [0u8; 16];
+                let _ = nix::unistd::read(f.as_raw_fd(), &mut b);
+            }
+            return Ok(Wait::Started);
+        }
+    }
+}
+
+/// Asks the agent to create the container: its rootfs is `rootfs` in its directory of the
+/// export.
+fn create_in_guest(
+    agent: &AgentClient,
+    record: &Record,
+    spec: &serde_json::Value,
+    terminal: bool,
+) -> Result<(), Error> {
+    let spec_json = serde_json::to_vec(spec)
+        .map_err(|e| Error::Msg(format!("cannot encode the guest spec: {e}")))?;
+    agent.create_container(
+        &record.guest_id,
+        &spec_json,
+        &RootfsLocation::VirtioFs {
+            tag: SHARE_TAG.into(),
+            path: format!("{}rootfs", record.share_prefix()),
+        },
+        terminal,
+        true,
+    )?;
+    Ok(())
+}
+
+/// An app container of a pod: joins the running VM of its sandbox (see `pod.rs`), creates
+/// the container there, and stands for its init as the init's shim does, without owning the
+/// VM.
+fn member(
+    req: &Request,
+    spec: &serde_json::Value,
+    cgroup: &crate::host_cgroup::HostCgroup,
+    ready: &mut Ready,
+) -> Result<End, Error> {
+    // Before any thread exists (see `init`).
+    let mut signals = block_signals()?;
+    let mut raw = terminal_setup(req)?;
+    crate::host_cgroup::join(cgroup)?;
+    let handle = VmHandle::load(&req.record.vm_run_dir)?;
+    let vm_exit = handle
+        .exit_fd()
+        .ok_or_else(|| Error::Msg("the pod's VM is not running".into()))?;
+    let fd = handle.connect_agent(AGENT_PORT, Duration::from_secs(10))?;
+    let fifo = open_fifo(&req.dir.join(START_FIFO))?;
+    let single = single_threaded();
+    if let Err(e) = enter_container_root(&req.record, spec) {
+        tracing::warn!(error = %e.one_line(), "cannot show the container's root at the shim's pid");
+    }
+    if let Some(ids) = handle.jail_ids() {
+        drop_privileges(single, ids.uid, ids.gid)?;
+    }
+    let agent = AgentClient::new(fd)?;
+    create_in_guest(&agent, &req.record, spec, req.terminal)?;
+    ready.ok();
+    match wait_for(&mut signals, vm_exit.as_fd(), Some(fifo.as_fd()))? {
+        Wait::VmGone => return Ok(End::Code(VM_GONE_EXIT)),
+        Wait::Signal(sig) => {
+            // Killed before start: the guest side goes at delete.
+            if let Some(r) = raw.as_mut() {
+                r.restore();
+            }
+            return Ok(End::Signal(sig));
+        }
+        Wait::Started => {}
+    }
+    drop(fifo);
+    let pid = ProcessId::container(req.record.guest_id.clone());
+    let outcome = relay::run(&agent, &pid, req.terminal, vm_exit.as_fd(), &mut signals);
+    if let Some(r) = raw.as_mut() {
+        r.restore();
+    }
+    Ok(end_of(outcome))
+}
+
 fn init(
     req: &Request,
     mut vm_config: VmConfig,
     spec: &serde_json::Value,
     netns: &NetNs,
     cgroup: &crate::host_cgroup::HostCgroup,
+    sandbox: bool,
     ready: &mut Ready,
 ) -> Result<End, Error> {
     let t0 = std::time::Instant::now();
@@ -231,7 +378,7 @@ fn init(
     let fifo = open_fifo(&req.dir.join(START_FIFO))?;
     // Counted while /proc is still in view.
     let single = single_threaded();
-    if let Err(e) = enter_container_root(&req.record.shared, spec) {
+    if let Err(e) = enter_container_root(&req.record, spec) {
         tracing::warn!(error = %e.one_line(), "cannot show the container's root at the shim's pid");
     }
     if let Some(ids) = vm.jail_ids() {
@@ -248,19 +395,10 @@ fn init(
         agent.update_routes(network.routes.iter().map(route_to_wire).collect())?;
         tracing::debug!(elapsed = ?t0.elapsed(), "guest network configured");
     }
-    let spec_json = serde_json::to_vec(spec)
-        .map_err(|e| Error::Msg(format!("cannot encode the guest spec: {e}")))?;
-    agent.create_container(
-        &req.record.guest_id,
-        &spec_json,
-        &RootfsLocation::VirtioFs {
-            tag: SHARE_TAG.into(),
-            path: "rootfs".into(),
-        },
-        req.terminal,
-        true,
-    )?;
-    tracing::debug!(elapsed = ?t0.elapsed(), "container created");
+    if !sandbox {
+        create_in_guest(&agent, &req.record, spec, req.terminal)?;
+        tracing::debug!(elapsed = ?t0.elapsed(), "container created");
+    }
     ready.ok();
 
     let vm_exit = vm
@@ -269,42 +407,37 @@ fn init(
         .try_clone_to_owned()
         .map_err(|e| Error::io("dup QEMU pidfd", e))?;
     // Created: wait for `start`, a signal, or the VM's death.
-    loop {
-        let mut fds = [
-            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
-            PollFd::new(vm_exit.as_fd(), PollFlags::POLLIN),
-            PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
-        ];
-        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(Error::errno("poll", e)),
-        }
-        let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
-        let (sig_ready, vm_ready, fifo_ready) = (ready(0), ready(1), ready(2));
-        if vm_ready {
+    match wait_for(&mut signals, vm_exit.as_fd(), Some(fifo.as_fd()))? {
+        Wait::VmGone => {
             drop(vm);
             drop(wiring);
             return Ok(End::Code(VM_GONE_EXIT));
         }
-        if sig_ready {
-            if let Some(sig) = fatal_signal(&mut signals) {
-                // Killed before start: the container dies with the VM.
-                let _ = vm.kill();
-                drop(wiring);
-                if let Some(r) = raw.as_mut() {
-                    r.restore();
-                }
-                return Ok(End::Signal(sig));
+        Wait::Signal(sig) => {
+            // Killed before start: the container dies with the VM.
+            let _ = vm.kill();
+            drop(wiring);
+            if let Some(r) = raw.as_mut() {
+                r.restore();
             }
+            return Ok(End::Signal(sig));
         }
-        if fifo_ready {
-            let mut b = [0u8; 16];
-            let _ = nix::unistd::read(fifo.as_raw_fd(), &mut b);
-            break;
-        }
+        Wait::Started => {}
     }
     drop(fifo);
     tracing::debug!(elapsed = ?t0.elapsed(), "started");
+    if sandbox {
+        // The pause container's part: live until killed. As pause, SIGINT and SIGTERM end
+        // it with status 0; the VM goes with it.
+        let end = match wait_for(&mut signals, vm_exit.as_fd(), None)? {
+            Wait::Signal(libc::SIGINT | libc::SIGTERM) => End::Code(0),
+            Wait::Signal(sig) => End::Signal(sig),
+            Wait::VmGone | Wait::Started => End::Code(VM_GONE_EXIT),
+        };
+        let _ = vm.kill();
+        drop(wiring);
+        return Ok(end);
+    }
     let pid = ProcessId::container(req.record.guest_id.clone());
     let outcome = relay::run(&agent, &pid, req.terminal, vm_exit.as_fd(), &mut signals);
     tracing::debug!(elapsed = ?t0.elapsed(), "init ended");
@@ -399,12 +532,17 @@ fn single_threaded() -> Result<(), Error> {
 /// so nothing mounted here reaches the host, and it vanishes with the shim. Everything the shim
 /// still needs is an open descriptor by now; later path lookups (VM clean-up) are best effort,
 /// `delete` cleans up from the host's view.
-fn enter_container_root(shared: &Path, spec: &serde_json::Value) -> Result<(), Error> {
+fn enter_container_root(record: &Record, spec: &serde_json::Value) -> Result<(), Error> {
     use clearbox_container::fly_mounts::{bind_existing, enter_private_mount_namespace, make_root};
     let setup = |e: clearbox_container::Error| Error::Msg(BackendError::flatten(&e).message);
+    let shared = record.own_share();
     let root = shared.join("rootfs");
     enter_private_mount_namespace().map_err(setup)?;
-    let guest_mounts = format!("{}/mounts/", crate::layout::GUEST_SHARE);
+    let guest_mounts = format!(
+        "{}/{}mounts/",
+        crate::layout::GUEST_SHARE,
+        record.share_prefix()
+    );
     for m in spec["mounts"].as_array().into_iter().flatten() {
         let (Some(src), Some(dest)) = (m["source"].as_str(), m["destination"].as_str()) else {
             continue;
