@@ -201,7 +201,7 @@ assert_container_gone() {
 @test "shim: run -d, exec (code, --tty), metrics, pause/resume, kill, rm, nothing left" {
     local id=shim-life base
     run --separate-stderr ctr run -d "${RUN_ARGS[@]}" "$IMAGE" "$id" \
-        sh -c 'trap "exit 0" TERM; while :; do sleep 0.1; done'
+        sh -c 'trap "exit 0" TERM; sleep 1000 & wait'
     assert_status 0
     run --separate-stderr ctr task ls
     [[ "$output" == *"$id"*RUNNING* ]] || fail "task not running: $output"

@@ -235,12 +235,7 @@ pub fn mount_rootfs(mounts: &[RootMount], target: &Path) -> Result<(), String> {
 
 /// Unmounts everything at and below `target` (lazily, so a busy mount cannot stay behind).
 pub fn unmount_rootfs(target: &Path) {
-    loop {
-        match nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH) {
-            Ok(()) => continue,
-            Err(_) => break,
-        }
-    }
+    while nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
 }
 
 /// The runtime over every backend, with its state under `root`. The isolation comes from the

@@ -719,11 +719,29 @@ impl Task for Service {
         let signal = i32::try_from(req.signal)
             .map_err(|_| rpc_err(Code::INVALID_ARGUMENT, "invalid signal"))?;
         if req.exec_id.is_empty() {
-            return self
-                .runtime()?
-                .kill(&req.id, signal, req.all)
-                .map(|_| Empty::new())
-                .map_err(core_err);
+            let exited = self
+                .table()?
+                .containers
+                .get(&req.id)
+                .is_some_and(|c| c.init.exit.is_some());
+            let rt = self.runtime()?;
+            return match rt.kill(&req.id, signal, req.all) {
+                Ok(()) => Ok(Empty::new()),
+                // A container whose init is gone (`--all` still asks the backend): containerd
+                // expects NotFound, which its forced delete ignores.
+                Err(e)
+                    if exited
+                        || rt
+                            .state(&req.id)
+                            .is_ok_and(|s| s.status == clearbox_core::Status::Stopped) =>
+                {
+                    Err(not_found(format!(
+                        "process already finished: {}",
+                        helper::one_line(&e)
+                    )))
+                }
+                Err(e) => Err(core_err(e)),
+            };
         }
         let pid = {
             let t = self.table()?;
