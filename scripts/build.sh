@@ -7,9 +7,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 log() { echo "build: $*" >&2; }
 
-log "clearbox (release)"
-cargo build --release -p clearbox >&2
+log "clearbox + containerd-shim-clearbox-v2 (release)"
+cargo build --release -p clearbox -p clearbox-shim >&2
 install -m 0755 target/release/clearbox /usr/local/bin/clearbox
+# containerd finds a runtime v2 shim by its binary name on PATH
+# (runtime_type io.containerd.clearbox.v2 -> containerd-shim-clearbox-v2).
+install -m 0755 target/release/containerd-shim-clearbox-v2 /usr/local/bin/containerd-shim-clearbox-v2
 
 log "CRI test client (tests/e2e/cri.bats)"
 cargo build --release -p clearbox-cri-test >&2
@@ -24,4 +27,4 @@ scripts/build-initramfs.sh "$agent" >&2
 log "boot floor initramfs (benchmarks)"
 guest/init-floor/build.sh >&2
 
-log "done: /usr/local/bin/clearbox, /usr/share/clearbox/{vmlinux,initramfs.img}"
+log "done: /usr/local/bin/{clearbox,containerd-shim-clearbox-v2}, /usr/share/clearbox/{vmlinux,initramfs.img}"

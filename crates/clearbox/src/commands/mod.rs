@@ -20,34 +20,9 @@ mod trust;
 mod update;
 
 use anyhow::{bail, Result};
-use clearbox_backend_linux::{fly::FlyBackend, namespaces::NamespacesBackend};
-use clearbox_backend_vm::VmBackend;
-use clearbox_core::{Backend, BackendRegistry, Config, Error, Isolation, Runtime};
+use clearbox_core::{Config, Runtime};
 
 use crate::cli::{Cli, Command, GlobalOpts};
-
-/// The backends linked into this binary.
-struct Backends {
-    namespaces: NamespacesBackend,
-    fly: FlyBackend,
-    vm: VmBackend,
-}
-
-impl BackendRegistry for Backends {
-    fn get(&self, isolation: Isolation) -> Result<&dyn Backend, Error> {
-        match isolation {
-            Isolation::Namespaces => Ok(&self.namespaces),
-            Isolation::Fly => Ok(&self.fly),
-            Isolation::Vm => Ok(&self.vm),
-        }
-    }
-}
-
-static BACKENDS: Backends = Backends {
-    namespaces: NamespacesBackend,
-    fly: FlyBackend,
-    vm: VmBackend,
-};
 
 pub(crate) fn runtime(g: &GlobalOpts) -> Result<Runtime<'static>> {
     if g.systemd_cgroup {
@@ -57,10 +32,9 @@ pub(crate) fn runtime(g: &GlobalOpts) -> Result<Runtime<'static>> {
         bail!("--systemd-cgroup: the systemd cgroup driver is not supported by this build; use the default cgroupfs driver");
     }
     let config = Config::load_default()?;
-    Ok(Runtime::new(
+    Ok(clearbox_backends::runtime(
         &g.root,
         config,
-        &BACKENDS,
         g.isolation,
         g.systemd_cgroup,
     )?)

@@ -6,5 +6,5 @@ use crate::cli::VmShim;
 use super::exit_byte;
 
 pub fn run(a: VmShim) -> u8 {
-    exit_byte(clearbox_backend_vm::shim::main(&a.request, a.ready_fd))
+    exit_byte(clearbox_backends::vm_shim_main(&a.request, a.ready_fd))
 }
