@@ -214,7 +214,7 @@ start_sleeper() {
     [[ "$output" == *"CapEff:"*"0000000000002000"* ]] || fail "CAP_NET_RAW not effective: $output / $stderr"
     [[ "$output" == *"CapAmb:"*"0000000000002000"* ]] || fail "CAP_NET_RAW not ambient: $output"
     assert_nothing_left "$id" "$B"
-    # An ambient capability that is not permitted and inheritable fails, as runc fails.
+    # Effective but not permitted (a missing set is empty) fails, as runc fails.
     edit_config "$B" '.process.capabilities = {bounding: ["CAP_NET_RAW"], effective: ["CAP_NET_RAW"], ambient: ["CAP_NET_RAW"]}'
     run --separate-stderr rt run --bundle "$B" "$id" </dev/null
     assert_clean_error
@@ -287,9 +287,16 @@ start_sleeper() {
     fi
     parent="cb-e2e-$id"
     start_sleeper "$id" --arg p "/$parent/c" '.linux.cgroupsPath = $p'
-    dirs=$(ls -d /sys/fs/cgroup/"$parent"/c /sys/fs/cgroup/*/"$parent"/c 2>/dev/null)
+    dirs=$(ls -d /sys/fs/cgroup/"$parent"/c /sys/fs/cgroup/*/"$parent"/c 2>/dev/null || true)
     [ -n "$dirs" ] || fail "no cgroup for the container"
-    for d in $dirs; do mkdir "$d/sub"; done
+    for d in $dirs; do
+        mkdir "$d/sub"
+        # A v1 cpuset starts empty: give it its parent's.
+        if [ -f "$d/sub/cpuset.cpus" ]; then
+            cat "$d/cpuset.cpus" >"$d/sub/cpuset.cpus"
+            cat "$d/cpuset.mems" >"$d/sub/cpuset.mems"
+        fi
+    done
     run --separate-stderr rt exec --cgroup sub "$id" cat /proc/self/cgroup
     assert_status 0
     [[ "$output" == *"/$parent/c/sub"* ]] || fail "not in the sub-cgroup: $output"

@@ -129,8 +129,8 @@ impl Backend for VmBackend {
     }
 
     fn stats(&self, c: &ContainerCtx<'_>) -> Result<serde_json::Value, BackendError> {
-        let live = connect(c)
-            .and_then(|(rec, agent)| agent.stats(&rec.guest_id).map_err(Error::from));
+        let live =
+            connect(c).and_then(|(rec, agent)| agent.stats(&rec.guest_id).map_err(Error::from));
         match live {
             Ok(s) => Ok(stats_json(&s)),
             // The VM is gone, or going, with the init: what its shim saw last (written before

@@ -112,7 +112,6 @@ fn normalized_bundle(bundle: &Path, state_root: &Path) -> Result<std::path::Path
         // libcontainer reports the parse error in its own words.
         return Ok(bundle.to_path_buf());
     };
-    check_ambient(&spec)?;
     check_unified(&spec, unified_cgroups())?;
     let late = take_late_hooks(&mut spec);
     let dir = state_root.join("bundle");
@@ -222,27 +221,6 @@ const CAP_SETS: [&str; 5] = [
     "inheritable",
     "ambient",
 ];
-
-/// runc fails ("unable to apply caps: operation not permitted") when an ambient capability is
-/// not both permitted and inheritable, where libcontainer only logs a warning and starts the
-/// process without it.
-fn check_ambient(spec: &serde_json::Value) -> Result<(), Error> {
-    let set = |name: &str| -> Vec<&str> {
-        spec.pointer(&format!("/process/capabilities/{name}"))
-            .and_then(|v| v.as_array())
-            .map(|a| a.iter().filter_map(|c| c.as_str()).collect())
-            .unwrap_or_default()
-    };
-    let (permitted, inheritable) = (set("permitted"), set("inheritable"));
-    for cap in set("ambient") {
-        if !permitted.contains(&cap) || !inheritable.contains(&cap) {
-            return Err(Error::Setup(format!(
-                "unable to apply caps: ambient capability {cap} is not in both the permitted and the inheritable set"
-            )));
-        }
-    }
-    Ok(())
-}
 
 fn absolute_root(spec: &mut serde_json::Value, bundle: &Path) {
     if let Some(root) = spec.pointer_mut("/root/path") {
@@ -836,7 +814,7 @@ mod tests {
     }
 
     #[test]
-    fn missing_capability_sets_are_empty_and_ambient_needs_permitted_and_inheritable() {
+    fn missing_capability_sets_are_empty() {
         let mut v = serde_json::json!({"process": {"capabilities": {
             "bounding": ["CAP_NET_RAW"], "permitted": ["CAP_NET_RAW"],
             "inheritable": ["CAP_NET_RAW"], "ambient": ["CAP_NET_RAW"]}}});
@@ -845,11 +823,10 @@ mod tests {
             v["process"]["capabilities"]["effective"],
             serde_json::json!([])
         );
-        assert!(check_ambient(&v).is_ok());
-        let stray = serde_json::json!({"process": {"capabilities": {
-            "effective": ["CAP_NET_RAW"], "ambient": ["CAP_NET_RAW"]}}});
-        let e = check_ambient(&stray).unwrap_err().to_string();
-        assert!(e.contains("ambient capability CAP_NET_RAW"), "{e}");
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"],
+            serde_json::json!(["CAP_NET_RAW"])
+        );
     }
 
     #[test]
