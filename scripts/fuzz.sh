@@ -50,11 +50,14 @@ for t in "${run[@]}"; do
     mkdir -p "$corpus"
     echo "== fuzzing $t for ${secs}s" >&2
     # The socket targets keep a server and connection threads alive across inputs (by design):
-    # LeakSanitizer would report those as leaks. ttrpc's sync server also keeps threads of
-    # connections that hung up mid-request (found by agent_request; see docs/SECURITY.md), so
-    # that target gets more memory.
+    # LeakSanitizer would report those as leaks. agent_request runs with the default memory
+    # limit again since the agent's server releases connections that end mid-request
+    # (docs/SECURITY.md); agent_reply (ttrpc's client threads per input) keeps the larger one.
     leaks=1 rss=2048
-    case $t in agent_request | agent_reply) leaks=0 rss=6144 ;; esac
+    case $t in
+        agent_request) leaks=0 ;;
+        agent_reply) leaks=0 rss=6144 ;;
+    esac
     # The kept inputs seed the corpus (read only: new finds go to corpus/$t).
     if ! ASAN_OPTIONS="detect_leaks=$leaks" cargo fuzz run -O --target-dir "$target_dir" "$t" "$corpus" "regressions/$t" -- \
         -max_total_time="$secs" -rss_limit_mb=$rss -detect_leaks=$leaks -timeout=10 -print_final_stats=1; then

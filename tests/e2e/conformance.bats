@@ -202,6 +202,119 @@ start_sleeper() {
     [ "$(rt_status "$id")" = "stopped" ] || fail "SIGTERM right after start was lost"
 }
 
+# --- capabilities ------------------------------------------------------------------
+
+@test "capabilities only permitted, inheritable and ambient become effective, as in runc and crun" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" sh -c 'grep -E "^Cap(Eff|Amb)" /proc/self/status'
+    edit_config "$B" '.process.user = {uid: 1000, gid: 1000} | .process.noNewPrivileges = false
+        | .process.capabilities = {bounding: ["CAP_NET_RAW", "CAP_KILL"], permitted: ["CAP_NET_RAW"],
+                                   inheritable: ["CAP_NET_RAW"], ambient: ["CAP_NET_RAW"]}'
+    run --separate-stderr rt run --bundle "$B" "$id" </dev/null
+    assert_status 0
+    [[ "$output" == *"CapEff:"*"0000000000002000"* ]] || fail "CAP_NET_RAW not effective: $output / $stderr"
+    [[ "$output" == *"CapAmb:"*"0000000000002000"* ]] || fail "CAP_NET_RAW not ambient: $output"
+    assert_nothing_left "$id" "$B"
+    # Effective but not permitted (a missing set is empty) fails, as runc fails.
+    edit_config "$B" '.process.capabilities = {bounding: ["CAP_NET_RAW"], effective: ["CAP_NET_RAW"], ambient: ["CAP_NET_RAW"]}'
+    run --separate-stderr rt run --bundle "$B" "$id" </dev/null
+    assert_clean_error
+    assert_nothing_left "$id" "$B"
+}
+
+@test "an unknown command exits 3 with runc's 'No help topic'" {
+    run --separate-stderr rt nosuch
+    assert_status 3
+    [[ "$stderr" == *"No help topic for 'nosuch'"* ]] || fail "stderr: $stderr"
+    run --separate-stderr rt start
+    assert_status 1
+}
+
+# --- seccomp ---------------------------------------------------------------------
+
+@test "seccomp listenerPath gets the notify fd (vm: a clear error)" {
+    local id sock="$BATS_TEST_TMPDIR/notify.sock" bg
+    id=$(new_id)
+    make_bundle "$B" sh -c 'mkdir /tmp/notified; echo "mkdir=$?"'
+    edit_config "$B" --arg sock "$sock" '.linux.seccomp = {defaultAction: "SCMP_ACT_ALLOW",
+        listenerPath: $sock, architectures: ["SCMP_ARCH_X86_64"],
+        syscalls: [{names: ["mkdir", "mkdirat"], action: "SCMP_ACT_NOTIFY"}]}'
+    if expect_vm; then
+        run --separate-stderr rt run --bundle "$B" "$id" </dev/null
+        assert_clean_error
+        [[ "$stderr" == *"listenerPath"* ]] || fail "stderr: $stderr"
+        assert_nothing_left "$id" "$B"
+        return
+    fi
+    python3 "$E2E_DIR/seccomp-listener.py" "$sock" >"$BATS_TEST_TMPDIR/listener.out" 2>&1 &
+    bg=$!
+    wait_for test -S "$sock" || fail "listener not up"
+    run --separate-stderr rt run --bundle "$B" "$id" </dev/null
+    wait "$bg" || fail "listener: $(cat "$BATS_TEST_TMPDIR/listener.out")"
+    assert_status 0
+    grep -q 'fds=1 names=seccompFd pid=[1-9]' "$BATS_TEST_TMPDIR/listener.out" ||
+        fail "listener got: $(cat "$BATS_TEST_TMPDIR/listener.out")"
+    # The listener closed the fd unanswered: the notifying call failed (ENOSYS).
+    [[ "$output" == *"mkdir=1"* ]] || fail "output: $output / $stderr"
+    [ ! -e "$B/rootfs/tmp/notified" ] || fail "mkdir was not intercepted"
+    assert_nothing_left "$id" "$B"
+}
+
+# --- cgroups ------------------------------------------------------------------------
+
+@test "unified resources on a cgroup v1 host are refused, as runc refuses them" {
+    [ "$(iso)" != fly ] || skip "fly has no cgroups"
+    [ "$(iso)" != vm ] || skip "vm: the guest's cgroups are v2 only, where unified resources apply"
+    [ "$(stat -f -c %T /sys/fs/cgroup)" != cgroup2fs ] || skip "host cgroups are v2 only: unified is valid"
+    local id
+    id=$(new_id)
+    make_bundle "$B" true
+    edit_config "$B" '.linux.resources.unified = {"memory.high": "50000000"}'
+    run --separate-stderr rt run --bundle "$B" "$id" </dev/null
+    assert_clean_error
+    [[ "$stderr" == *"cannot use unified on cgroup v1"* ]] || fail "stderr: $stderr"
+    assert_nothing_left "$id" "$B"
+}
+
+@test "exec --cgroup joins an existing sub-cgroup; delete --force removes sub-cgroups" {
+    local id parent dirs d rc=0
+    id=$(new_id)
+    if [ "$(iso)" = fly ] || [ "$(iso)" = vm ]; then
+        start_sleeper "$id"
+        run --separate-stderr rt exec --cgroup sub "$id" true
+        assert_clean_error
+        [[ "$stderr" == *"--cgroup"* ]] || fail "stderr: $stderr"
+        return
+    fi
+    parent="cb-e2e-$id"
+    start_sleeper "$id" --arg p "/$parent/c" '.linux.cgroupsPath = $p'
+    dirs=$(ls -d /sys/fs/cgroup/"$parent"/c /sys/fs/cgroup/*/"$parent"/c 2>/dev/null || true)
+    [ -n "$dirs" ] || fail "no cgroup for the container"
+    for d in $dirs; do
+        mkdir "$d/sub"
+        # A v1 cpuset starts empty: give it its parent's.
+        if [ -f "$d/sub/cpuset.cpus" ]; then
+            cat "$d/cpuset.cpus" >"$d/sub/cpuset.cpus"
+            cat "$d/cpuset.mems" >"$d/sub/cpuset.mems"
+        fi
+    done
+    run --separate-stderr rt exec --cgroup sub "$id" cat /proc/self/cgroup
+    assert_status 0
+    [[ "$output" == *"/$parent/c/sub"* ]] || fail "not in the sub-cgroup: $output"
+    run --separate-stderr rt exec --cgroup nosuch "$id" true
+    [ "$status" -ne 0 ] || fail "exec into a missing sub-cgroup succeeded"
+    rt_detached exec -d --cgroup sub "$id" sleep 1000
+    assert_status 0
+    run --separate-stderr rt delete --force "$id"
+    assert_status 0
+    for d in $dirs; do
+        [ ! -e "$d" ] || rc=1
+        rmdir "$(dirname "$d")" 2>/dev/null || true
+    done
+    [ "$rc" -eq 0 ] || fail "cgroups left: $(ls -d $dirs 2>/dev/null)"
+}
+
 # --- units -----------------------------------------------------------------------
 
 @test "update takes sizes with units; events --interval takes durations" {
@@ -248,7 +361,6 @@ start_sleeper() {
 
 @test "events prints an oom event when the container is OOM-killed" {
     [ "$(iso)" != fly ] || skip "fly has no cgroups"
-    [ "$(iso)" != vm ] || skip "not yet: OOM events of a VM container"
     local id out="$BATS_TEST_TMPDIR/events.out" bg
     id=$(new_id)
     make_bundle "$B" sh -c 'sleep 2; tail /dev/zero'

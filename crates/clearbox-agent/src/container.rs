@@ -461,6 +461,7 @@ pub fn stats(state: &State, id: &str) -> Result<pb::StatsResponse> {
     r.memory_usage_bytes = u.memory_usage_bytes;
     r.memory_limit_bytes = u.memory_limit_bytes;
     r.pids_current = u.pids_current;
+    r.oom_kill = u.oom_kill;
     r.source = "cgroup".into();
     Ok(r)
 }

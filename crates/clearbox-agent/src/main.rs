@@ -25,7 +25,7 @@ mod state;
 mod target;
 mod wiring;
 
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -171,18 +171,14 @@ fn run(is_pid1: bool) -> anyhow::Result<()> {
             let _ = process::lock(&shutdown_tx).send(());
         }),
     };
-    // Blocking calls (wait, reads) hold a worker thread each; ttrpc starts new workers
-    // whenever fewer than `min` are idle, so they never starve other calls.
-    let mut server = Server::new()
-        .add_listener(listener.into_raw_fd())
-        .context("ttrpc listener")?
+    // Bounded: one thread per connection plus one per request in flight (blocking calls such
+    // as WaitProcess and stream reads hold theirs until they answer or their connection ends).
+    let guard = peer::Guard(channel);
+    Server::new(create_agent(Arc::new(service)))
         // Only the host is served (see `peer`).
-        .set_accept_hook(peer::Guard(channel))
-        .register_service(create_agent(Arc::new(service)))
-        .set_thread_count_min(2)
-        .set_thread_count_default(4)
-        .set_thread_count_max(32);
-    server.start().context("starting ttrpc server")?;
+        .accept_hook(move |fd| guard.check_fd(fd))
+        .start(listener)
+        .context("starting the ttrpc server")?;
     milestones::mark(Milestone::Listening);
     debug!("listening");
 

@@ -15,9 +15,7 @@
 //! container (containers get their own /dev), which is the equivalent of this check there.
 //! The Unix socket of host test mode (`--listen-unix`) is guarded by its file permissions.
 
-use std::os::fd::RawFd;
-
-use clearbox_protocol::server::{HookError, HookOutput};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 /// `VMADDR_CID_HOST`: the host, as seen from a guest.
 pub const HOST_CID: u32 = 2;
@@ -86,35 +84,29 @@ pub fn peer_of(fd: RawFd) -> Result<Peer, Refused> {
     Ok(Peer::Other)
 }
 
-/// ttrpc accept hook: refused connections are closed before any request is read.
+/// The accept hook of the agent's server for one channel.
 #[derive(Debug)]
 pub struct Guard(pub Channel);
 
-impl clearbox_protocol::server::AcceptHook for Guard {
-    fn on_accept(&self, fd: RawFd) -> Result<HookOutput, HookError> {
+impl Guard {
+    /// The server's accept hook: refused connections are closed before any request is read.
+    pub fn check_fd(&self, fd: BorrowedFd<'_>) -> Result<(), String> {
         let decision = match self.0 {
             Channel::VirtioSerial => check(self.0, Peer::Other),
-            ch => peer_of(fd).and_then(|p| check(ch, p)),
+            ch => peer_of(fd.as_raw_fd()).and_then(|p| check(ch, p)),
         };
-        match decision {
-            Ok(()) => Ok(HookOutput {
-                data: Default::default(),
-                payload_transform: None,
-            }),
-            Err(e) => {
-                // Debug only: a guest process must not be able to flood the console.
-                crate::debug!("connection refused: {e}");
-                Err(HookError::Rejected(e.to_string()))
-            }
-        }
+        decision.map_err(|e| {
+            // Debug only: a guest process must not be able to flood the console.
+            crate::debug!("connection refused: {e}");
+            e.to_string()
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clearbox_protocol::server::AcceptHook;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::AsFd;
 
     fn vsock(cid: u32) -> Peer {
         Peer::Vsock { cid, port: 1234 }
@@ -148,8 +140,8 @@ mod tests {
         let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
         assert_eq!(peer_of(a.as_raw_fd()), Ok(Peer::Unix));
         // A Unix peer on a vsock listener is refused by the hook itself.
-        assert!(Guard(Channel::Vsock).on_accept(a.as_raw_fd()).is_err());
-        assert!(Guard(Channel::Unix).on_accept(a.as_raw_fd()).is_ok());
+        assert!(Guard(Channel::Vsock).check_fd(a.as_fd()).is_err());
+        assert!(Guard(Channel::Unix).check_fd(a.as_fd()).is_ok());
         // Not a socket at all.
         let f = std::fs::File::open("/dev/null").expect("open");
         assert!(matches!(peer_of(f.as_raw_fd()), Err(Refused::Unknown(_))));

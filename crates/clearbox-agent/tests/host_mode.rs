@@ -329,3 +329,73 @@ fn shutdown_stops_host_mode_agent() {
     // A run directory given with --run-dir belongs to the caller: it stays.
     assert!(agent.dir.path().join("run").is_dir());
 }
+
+/// Issue #10: every `clearbox` command opens a connection to the agent, and some end
+/// mid-request (a killed `clearbox exec` waiting, a client that hangs up after half a frame):
+/// the agent must give back the threads of each one.
+#[test]
+fn connections_that_end_anywhere_give_their_threads_back() {
+    use std::io::Write;
+    let b = Boxed::start("conn_threads");
+    let agent_pid = b.agent.child.id();
+    let threads = || {
+        std::fs::read_dir(format!("/proc/{agent_pid}/task"))
+            .expect("agent tasks")
+            .count()
+    };
+    let settle = |limit: usize| {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let n = threads();
+            if n <= limit {
+                return n;
+            }
+            assert!(
+                Instant::now() < until,
+                "agent holds {n} threads, at most {limit} expected"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let base = threads();
+    // What commands do: connect, ask, go.
+    for i in 0..20 {
+        let c = b.agent.client();
+        let out = c.run(&b.id(&format!("r{i}")), &sh("true")).expect("run");
+        assert!(out.status.success());
+        assert!(c.check().expect("check"));
+    }
+    // A command killed while it waits for a process: the wait is cancelled.
+    for i in 0..10 {
+        let id = b.id(&format!("w{i}"));
+        let c = b.agent.client();
+        c.exec(&id, &sh("sleep 1000")).expect("exec");
+        let waiter = {
+            let c = c.clone();
+            let id = id.clone();
+            std::thread::spawn(move || c.wait(&id, None))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        b.client.signal(&id, 9, false).expect("kill");
+        let _ = waiter.join();
+    }
+    // Raw peers that hang up after half a header, half a frame, or an oversized header.
+    let mut oversized = (u32::MAX - 1).to_be_bytes().to_vec();
+    oversized.extend_from_slice(&[0, 0, 0, 1, 1, 0]);
+    let partial: [&[u8]; 4] = [
+        &[],
+        &[0, 0, 0],
+        &[0, 0, 0, 100, 0, 0, 0, 1, 1, 0, 7, 7],
+        &oversized,
+    ];
+    for _ in 0..25 {
+        for bytes in partial {
+            let mut s = UnixStream::connect(&b.agent.socket).expect("connect");
+            let _ = s.write_all(bytes);
+        }
+    }
+    // Idle again: the container's output readers and the first client's connection, as before
+    // (a thread or two of slack for the reaper's timing).
+    settle(base + 2);
+    assert!(b.client.check().expect("still serving"));
+}

@@ -131,6 +131,11 @@ impl Backend for FlyBackend {
     }
 
     fn exec(&self, c: &ContainerCtx<'_>, o: &ExecOpts<'_>) -> Result<i32, BackendError> {
+        if let Some(sub) = o.sub_cgroup {
+            return Err(BackendError::msg(format!(
+                "exec --cgroup {sub}: isolation fly has no cgroups"
+            )));
+        }
         fly::exec(
             o.process,
             &c.state.rootfs,

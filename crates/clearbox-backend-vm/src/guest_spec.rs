@@ -50,6 +50,16 @@ pub(crate) fn rewrite(spec: &Spec, record: &Record) -> Result<Vec<u8>, Error> {
     }
     if let Some(linux) = s.linux().clone() {
         let mut linux = linux;
+        if let Some(path) = linux
+            .seccomp()
+            .as_ref()
+            .and_then(|s| s.listener_path().as_ref())
+        {
+            return Err(Error::Msg(format!(
+                "isolation vm cannot honour linux.seccomp.listenerPath {}: the seccomp notify descriptor belongs to the guest's kernel and cannot be passed to a host process (use isolation namespaces)",
+                path.display()
+            )));
+        }
         if let Some(ns) = linux.namespaces().clone() {
             let ns = ns
                 .into_iter()
@@ -191,5 +201,20 @@ mod tests {
         let single: serde_json::Value =
             serde_json::from_slice(&rewrite(&spec, &record("app1")).unwrap()).unwrap();
         assert_eq!(single["linux"]["namespaces"].as_array().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn a_seccomp_listener_is_a_clear_error() {
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "linux": {"seccomp": {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "listenerPath": "/run/notify.sock",
+                "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+            }}
+        }))
+        .unwrap();
+        let e = rewrite(&spec, &record("c1")).unwrap_err().to_string();
+        assert!(e.contains("listenerPath /run/notify.sock"), "{e}");
     }
 }

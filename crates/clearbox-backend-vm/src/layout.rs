@@ -4,6 +4,8 @@
 //! * `<state dir>/vm-box.json`: the [`Record`].
 //! * `<state dir>/start.fifo`: `start` writes one byte to it once the agent started the init, so
 //!   the shim begins relaying.
+//! * `<state dir>/last-stats.json`: the init's statistics as the init ended, written by its
+//!   shim before the VM goes (`events` reads the OOM kills that ended the container there).
 //! * `<state dir>/shim*.log`: the shims' own logs (their stderr is the container's).
 //! * `<base>` = `/run/clearbox-vm/<hash of the state dir>`: short on purpose, because Unix socket
 //!   paths are limited to 108 bytes and podman's container ids alone are 64. It holds `vm/` (the
@@ -24,6 +26,7 @@ use crate::Error;
 
 pub(crate) const RECORD: &str = "vm-box.json";
 pub(crate) const START_FIFO: &str = "start.fifo";
+pub(crate) const LAST_STATS: &str = "last-stats.json";
 /// virtio-fs tag of the per-container share.
 pub(crate) const SHARE_TAG: &str = "clearbox";
 /// Where the agent mounts a virtio-fs tag in the guest (`/run/clearbox/virtiofs/<tag>`).

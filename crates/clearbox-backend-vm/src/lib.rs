@@ -134,22 +134,17 @@ impl Backend for VmBackend {
     }
 
     fn stats(&self, c: &ContainerCtx<'_>) -> Result<serde_json::Value, BackendError> {
-        let (rec, agent) = connect(c)?;
-        let s = agent.stats(&rec.guest_id).map_err(Error::from)?;
-        // The shape of libcgroups' stats, which the other backends print.
-        Ok(serde_json::json!({
-            "cpu": {"usage": {
-                "total": s.cpu_usage_usec.saturating_mul(1000),
-                "user": s.cpu_user_usec.saturating_mul(1000),
-                "kernel": s.cpu_system_usec.saturating_mul(1000),
-            }},
-            "memory": {"usage": {
-                "usage": s.memory_usage_bytes,
-                "limit": s.memory_limit_bytes,
-            }},
-            "pids": {"current": s.pids_current},
-            "source": s.source,
-        }))
+        let live =
+            connect(c).and_then(|(rec, agent)| agent.stats(&rec.guest_id).map_err(Error::from));
+        match live {
+            Ok(s) => Ok(stats_json(&s)),
+            // The VM is gone, or going, with the init: what its shim saw last (written before
+            // it ends the VM; `events` looks there for the OOM kill that ended the container).
+            Err(e) => std::fs::read(c.dir.join(layout::LAST_STATS))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .ok_or_else(|| BackendError::from(e)),
+        }
     }
 
     fn update(&self, _c: &ContainerCtx<'_>, _r: &LinuxResources) -> Result<(), BackendError> {
@@ -157,6 +152,27 @@ impl Backend for VmBackend {
             "update is not supported yet for containers with isolation vm",
         ))
     }
+}
+
+/// The agent's statistics in the shape of libcgroups' stats, which the other backends print,
+/// plus `memory.oom_kill` (the `events` command turns its growth into `oom` events).
+pub(crate) fn stats_json(s: &clearbox_protocol::pb::agent::StatsResponse) -> serde_json::Value {
+    serde_json::json!({
+        "cpu": {"usage": {
+            "total": s.cpu_usage_usec.saturating_mul(1000),
+            "user": s.cpu_user_usec.saturating_mul(1000),
+            "kernel": s.cpu_system_usec.saturating_mul(1000),
+        }},
+        "memory": {
+            "usage": {
+                "usage": s.memory_usage_bytes,
+                "limit": s.memory_limit_bytes,
+            },
+            "oom_kill": s.oom_kill,
+        },
+        "pids": {"current": s.pids_current},
+        "source": s.source,
+    })
 }
 
 fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> {
@@ -691,6 +707,11 @@ fn exec(c: &ContainerCtx<'_>, o: &ExecOpts<'_>) -> Result<i32, Error> {
         return Err(Error::Msg(
             "--preserve-fds is not supported with isolation vm".into(),
         ));
+    }
+    if let Some(sub) = o.sub_cgroup {
+        return Err(Error::Msg(format!(
+            "exec --cgroup {sub} is not supported with isolation vm (the container's cgroups are in its VM)"
+        )));
     }
     let rec = record(c)?;
     if rec.is_sandbox() {

@@ -112,6 +112,7 @@ fn normalized_bundle(bundle: &Path, state_root: &Path) -> Result<std::path::Path
         // libcontainer reports the parse error in its own words.
         return Ok(bundle.to_path_buf());
     };
+    check_unified(&spec, unified_cgroups())?;
     let late = take_late_hooks(&mut spec);
     let dir = state_root.join("bundle");
     if let Some(hooks) = &late {
@@ -169,11 +170,57 @@ fn normalize_spec(spec: &mut serde_json::Value, bundle: &Path) -> bool {
             changed = true;
         }
     }
+    // runc applies all five capability sets at once, a missing one being empty; libcontainer
+    // leaves a missing set as the caller's (the whole effective set of root), and then cannot
+    // shrink the permitted set below it ("failed syscall" for a process whose capabilities
+    // are only permitted and ambient, which runc and crun run).
+    if let Some(caps) = spec
+        .pointer_mut("/process/capabilities")
+        .and_then(|c| c.as_object_mut())
+    {
+        for set in CAP_SETS {
+            if caps.get(set).is_none_or(|v| v.is_null()) {
+                caps.insert(set.into(), serde_json::Value::Array(Vec::new()));
+                changed = true;
+            }
+        }
+    }
     if changed {
         absolute_root(spec, bundle);
     }
     changed
 }
+
+/// Whether the host's cgroups are v2 only (a hybrid host counts as v1, as for runc).
+fn unified_cgroups() -> bool {
+    matches!(
+        libcgroups::common::get_cgroup_setup(),
+        Ok(libcgroups::common::CgroupSetup::Unified)
+    )
+}
+
+/// runc refuses `linux.resources.unified` unless the host's cgroups are v2 only;
+/// libcontainer would ignore it on v1.
+fn check_unified(spec: &serde_json::Value, unified: bool) -> Result<(), Error> {
+    let asked = spec
+        .pointer("/linux/resources/unified")
+        .and_then(|u| u.as_object())
+        .is_some_and(|u| !u.is_empty());
+    if asked && !unified {
+        return Err(Error::Setup(
+            "invalid configuration: cannot use unified on cgroup v1".into(),
+        ));
+    }
+    Ok(())
+}
+
+const CAP_SETS: [&str; 5] = [
+    "bounding",
+    "effective",
+    "permitted",
+    "inheritable",
+    "ambient",
+];
 
 fn absolute_root(spec: &mut serde_json::Value, bundle: &Path) {
     if let Some(root) = spec.pointer_mut("/root/path") {
@@ -307,6 +354,13 @@ pub fn delete(state_root: &Path, id: &str, force: bool) -> Result<(), Error> {
         return Ok(());
     }
     let mut c = load(state_root, id)?;
+    // libcontainer removes only the container's own cgroup: the sub-cgroups of `exec
+    // --cgroup` go first (their processes killed when forced), as runc removes them.
+    if let Ok(spec) = c.spec() {
+        if !c.systemd() {
+            remove_sub_cgroups(&spec.cgroup_path, force);
+        }
+    }
     // libcgroups gives a SIGKILLed container about 100 ms to leave its cgroups before rmdir
     // fails (EBUSY): on a loaded host its processes can take longer to exit. The failed delete
     // has already marked the container stopped and killed it, so another one only retries the
@@ -328,6 +382,90 @@ pub fn delete(state_root: &Path, id: &str, force: bool) -> Result<(), Error> {
     let mut state = c.state.clone();
     state.status = ContainerStatus::Stopped;
     run_late_hooks(state_root, "poststop", &state);
+    Ok(())
+}
+
+/// Every directory that holds the cgroup `cgroup_path`: one per v1 hierarchy, or the unified
+/// one.
+fn cgroup_dirs(cgroup_path: &Path) -> Vec<std::path::PathBuf> {
+    let rel = cgroup_path.strip_prefix("/").unwrap_or(cgroup_path);
+    let root = Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT);
+    if unified_cgroups() {
+        return vec![root.join(rel)];
+    }
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join(rel))
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+/// Removes the cgroups below the container's, deepest first; with `kill`, their processes are
+/// killed first.
+fn remove_sub_cgroups(cgroup_path: &Path, kill: bool) {
+    fn below(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                below(&e.path(), out);
+                out.push(e.path());
+            }
+        }
+    }
+    for base in cgroup_dirs(cgroup_path) {
+        let mut subs = Vec::new();
+        below(&base, &mut subs);
+        for sub in subs {
+            let procs = || std::fs::read_to_string(sub.join("cgroup.procs")).unwrap_or_default();
+            if kill {
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                loop {
+                    let pids: Vec<i32> = procs().lines().filter_map(|l| l.parse().ok()).collect();
+                    if pids.is_empty() || std::time::Instant::now() > until {
+                        break;
+                    }
+                    for pid in pids {
+                        // SAFETY: kill(2) with integers.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+            let _ = std::fs::remove_dir(&sub);
+        }
+    }
+}
+
+/// `exec --cgroup`: runc takes a path below the container's cgroup that must exist (in every
+/// hierarchy on v1). Its per-controller form (`memory:sub`) is refused clearly: libcontainer
+/// would take it for a directory name.
+fn check_sub_cgroup(state_root: &Path, id: &str, sub: &str) -> Result<(), Error> {
+    if sub.contains(':') {
+        return Err(Error::Setup(format!(
+            "exec --cgroup {sub}: the CONTROLLER:PATH form is not supported, give a path"
+        )));
+    }
+    let rel = Path::new(sub);
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(Error::Setup(format!(
+            "exec --cgroup {sub}: not a relative path below the container's cgroup"
+        )));
+    }
+    let c = load(state_root, id)?;
+    let spec = c.spec()?;
+    for dir in cgroup_dirs(&spec.cgroup_path) {
+        if !dir.join(rel).is_dir() {
+            return Err(Error::Setup(format!(
+                "exec --cgroup {sub}: no cgroup {}",
+                dir.join(rel).display()
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -354,6 +492,9 @@ pub fn exec(p: &ExecParams<'_>) -> Result<i32, Error> {
 /// [`exec`] with the process's stdio connected to `stdio` (same caveats as
 /// [`create_with_stdio`]).
 pub fn exec_with_stdio(p: &ExecParams<'_>, stdio: Stdio) -> Result<i32, Error> {
+    if let Some(sub) = p.sub_cgroup {
+        check_sub_cgroup(p.state_root, p.id, sub)?;
+    }
     let _created = CreatedAsRunning::mark(p.state_root, p.id)?;
     let builder = ContainerBuilder::new(p.id.to_string(), SyscallType::default());
     let pid = with_stdio(builder, stdio)
@@ -530,6 +671,8 @@ pub struct Usage {
     /// 0 = unlimited.
     pub memory_limit_bytes: u64,
     pub pids_current: u64,
+    /// Processes of the cgroup killed by the OOM killer so far (`oom_kill`).
+    pub oom_kill: u64,
 }
 
 /// Any limit from here up means "no limit" (v2 `max` parses as u64::MAX, v1 reports the
@@ -559,6 +702,7 @@ fn usage_from(stats: &libcgroups::stats::Stats, unified: bool) -> Usage {
         memory_usage_bytes: stats.memory.memory.usage,
         memory_limit_bytes: if limit >= UNLIMITED_FROM { 0 } else { limit },
         pids_current: stats.pids.current,
+        oom_kill: 0,
     }
 }
 
@@ -591,6 +735,10 @@ fn usage_v2(dir: &Path) -> Result<Usage, Error> {
                 .map(|s| s.lines().count() as u64)
                 .unwrap_or(0)
         }),
+        oom_kill: std::fs::read_to_string(dir.join("memory.events"))
+            .ok()
+            .and_then(|t| flat_keyed(&t, "oom_kill"))
+            .unwrap_or(0),
     })
 }
 
@@ -611,7 +759,9 @@ pub fn usage(state_root: &Path, id: &str) -> Result<Usage, Error> {
     }
     let m = cgroup_manager(state_root, id)?;
     let stats = m.stats().map_err(|e| Error::Cgroups(Box::new(e)))?;
-    Ok(usage_from(&stats, unified))
+    let mut u = usage_from(&stats, unified);
+    u.oom_kill = oom_kills(&load(state_root, id)?.spec()?.cgroup_path).unwrap_or(0);
+    Ok(u)
 }
 
 /// Applies new resource limits to the container's cgroup.
@@ -681,6 +831,32 @@ mod tests {
     }
 
     #[test]
+    fn missing_capability_sets_are_empty() {
+        let mut v = serde_json::json!({"process": {"capabilities": {
+            "bounding": ["CAP_NET_RAW"], "permitted": ["CAP_NET_RAW"],
+            "inheritable": ["CAP_NET_RAW"], "ambient": ["CAP_NET_RAW"]}}});
+        assert!(normalize_spec(&mut v, Path::new("/b")));
+        assert_eq!(
+            v["process"]["capabilities"]["effective"],
+            serde_json::json!([])
+        );
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"],
+            serde_json::json!(["CAP_NET_RAW"])
+        );
+    }
+
+    #[test]
+    fn unified_resources_need_cgroup_v2() {
+        let v = serde_json::json!({"linux": {"resources": {"unified": {"memory.high": "1"}}}});
+        let e = check_unified(&v, false).unwrap_err().to_string();
+        assert!(e.contains("cannot use unified on cgroup v1"), "{e}");
+        assert!(check_unified(&v, true).is_ok());
+        let none = serde_json::json!({"linux": {"resources": {"unified": {}}}});
+        assert!(check_unified(&none, false).is_ok());
+    }
+
+    #[test]
     fn stats_have_runc_shape() {
         let mut s = libcgroups::stats::Stats::default();
         s.cpu.usage.usage_total = 7;
@@ -705,6 +881,11 @@ mod tests {
         std::fs::write(d.path().join("memory.current"), "8192\n").expect("write");
         std::fs::write(d.path().join("memory.max"), "max\n").expect("write");
         std::fs::write(d.path().join("cgroup.procs"), "1\n2\n").expect("write");
+        std::fs::write(
+            d.path().join("memory.events"),
+            "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n",
+        )
+        .expect("write");
         let u = usage_v2(d.path()).expect("usage");
         assert_eq!(
             u,
@@ -715,6 +896,7 @@ mod tests {
                 memory_usage_bytes: 8192,
                 memory_limit_bytes: 0,
                 pids_current: 2,
+                oom_kill: 1,
             }
         );
         assert!(usage_v2(&d.path().join("missing")).is_err());

@@ -157,17 +157,9 @@ fn stub_server() -> &'static Path {
         let path = dir.join("agent.sock");
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).expect("bind fuzz server socket");
-        let fd = std::os::fd::IntoRawFd::into_raw_fd(listener);
-        let server = Server::new()
-            .add_listener(fd)
-            .expect("listener")
-            .register_service(create_agent(Arc::new(Refuse)))
-            .set_thread_count_min(1)
-            .set_thread_count_default(2)
-            .set_thread_count_max(8);
-        // Leaked on purpose: it serves until the fuzzing process exits.
-        let server = Box::leak(Box::new(server));
-        server.start().expect("start fuzz server");
+        Server::new(create_agent(Arc::new(Refuse)))
+            .start(listener.into())
+            .expect("start fuzz server");
         path
     })
 }

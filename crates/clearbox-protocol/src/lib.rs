@@ -91,11 +91,4 @@ pub mod pb {
     }
 }
 
-/// Server side, for the agent: implement [`server::Agent`], register it with
-/// [`server::create_agent`] on a [`server::Server`].
-pub mod server {
-    pub use crate::pb::agent_ttrpc::{create_agent, Agent};
-    pub use ttrpc::{get_status, Code, Error, Result, Server, TtrpcContext};
-    /// Connection hook (peer checks before any request is read).
-    pub use ttrpc::{AcceptHook, HookError, HookOutput};
-}
+pub mod server;

@@ -21,11 +21,10 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            // Usage errors in one line, like every other error.
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("clearbox: {}", first.trim_start_matches("error: "));
-            return ExitCode::from(2);
+            // Usage errors in one line, like every other error, with runc's exit statuses.
+            let (msg, code) = usage_error(&e);
+            eprintln!("clearbox: {msg}");
+            return ExitCode::from(code);
         }
     };
     let log_to_file = cli.global.log.is_some();
@@ -56,5 +55,43 @@ fn main() -> ExitCode {
             eprintln!("clearbox: {msg}");
             ExitCode::from(failure)
         }
+    }
+}
+
+/// A command-line error as runc reports it: an unknown command is "No help topic for 'X'" with
+/// status 3 (urfave/cli's), every other usage error status 1.
+fn usage_error(e: &clap::Error) -> (String, u8) {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() == ErrorKind::InvalidSubcommand {
+        if let Some(ContextValue::String(name)) = e.get(ContextKind::InvalidSubcommand) {
+            return (format!("No help topic for '{name}'"), 3);
+        }
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("invalid arguments");
+    (first.trim_start_matches("error: ").to_string(), 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn usage(args: &[&str]) -> (String, u8) {
+        let e = cli::Cli::try_parse_from(args).expect_err("a usage error");
+        usage_error(&e)
+    }
+
+    #[test]
+    fn usage_errors_have_runc_statuses() {
+        assert_eq!(
+            usage(&["clearbox", "nosuch"]),
+            ("No help topic for 'nosuch'".to_string(), 3)
+        );
+        assert_eq!(usage(&["clearbox", "nosuch", "x"]).1, 3);
+        let (msg, code) = usage(&["clearbox", "start"]);
+        assert_eq!(code, 1, "{msg}");
+        assert_eq!(usage(&["clearbox", "kill", "--bogus", "x"]).1, 1);
+        assert_eq!(usage(&["clearbox", "--bogus"]).1, 1);
     }
 }

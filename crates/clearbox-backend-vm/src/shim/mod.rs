@@ -376,6 +376,7 @@ fn init(
     // Everything below needs only descriptors opened now (and the container's root, entered
     // now), then the shim gives up its privileges.
     let fifo = open_fifo(&req.dir.join(START_FIFO))?;
+    let last_stats = open_last_stats(&req.dir);
     // Counted while /proc is still in view.
     let single = single_threaded();
     if let Err(e) = enter_container_root(&req.record, spec) {
@@ -441,6 +442,13 @@ fn init(
     let pid = ProcessId::container(req.record.guest_id.clone());
     let outcome = relay::run(&agent, &pid, req.terminal, vm_exit.as_fd(), &mut signals);
     tracing::debug!(elapsed = ?t0.elapsed(), "init ended");
+    if let (relay::Outcome::Exited(_), Some(mut f)) = (&outcome, last_stats) {
+        // What the container's cgroup says as the init ends (an OOM kill, say) goes with
+        // the VM: keep it for `events`.
+        if let Ok(s) = agent.stats(&req.record.guest_id) {
+            let _ = f.write_all(crate::stats_json(&s).to_string().as_bytes());
+        }
+    }
     // The init is gone: so is the container. The rootfs is a host passthrough, nothing in the
     // guest needs saving.
     let _ = vm.kill();
@@ -560,6 +568,19 @@ fn enter_container_root(record: &Record, spec: &serde_json::Value) -> Result<(),
 }
 
 /// O_RDWR keeps the FIFO from ever reporting EOF/HUP while nobody has it open for writing.
+/// The file the init's last statistics go to, opened while the shim may still create it.
+fn open_last_stats(dir: &Path) -> Option<File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(dir.join(crate::layout::LAST_STATS))
+        .map_err(|e| tracing::debug!(error = %e, "cannot open the last-stats file"))
+        .ok()
+}
+
 fn open_fifo(path: &Path) -> Result<OwnedFd, Error> {
     let f = std::fs::OpenOptions::new()
         .read(true)
