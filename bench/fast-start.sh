@@ -71,8 +71,10 @@ out="$W/report.md"
 : >"$out"
 
 # The floor: the VMM's own probe boots the floor initramfs (no agent) and times QEMU's exit.
-(cd "$REPO" && cargo build -q --release -p clearbox-vmm --example boot-probe) >&2
 probe="${CARGO_TARGET_DIR:-$REPO/target}/release/examples/boot-probe"
+# BENCH_PROBE_BUILT=1: use the probe as built (no cargo run while others hold the target dir).
+[ "${BENCH_PROBE_BUILT:-0}" = 1 ] && [ -x "$probe" ] ||
+    (cd "$REPO" && cargo build -q --release -p clearbox-vmm --example boot-probe) >&2
 load0=$(cut -d' ' -f1 /proc/loadavg)
 
 # --- 1. run: cold vs floor vs namespaces vs runsc -----------------------------------------
@@ -85,7 +87,7 @@ if has run; then
     [ -z "$TEMPLATE_CMD" ] ||
         rows+=(-n "clearbox run (vm, template)" "$TEMPLATE_CMD $RUNTIME --root $R --isolation vm run --bundle $B b-tpl")
     echo "fast-start: run ($RUNS runs) ..." >&2
-    hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$W/run.json" "${rows[@]}" >&2
+    hyperfine -N -i --warmup 1 --runs "$RUNS" --export-json "$W/run.json" "${rows[@]}" >&2
 fi
 
 # --- 2. podman: clearbox (vm) vs crun ------------------------------------------------------
@@ -111,7 +113,7 @@ exec unshare -m sh -c 'umount /sys/fs/cgroup/unified; exec crun "$@"' crun "$@"
 EOF
     chmod +x "$crun_wrap"
     echo "fast-start: podman ($RUNS runs) ..." >&2
-    hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$W/podman.json" \
+    hyperfine -N -i --warmup 1 --runs "$RUNS" --export-json "$W/podman.json" \
         -n "podman run --rm (clearbox vm)" "$COLD_CMD $pod --runtime $RUNTIME run --rm $IMAGE true" \
         -n "podman run --rm (crun)" "$pod --runtime $crun_wrap run --rm $IMAGE true" >&2
     $pod rm -af -t 0 >/dev/null 2>&1 || true
