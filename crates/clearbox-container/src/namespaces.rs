@@ -245,7 +245,6 @@ pub fn start(state_root: &Path, id: &str) -> Result<(), Error> {
 /// by the kernel; a program that never sleeps costs `start` at most `limit`.
 fn wait_until_idle(pid: i32, limit: std::time::Duration) {
     let deadline = std::time::Instant::now() + limit;
-    let mut pause = Backoff::default();
     while std::time::Instant::now() < deadline {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             return;
@@ -257,26 +256,7 @@ fn wait_until_idle(pid: i32, limit: std::time::Duration) {
         if state != "R" && state != "D" {
             return;
         }
-        pause.sleep();
-    }
-}
-
-/// Sleeps of a polling loop: 50 µs, doubling up to 1 ms. A program that execs or settles
-/// at once is noticed within tens of microseconds instead of a fixed millisecond (which
-/// `start` paid on every call), and a slow one costs no more wake-ups than before.
-#[derive(Debug)]
-struct Backoff(std::time::Duration);
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self(std::time::Duration::from_micros(50))
-    }
-}
-
-impl Backoff {
-    fn sleep(&mut self) {
-        std::thread::sleep(self.0);
-        self.0 = (self.0 * 2).min(std::time::Duration::from_millis(1));
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
@@ -284,10 +264,11 @@ impl Backoff {
 /// itself `youki:[2:INIT]`), i.e. it exec'd the program, or exited.
 fn wait_for_exec(pid: i32, limit: std::time::Duration) {
     let deadline = std::time::Instant::now() + limit;
-    let mut pause = Backoff::default();
     while std::time::Instant::now() < deadline {
         match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-            Ok(comm) if comm.starts_with("youki:") => pause.sleep(),
+            Ok(comm) if comm.starts_with("youki:") => {
+                std::thread::sleep(std::time::Duration::from_millis(1))
+            }
             // Exec'd, or gone.
             _ => return,
         }
