@@ -210,8 +210,10 @@ pub fn create(state: &State, req: &pb::CreateContainerRequest) -> Result<()> {
 
 fn create_reserved(state: &State, req: &pb::CreateContainerRequest, id: &str) -> Result<()> {
     let cfg = config();
+    let mut span = crate::log::Span::new(format!("create {id}"));
     let rootfs_req = req.rootfs.clone().unwrap_or_default();
     let rootfs = resolve_rootfs(&rootfs_req)?;
+    span.step("rootfs resolved (virtio-fs mounted)");
     let stdio = req.stdio.clone().unwrap_or_default();
     let spec_terminal = spec_terminal(&req.oci_spec_json);
     let terminal = stdio.terminal || spec_terminal;
@@ -226,6 +228,7 @@ fn create_reserved(state: &State, req: &pb::CreateContainerRequest, id: &str) ->
     )
     .map_err(|e| status(Code::INVALID_ARGUMENT, format!("spec: {}", chain(&e))))?;
     vm_network_sysctls(&mut prepared.config)?;
+    span.step("spec prepared");
     let bundle_dir = cfg.run_dir.join("bundles").join(id);
     let state_root = cfg.run_dir.join("containers").join(id);
     let cleanup = || {
@@ -243,6 +246,7 @@ fn create_reserved(state: &State, req: &pb::CreateContainerRequest, id: &str) ->
         cleanup();
         return Err(internal("write bundle", e));
     }
+    span.step("bundle written");
     let size = prepared
         .process
         .console_size
@@ -278,6 +282,7 @@ fn create_reserved(state: &State, req: &pb::CreateContainerRequest, id: &str) ->
             return Err(err);
         }
     };
+    span.step("helper done (libcontainer create)");
     let init = new_process(pid, terminal, ends);
     let mut t = state.table();
     t.register_since((id.to_string(), String::new()), Arc::clone(&init), since);

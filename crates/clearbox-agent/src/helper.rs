@@ -33,6 +33,8 @@ use serde::{Deserialize, Serialize};
 
 /// First argument that turns the agent binary into the helper.
 pub const HELPER_ARG: &str = "__clearbox-container-helper";
+/// Set in the helper's environment when the agent logs debug lines.
+const DEBUG_ENV: &str = "CLEARBOX_AGENT_DEBUG";
 /// Where the helper finds the process's stdio (when there is no console socket).
 const STDIO_FDS: [RawFd; 3] = [3, 4, 5];
 /// A helper that neither answers nor exits within this time is killed. Generous: container
@@ -93,14 +95,26 @@ pub enum HelperError {
 /// The process's stdio for [`run`]: `None` when it gets a terminal through the console socket.
 pub type ChildStdio = Option<[OwnedFd; 3]>;
 
-/// Runs `req` in a helper process and returns the new process's pid.
+/// Runs `req` in a helper process and returns the new process's pid: a child of the
+/// pre-forked helper (see `zygote`) where it runs, else a fresh re-exec of the agent.
 pub fn run(req: &Request, stdio: ChildStdio) -> Result<i32, HelperError> {
     let body = serde_json::to_vec(req).map_err(|e| HelperError::Io(e.into()))?;
+    let stdio = match crate::zygote::run(&body, stdio) {
+        crate::zygote::Outcome::Done(answer) => return parse_answer(answer),
+        crate::zygote::Outcome::Unavailable(stdio) => stdio,
+    };
+    run_exec(&body, stdio)
+}
+
+/// [`run`] by re-executing the agent as the helper.
+fn run_exec(body: &[u8], stdio: ChildStdio) -> Result<i32, HelperError> {
     // The running binary itself, even if its file was replaced since.
     let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg(HELPER_ARG)
-        .env_clear()
-        .stdin(Stdio::piped())
+    cmd.arg(HELPER_ARG).env_clear();
+    if crate::log::debug_enabled() {
+        cmd.env(DEBUG_ENV, "1");
+    }
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some(fds) = &stdio {
@@ -125,7 +139,7 @@ pub fn run(req: &Request, stdio: ChildStdio) -> Result<i32, HelperError> {
     let pid = child.id();
     let answer = (|| {
         let mut stdin = child.stdin.take().ok_or(HelperError::NoAnswer)?;
-        stdin.write_all(&body).map_err(HelperError::Io)?;
+        stdin.write_all(body).map_err(HelperError::Io)?;
         drop(stdin);
         let stdout = child.stdout.take().ok_or(HelperError::NoAnswer)?;
         read_answer(File::from(OwnedFd::from(stdout)))
@@ -137,6 +151,10 @@ pub fn run(req: &Request, stdio: ChildStdio) -> Result<i32, HelperError> {
     }
     // The `Child` is dropped without waiting: the agent's reaper collects the helper.
     drop(child);
+    parse_answer(answer)
+}
+
+fn parse_answer(answer: Result<Vec<u8>, HelperError>) -> Result<i32, HelperError> {
     let resp: Response = serde_json::from_slice(&answer?).map_err(|_| HelperError::NoAnswer)?;
     match (resp.pid, resp.error) {
         (_, Some(e)) => Err(HelperError::Setup(e)),
@@ -146,7 +164,7 @@ pub fn run(req: &Request, stdio: ChildStdio) -> Result<i32, HelperError> {
 }
 
 /// Reads the response to EOF (= the helper exited), bounded by [`HELPER_TIMEOUT`].
-fn read_answer(mut f: File) -> Result<Vec<u8>, HelperError> {
+pub(crate) fn read_answer(mut f: File) -> Result<Vec<u8>, HelperError> {
     let until = Instant::now() + HELPER_TIMEOUT;
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
@@ -177,7 +195,7 @@ fn read_answer(mut f: File) -> Result<Vec<u8>, HelperError> {
 
 /// Marks every descriptor from `first` up close-on-exec (errors: kernels before 5.11; the
 /// agent's own descriptors are close-on-exec anyway).
-fn cloexec_from(first: u32) {
+pub(crate) fn cloexec_from(first: u32) {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags.
     unsafe {
         libc::syscall(
@@ -191,7 +209,7 @@ fn cloexec_from(first: u32) {
 
 /// Child side (after fork, before exec): moves `raw` to [`STDIO_FDS`]. First duplicates every
 /// source above the targets, so a source that already sits on a target cannot be clobbered.
-fn place_fds(raw: [RawFd; 3]) -> io::Result<()> {
+pub(crate) fn place_fds(raw: [RawFd; 3]) -> io::Result<()> {
     let mut high = [0 as RawFd; 3];
     for (h, fd) in high.iter_mut().zip(raw) {
         // SAFETY: fcntl on an integer descriptor; failure is reported.
@@ -213,7 +231,20 @@ fn place_fds(raw: [RawFd; 3]) -> io::Result<()> {
 
 /// Entry point of the helper process; returns its exit code.
 pub fn main() -> i32 {
-    let resp = match serve() {
+    if std::env::var_os(DEBUG_ENV).is_some() {
+        crate::log::set_debug(true);
+    }
+    let mut body = Vec::new();
+    let served = io::stdin()
+        .read_to_end(&mut body)
+        .map_err(|e| format!("helper: read request: {e}"))
+        .and_then(|_| serve(&body, true));
+    respond(served, &mut io::stdout().lock())
+}
+
+/// Writes the response for `served` to `out`; returns the helper's exit code.
+pub(crate) fn respond(served: Result<i32, String>, out: &mut dyn Write) -> i32 {
+    let resp = match served {
         Ok(pid) => Response {
             pid: Some(pid),
             error: None,
@@ -224,7 +255,7 @@ pub fn main() -> i32 {
         },
     };
     let body = serde_json::to_vec(&resp).unwrap_or_default();
-    match io::stdout().lock().write_all(&body) {
+    match out.write_all(&body).and_then(|()| out.flush()) {
         Ok(()) => 0,
         Err(_) => 1,
     }
@@ -232,7 +263,7 @@ pub fn main() -> i32 {
 
 /// Gives the container process a clean signal state: exec keeps the mask the agent's thread
 /// had (SIGCHLD and, in host mode, SIGTERM/SIGINT blocked), and libcontainer does not reset it.
-fn reset_signals() {
+pub(crate) fn reset_signals() {
     // SAFETY: signal/sigprocmask with valid arguments in a single-threaded process.
     unsafe {
         for sig in 1..32 {
@@ -265,22 +296,28 @@ fn take_stdio() -> Result<ns::Stdio, String> {
     })
 }
 
-fn serve() -> Result<i32, String> {
+/// Sets up the container `body` asks for; `guard`: load the seccomp guard first (the
+/// pre-forked helper loaded it on itself already).
+pub(crate) fn serve(body: &[u8], guard: bool) -> Result<i32, String> {
+    if crate::log::debug_enabled() {
+        crate::log::trace_library_events();
+    }
+    let mut span = crate::log::Span::new("helper");
     reset_signals();
-    let mut body = Vec::new();
-    io::stdin()
-        .read_to_end(&mut body)
-        .map_err(|e| format!("helper: read request: {e}"))?;
     let req: Request =
-        serde_json::from_slice(&body).map_err(|e| format!("helper: bad request: {e}"))?;
+        serde_json::from_slice(body).map_err(|e| format!("helper: bad request: {e}"))?;
     let stdio = match req.console_socket() {
         Some(_) => ns::Stdio::default(),
         None => take_stdio()?,
     };
-    // Every container process inherits it: no vsock, no io_uring (see `guard`).
-    crate::guard::install().map_err(|e| crate::service::chain(&e))?;
+    span.step("request read");
+    if guard {
+        // Every container process inherits it: no vsock, no io_uring (see `guard`).
+        crate::guard::install().map_err(|e| crate::service::chain(&e))?;
+        span.step("guard installed");
+    }
     let chain = |e: clearbox_container::Error| crate::service::chain(&e);
-    match &req {
+    let r = match &req {
         Request::Create {
             id,
             bundle,
@@ -320,7 +357,9 @@ fn serve() -> Result<i32, String> {
             stdio,
         )
         .map_err(chain),
-    }
+    };
+    span.step("libcontainer done");
+    r
 }
 
 #[cfg(test)]

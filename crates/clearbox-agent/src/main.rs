@@ -24,6 +24,7 @@ mod spec;
 mod state;
 mod target;
 mod wiring;
+mod zygote;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -140,6 +141,8 @@ fn run(is_pid1: bool) -> anyhow::Result<()> {
     });
     milestones::mark(Milestone::MountsDone);
     debug!("mounts done");
+    // While still single-threaded and before any signal is blocked.
+    zygote::start();
 
     // Host mode: SIGTERM/SIGINT shut down cleanly (PID 1 never gets them from the kernel).
     let sigset = state::block_signals(!as_init).context("blocking signals")?;

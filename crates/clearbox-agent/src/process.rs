@@ -11,9 +11,13 @@ use std::time::{Duration, Instant};
 
 /// Per-stream buffer limit; a reader thread stops reading (back-pressure) when it is full.
 pub const STREAM_BUFFER_CAP: usize = 1024 * 1024;
-/// How often blocked wait/read calls check whether their connection is gone, so an
-/// abandoned call never consumes output meant for a later connection.
-const CANCEL_POLL: Duration = Duration::from_millis(200);
+/// How often blocked wait/read calls check whether their connection is gone, to free the
+/// worker thread of an abandoned call. Rare on purpose: every timed wake-up of an idle
+/// container costs the host CPU (an emulated timer interrupt under TCG), and an idle
+/// container has three such calls (wait, stdout, stderr). An abandoned call never consumes
+/// output meant for a later connection however long it sleeps: it checks for cancellation
+/// on every wake-up before it takes anything (see `block`).
+const CANCEL_POLL: Duration = Duration::from_secs(5);
 
 /// Locks a mutex; poisoning cannot happen (panic = abort), so a poisoned guard is still
 /// the consistent state.
@@ -218,12 +222,13 @@ impl Process {
             Some(t) => (t - now).min(CANCEL_POLL),
             None => CANCEL_POLL,
         };
-        Some(
-            self.cond
-                .wait_timeout(st, slice)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0,
-        )
+        let st = self
+            .cond
+            .wait_timeout(st, slice)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+        // Woken by new output or an exit: a call whose connection is gone must not take it.
+        (!cancelled()).then_some(st)
     }
 
     /// Takes up to `max` bytes; blocks until data, EOF or the timeout (then empty, !eof).

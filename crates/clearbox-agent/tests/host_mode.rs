@@ -399,3 +399,45 @@ fn connections_that_end_anywhere_give_their_threads_back() {
     settle(base + 2);
     assert!(b.client.check().expect("still serving"));
 }
+
+/// Children of `pid` named `comm`.
+fn children_named(pid: u32, comm: &str) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 2..].split_whitespace().nth(1))
+                .and_then(|s| s.parse::<u32>().ok());
+            ppid == Some(pid)
+                && std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == comm)
+        })
+        .collect()
+}
+
+#[test]
+fn pre_forked_helper_serves_execs_and_its_loss_is_survived() {
+    let b = Boxed::start("zygote_loss");
+    let c = &b.client;
+    // The container above was set up by the pre-forked helper, a child of the agent.
+    let zygotes = children_named(b.agent.child.id(), "clearbox-helper");
+    assert_eq!(zygotes.len(), 1, "one pre-forked helper: {zygotes:?}");
+    let out = c.run(&b.id("before"), &sh("echo one")).expect("run");
+    assert_eq!(out.stdout, b"one\n");
+    // SAFETY: kill(2) with integers; the pid is the agent's child found above.
+    unsafe { libc::kill(zygotes[0], libc::SIGKILL) };
+    let until = Instant::now() + Duration::from_secs(10);
+    while !children_named(b.agent.child.id(), "clearbox-helper").is_empty() {
+        assert!(Instant::now() < until, "pre-forked helper not reaped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Without it, the agent re-executes itself as the helper.
+    let out = c.run(&b.id("after"), &sh("echo two")).expect("run");
+    assert_eq!(out.stdout, b"two\n");
+    assert!(out.status.success());
+}

@@ -77,6 +77,9 @@ pub(crate) fn kernel_cmdline(accel: Accel, tsc_khz: Option<u64>, extra: &[String
     words.join(" ")
 }
 
+/// virtio-balloon on virtio-mmio, used only for free page reporting (never inflated).
+pub(crate) const BALLOON_DEVICE: &str = "virtio-balloon-device,free-page-reporting=on";
+
 /// QEMU's option parser treats ',' as a separator; ",," is a literal comma.
 fn esc(p: &Path) -> String {
     p.to_string_lossy().replace(',', ",,")
@@ -151,6 +154,11 @@ pub(crate) fn args(plan: &QemuPlan) -> Vec<OsString> {
         a.push("-device".into());
         a.push(format!("vhost-user-fs-device,chardev=fs{i},tag={tag}").into());
     }
+    // Free page reporting: the guest kernel (CONFIG_PAGE_REPORTING) hands back free 2 MiB
+    // blocks, QEMU punches them out of the memfd, so memory a container freed returns to
+    // the host. No inflation target is ever set: the balloon only reports.
+    a.push("-device".into());
+    a.push(BALLOON_DEVICE.into());
     for (i, n) in plan.net.iter().enumerate() {
         let vhost = if plan.vhost_net { "on" } else { "off" };
         a.push("-netdev".into());
@@ -218,6 +226,7 @@ mod tests {
         );
         assert!(s.contains("-chardev socket,id=vs0,path=/run/x/vhost.sock -device vhost-user-vsock-device,chardev=vs0"));
         assert!(s.contains("-chardev socket,id=fs0,path=/run/x/fs-0.sock -device vhost-user-fs-device,chardev=fs0,tag=root"));
+        assert!(s.contains("-device virtio-balloon-device,free-page-reporting=on"));
         assert!(s.contains("-netdev tap,id=net0,fd=9,vhost=off -device virtio-net-device,netdev=net0,mac=0a:58:0a:58:00:02,host_mtu=1400"), "{s}");
     }
 

@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# Fast start and small footprint (issue 12), every anchor measured in this one run:
+#   1. `clearbox run` of busybox `true`: cold VM vs the VM boot floor vs isolation=namespaces
+#      vs gVisor's `runsc run` (hyperfine medians);
+#   2. `podman run --rm IMG true` with clearbox (vm) vs crun;
+#   3. idle containers: N (default 20) `sleep` containers in VMs, PSS and CPU per container
+#      (all host processes of each: shim, QEMU, vhost-device-vsock, virtiofsd);
+#   4. parallel start: P (default 10) `clearbox run ... true` at once vs one alone (wall time).
+# Prints markdown tables with ratios and targets (paste into docs/BENCHMARKS.md). Nothing is
+# asserted: targets are printed as met/MISSED.
+#
+#   bench/fast-start.sh                  # RUNTIME=target/release/clearbox
+#   BENCH_RUNS=10 BENCH_IDLE=20 BENCH_PARALLEL=10 BENCH_ROUNDS=3 BENCH_IDLE_SECS=30 bench/fast-start.sh
+#   BENCH_SECTIONS="run idle" bench/fast-start.sh   # a subset (run podman idle parallel)
+#
+# VM templates: a second VM start mode is added as more rows in section 1 (and 3/4) through
+# the TEMPLATE HOOK below: set BENCH_TEMPLATE_ARGS to the clearbox global flags (or env
+# assignments via `env K=V`) that select a template start, e.g.
+#   BENCH_TEMPLATE_CMD="env CLEARBOX_CONFIG=/etc/clearbox/template.toml"
+# and the "clearbox run (template)" row and its ratios are printed next to the cold ones.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$here/.." && pwd)"
+export E2E_WORKDIR="${E2E_WORKDIR:-/var/tmp/clearbox-e2e}"
+die() { echo "fast-start: $*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "must run as root"
+RUNTIME="${RUNTIME:-$REPO/target/release/clearbox}"
+[ -x "$RUNTIME" ] || die "RUNTIME=$RUNTIME is not executable (scripts/build.sh)"
+RUNS="${BENCH_RUNS:-10}"
+IDLE="${BENCH_IDLE:-20}"
+IDLE_SECS="${BENCH_IDLE_SECS:-30}"
+PAR="${BENCH_PARALLEL:-10}"
+ROUNDS="${BENCH_ROUNDS:-3}"
+SECTIONS="${BENCH_SECTIONS:-run podman idle parallel}"
+# TEMPLATE HOOK: a command prefix that makes clearbox start from a VM template (empty: no
+# template rows). Cold rows always run with templates off through CLEARBOX_COLD_CMD.
+TEMPLATE_CMD="${BENCH_TEMPLATE_CMD:-}"
+COLD_CMD="${BENCH_COLD_CMD:-}"
+for c in hyperfine runsc jq python3 podman crun; do
+    command -v "$c" >/dev/null || die "$c not found (scripts/install-deps.sh)"
+done
+for f in vmlinux floor-initramfs.img initramfs.img; do
+    [ -f "/usr/share/clearbox/$f" ] || die "/usr/share/clearbox/$f missing: run scripts/build.sh"
+done
+has() { [[ " $SECTIONS " == *" $1 "* ]]; }
+
+# shellcheck source=../tests/e2e/helpers.bash
+. "$REPO/tests/e2e/helpers.bash"
+"$REPO/tests/e2e/build-image.sh" >/dev/null
+
+W="$(mktemp -d /var/tmp/clearbox-faststart.XXXXXX)"
+R="$W/root"
+cleanup() {
+    for s in "$R"/*/; do
+        [ -d "$s" ] && "$RUNTIME" --root "$R" delete --force "$(basename "$s")" >/dev/null 2>&1
+    done
+    rm -rf "$W"
+}
+trap cleanup EXIT
+B="$W/bundle"
+mkdir -p "$B"
+cp -a "$IMAGE_DIR/rootfs" "$B/rootfs"
+write_config "$B" '["true"]'
+BS="$W/bundle-sleep"
+mkdir -p "$BS"
+ln -s "$B/rootfs" "$BS/rootfs"
+write_config "$BS" '["sleep","100000"]'
+out="$W/report.md"
+: >"$out"
+
+# The floor: the VMM's own probe boots the floor initramfs (no agent) and times QEMU's exit.
+probe="${CARGO_TARGET_DIR:-$REPO/target}/release/examples/boot-probe"
+# BENCH_PROBE_BUILT=1: use the probe as built (no cargo run while others hold the target dir).
+[ "${BENCH_PROBE_BUILT:-0}" = 1 ] && [ -x "$probe" ] ||
+    (cd "$REPO" && cargo build -q --release -p clearbox-vmm --example boot-probe) >&2
+load0=$(cut -d' ' -f1 /proc/loadavg)
+
+# --- 1. run: cold vs floor vs namespaces vs runsc -----------------------------------------
+if has run; then
+    rows=(-n "clearbox run (vm, cold)" "$COLD_CMD $RUNTIME --root $R --isolation vm run --bundle $B b-vm"
+        -n "VM boot floor" "env CLEARBOX_MEM_MIB=128 $probe floor 1"
+        -n "clearbox run (namespaces)" "$RUNTIME --root $R --isolation namespaces run --bundle $B b-ns"
+        -n "runsc run" "runsc --root $W/runsc --network=none --ignore-cgroups run --bundle $B b-runsc")
+    # TEMPLATE HOOK: the template row.
+    [ -z "$TEMPLATE_CMD" ] ||
+        rows+=(-n "clearbox run (vm, template)" "$TEMPLATE_CMD $RUNTIME --root $R --isolation vm run --bundle $B b-tpl")
+    echo "fast-start: run ($RUNS runs) ..." >&2
+    hyperfine -N -i --warmup 1 --runs "$RUNS" --export-json "$W/run.json" "${rows[@]}" >&2
+fi
+
+# --- 2. podman: clearbox (vm) vs crun ------------------------------------------------------
+if has podman; then
+    P="$W/podman"
+    mkdir -p "$P"
+    cat >"$P/containers.conf" <<EOF
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=16384:16384"]
+netns = "none"
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+EOF
+    export CONTAINERS_CONF="$P/containers.conf"
+    pod="podman --root $P/root --runroot $P/run --storage-driver vfs"
+    $pod load -q -i "$IMAGE_DIR/clearbox-test.oci.tar" >/dev/null
+    crun_wrap="$W/crun-wrap"
+    cat >"$crun_wrap" <<'EOF'
+#!/bin/sh
+# crun 1.8 refuses hybrid cgroups: hide the v2 mount in a private mount namespace.
+exec unshare -m sh -c 'umount /sys/fs/cgroup/unified; exec crun "$@"' crun "$@"
+EOF
+    chmod +x "$crun_wrap"
+    echo "fast-start: podman ($RUNS runs) ..." >&2
+    hyperfine -N -i --warmup 1 --runs "$RUNS" --export-json "$W/podman.json" \
+        -n "podman run --rm (clearbox vm)" "$COLD_CMD $pod --runtime $RUNTIME run --rm $IMAGE true" \
+        -n "podman run --rm (crun)" "$pod --runtime $crun_wrap run --rm $IMAGE true" >&2
+    $pod rm -af -t 0 >/dev/null 2>&1 || true
+fi
+
+# Every pid below $1 (inclusive), from /proc's parent links.
+tree() {
+    local root=$1
+    ps -e -o pid=,ppid= | awk -v r="$root" '
+        { kids[$2] = kids[$2] " " $1 }
+        END { q[1] = r; n = 1; i = 1
+              while (i <= n) { p = q[i++]; print p
+                  split(kids[p], k, " "); for (j in k) if (k[j] != "") q[++n] = k[j] } }'
+}
+pss_kib() { awk '/^Pss:/ {s += $2} END {print s + 0}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# --- 3. idle: PSS and CPU per idle container ----------------------------------------------
+if has idle; then
+    echo "fast-start: idle: starting $IDLE vm containers ..." >&2
+    shims=()
+    for i in $(seq "$IDLE"); do
+        $COLD_CMD "$RUNTIME" --root "$R" --isolation vm run -d --bundle "$BS" "idle$i" </dev/null >/dev/null
+        shims+=("$("$RUNTIME" --root "$R" state "idle$i" | jq -r .pid)")
+    done
+    sleep 10 # let boot-time work (page reporting, first faults) settle
+    pids=()
+    for s in "${shims[@]}"; do mapfile -t -O "${#pids[@]}" pids < <(tree "$s"); done
+    hz=$(getconf CLK_TCK)
+    t0=0
+    for p in "${pids[@]}"; do t0=$((t0 + $(ticks "$p"))); done
+    w0=$(date +%s.%N)
+    sleep "$IDLE_SECS"
+    t1=0
+    for p in "${pids[@]}"; do t1=$((t1 + $(ticks "$p"))); done
+    w1=$(date +%s.%N)
+    pss=0
+    for p in "${pids[@]}"; do pss=$((pss + $(pss_kib "$p"))); done
+    # Per role, for the "where the memory goes" table.
+    for p in "${pids[@]}"; do
+        echo "$(cat "/proc/$p/comm" 2>/dev/null || echo gone) $(pss_kib "$p")"
+    done | awk '{s[$1] += $2; n[$1]++} END {for (k in s) printf "%s %d %d\n", k, s[k], n[k]}' >"$W/pss-roles"
+    echo "idle $IDLE $t0 $t1 $w0 $w1 $hz $pss" >"$W/idle"
+    for i in $(seq "$IDLE"); do "$RUNTIME" --root "$R" delete --force "idle$i" >/dev/null 2>&1 || true; done
+fi
+
+# --- 4. parallel start: P at once vs one alone ---------------------------------------------
+if has parallel; then
+    one() { $COLD_CMD "$RUNTIME" --root "$R" --isolation vm run --bundle "$B" "$1" </dev/null >/dev/null; }
+    wall() { # wall seconds of N runs started at once
+        local n=$1 tag=$2 s e i
+        s=$(date +%s.%N)
+        for i in $(seq "$n"); do one "$tag$i" & done
+        wait
+        e=$(date +%s.%N)
+        awk -v s="$s" -v e="$e" 'BEGIN {print e - s}'
+    }
+    echo "fast-start: parallel: $ROUNDS rounds of 1 and of $PAR ..." >&2
+    : >"$W/par"
+    for r in $(seq "$ROUNDS"); do
+        echo "one $(wall 1 "p1r$r-")" >>"$W/par"
+        echo "many $(wall "$PAR" "pNr$r-")" >>"$W/par"
+    done
+fi
+load1=$(cut -d' ' -f1 /proc/loadavg)
+
+python3 - "$W" "$PAR" "$load0" "$load1" <<'EOF'
+import json, os, statistics, sys
+w, par, load0, load1 = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def verdict(v, t): return "met" if v <= t else "MISSED"
+rows = {}
+for f in ("run.json", "podman.json"):
+    p = os.path.join(w, f)
+    if os.path.exists(p):
+        for r in json.load(open(p))["results"]:
+            rows[r["command"]] = r["median"] * 1000
+print(f"load average {load0} at start, {load1} at end\n")
+if rows:
+    print("| command | median (ms) |\n|---|---:|")
+    for k, v in rows.items():
+        print(f"| {k} | {v:.1f} |")
+    print("\n| ratio (medians) | value | target | |\n|---|---:|---|---|")
+    floor = rows.get("VM boot floor")
+    for name, t in (("clearbox run (vm, cold)", 1.25), ("clearbox run (vm, template)", 0.3)):
+        if name in rows and floor:
+            v = rows[name] / floor
+            print(f"| {name} / VM boot floor | {v:.2f} | <= {t} | {verdict(v, t)} |")
+        if name in rows and "runsc run" in rows:
+            print(f"| {name} / runsc run | {rows[name] / rows['runsc run']:.2f} | | |")
+        if name in rows and "clearbox run (namespaces)" in rows:
+            print(f"| {name} / namespaces | {rows[name] / rows['clearbox run (namespaces)']:.1f} | | |")
+    if "podman run --rm (crun)" in rows:
+        v = rows["podman run --rm (clearbox vm)"] / rows["podman run --rm (crun)"]
+        print(f"| podman: clearbox vm / crun | {v:.2f} | | |")
+p = os.path.join(w, "idle")
+if os.path.exists(p):
+    _, n, t0, t1, w0, w1, hz, pss = open(p).read().split()
+    n, hz = int(n), int(hz)
+    cpu = (int(t1) - int(t0)) / hz / (float(w1) - float(w0)) * 100 / n
+    pss_mib = int(pss) / 1024 / n
+    print(f"\n{n} idle vm containers (`sleep`), CPU sampled over {float(w1) - float(w0):.0f} s\n")
+    print("| per idle container | value | target | |\n|---|---:|---|---|")
+    print(f"| PSS (shim + QEMU + vsock + virtiofsd) | {pss_mib:.1f} MiB | <= 20 MiB | {verdict(pss_mib, 20)} |")
+    print(f"| CPU | {cpu:.2f}% of a core | <= 0.2% | {verdict(cpu, 0.2)} |")
+    print("\n| process | PSS per container (MiB) |\n|---|---:|")
+    for line in sorted(open(os.path.join(w, "pss-roles")), key=lambda l: -int(l.split()[1])):
+        comm, kib, cnt = line.split()
+        print(f"| {comm} (x{int(cnt) // n if int(cnt) >= n else cnt}) | {int(kib) / 1024 / n:.1f} |")
+p = os.path.join(w, "par")
+if os.path.exists(p):
+    one = [float(l.split()[1]) for l in open(p) if l.startswith("one")]
+    many = [float(l.split()[1]) for l in open(p) if l.startswith("many")]
+    o, m = statistics.median(one), statistics.median(many)
+    print(f"\n| parallel start (`run ... true`, vm) | wall (s, median of {len(one)}) |\n|---|---:|")
+    print(f"| 1 alone | {o:.2f} |\n| {par} at once | {m:.2f} |")
+    print(f"\n| ratio | value | target | |\n|---|---:|---|---|")
+    print(f"| {par} at once / 1 alone | {m / o:.1f} | <= 3 | {verdict(m / o, 3)} |")
+    print(f"| per container ({par} at once) / 1 alone | {m / o / par:.2f} | | |")
+EOF
