@@ -87,6 +87,24 @@ struct Table {
     containers: HashMap<String, Container>,
 }
 
+impl Table {
+    /// The container `id` and its process `exec_id` (its init when `exec_id` is empty).
+    fn process(&self, id: &str, exec_id: &str) -> TtrpcResult<(&Container, &Proc)> {
+        let c = self
+            .containers
+            .get(id)
+            .ok_or_else(|| not_found(format!("container {id} not found")))?;
+        let p = if exec_id.is_empty() {
+            &c.init
+        } else {
+            c.execs
+                .get(exec_id)
+                .ok_or_else(|| not_found(format!("process {exec_id} not found")))?
+        };
+        Ok((c, p))
+    }
+}
+
 pub struct Inner {
     root: PathBuf,
     table: Mutex<Table>,
@@ -640,17 +658,7 @@ impl Task for Service {
 
     fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
         let t = self.table()?;
-        let c = t
-            .containers
-            .get(&req.id)
-            .ok_or_else(|| not_found(format!("container {} not found", req.id)))?;
-        let p = if req.exec_id.is_empty() {
-            &c.init
-        } else {
-            c.execs
-                .get(&req.exec_id)
-                .ok_or_else(|| not_found(format!("process {} not found", req.exec_id)))?
-        };
+        let (c, p) = t.process(&req.id, &req.exec_id)?;
         let (code, at) = p.exit.clone().unwrap_or((0, Timestamp::new()));
         Ok(StateResponse {
             id: req.id.clone(),
@@ -805,17 +813,7 @@ impl Task for Service {
 
     fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
         let t = self.table()?;
-        let c = t
-            .containers
-            .get(&req.id)
-            .ok_or_else(|| not_found(format!("container {} not found", req.id)))?;
-        let p = if req.exec_id.is_empty() {
-            &c.init
-        } else {
-            c.execs
-                .get(&req.exec_id)
-                .ok_or_else(|| not_found(format!("process {} not found", req.exec_id)))?
-        };
+        let (_, p) = t.process(&req.id, &req.exec_id)?;
         match &p.io {
             Some(io) => io
                 .resize(req.width, req.height)
@@ -827,17 +825,7 @@ impl Task for Service {
 
     fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
         let t = self.table()?;
-        let c = t
-            .containers
-            .get(&req.id)
-            .ok_or_else(|| not_found(format!("container {} not found", req.id)))?;
-        let p = if req.exec_id.is_empty() {
-            &c.init
-        } else {
-            c.execs
-                .get(&req.exec_id)
-                .ok_or_else(|| not_found(format!("process {} not found", req.exec_id)))?
-        };
+        let (_, p) = t.process(&req.id, &req.exec_id)?;
         if req.stdin {
             if let Some(io) = &p.io {
                 io.close_stdin();
@@ -862,17 +850,7 @@ impl Task for Service {
     fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
         let mut t = self.table()?;
         loop {
-            let c = t
-                .containers
-                .get(&req.id)
-                .ok_or_else(|| not_found(format!("container {} not found", req.id)))?;
-            let p = if req.exec_id.is_empty() {
-                &c.init
-            } else {
-                c.execs
-                    .get(&req.exec_id)
-                    .ok_or_else(|| not_found(format!("process {} not found", req.exec_id)))?
-            };
+            let (_, p) = t.process(&req.id, &req.exec_id)?;
             if let Some((code, at)) = &p.exit {
                 return Ok(WaitResponse {
                     exit_status: *code,
