@@ -244,6 +244,12 @@ fn blocking_calls_share_a_connection_and_end_with_it() {
         c.write_all(&frame("Check", 100 + 2 * i)).unwrap();
         assert_eq!(answer(&mut c), (100 + 2 * i, Code::OK));
     }
+    // A quick call leaves the in-flight count just after its answer is written: let the
+    // last one finish, then only the four blocking calls remain.
+    let until = Instant::now() + Duration::from_secs(5);
+    while s.stats.in_flight() != 4 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(s.stats.in_flight(), 4);
     // Another connection is served meanwhile, through the real client.
     assert!(client(&s.socket).check().unwrap());
