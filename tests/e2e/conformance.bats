@@ -233,14 +233,14 @@ start_sleeper() {
 
 # --- seccomp ---------------------------------------------------------------------
 
-@test "seccomp listenerPath gets the notify fd (vm: a clear error)" {
+@test "seccomp listenerPath gets the notify fd (vm, fly: a clear error)" {
     local id sock="$BATS_TEST_TMPDIR/notify.sock" bg
     id=$(new_id)
     make_bundle "$B" sh -c 'mkdir /tmp/notified; echo "mkdir=$?"'
     edit_config "$B" --arg sock "$sock" '.linux.seccomp = {defaultAction: "SCMP_ACT_ALLOW",
         listenerPath: $sock, architectures: ["SCMP_ARCH_X86_64"],
         syscalls: [{names: ["mkdir", "mkdirat"], action: "SCMP_ACT_NOTIFY"}]}'
-    if expect_vm; then
+    if expect_vm || [ "${ISOLATION:-}" = fly ]; then
         run --separate-stderr rt run --bundle "$B" "$id" </dev/null
         assert_clean_error
         [[ "$stderr" == *"listenerPath"* ]] || fail "stderr: $stderr"

@@ -41,6 +41,20 @@ impl Backend for FlyBackend {
             .process()
             .as_ref()
             .ok_or_else(|| BackendError::msg("config.json has no process"))?;
+        // fly loads no seccomp filter (rkt's fly: the process is the host's), so a notify
+        // listener it was asked to serve could never hear from it: say so rather than run.
+        if let Some(path) = o
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+            .and_then(|s| s.listener_path().as_ref())
+        {
+            return Err(BackendError::msg(format!(
+                "seccomp listenerPath {} cannot be honoured: isolation fly applies no seccomp filter",
+                path.display()
+            )));
+        }
         // fly performs no mounts (no mount namespace to keep them in), but a bind source that
         // does not exist is still an error in the spec, as with every other isolation.
         for m in o.spec.mounts().iter().flatten() {
