@@ -30,8 +30,19 @@ kctr() { t ctr --address "$CTRD_DIR/containerd.sock" --namespace k8s.io "$@"; }
 # The runc root the shim passes to the runtime: Root/<containerd namespace>.
 cri_root() { echo "$CTRD_DIR/rt-root/k8s.io"; }
 
+setup() {
+    [ -z "${CRI_SKIP:-}" ] || skip "$CRI_SKIP"
+}
+
 setup_file() {
     require_runtime
+    # Pods through the CRI are proven with clearbox's vm isolation (one VM per pod). With
+    # isolation namespaces or fly the sandbox container's create fails today ("io error"):
+    # not supported yet, said here rather than failing or pretending.
+    if ! expect_vm; then
+        export CRI_SKIP="CRI pods are supported with isolation vm only so far (isolation: ${ISOLATION:-default}, runtime: $RUNTIME_NAME)"
+        return 0
+    fi
     require_image
     CRI_CLIENT="$REPO/target/release/cri-client"
     [ -x "$CRI_CLIENT" ] || {

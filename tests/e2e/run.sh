@@ -6,7 +6,7 @@
 #   tests/e2e/run.sh                                       # target/release/clearbox
 #   ISOLATION=namespaces tests/e2e/run.sh bad-input lifecycle
 #
-# Arguments: suite names (bad-input lifecycle podman docker containerd shim network image);
+# Arguments: suite names (bad-input lifecycle podman docker containerd shim cri network image);
 # default all. Environment: see tests/e2e/helpers.bash (RUNTIME, RUNTIME_NAME,
 # ISOLATION, RUNTIME_ARGS, E2E_WORKDIR, E2E_TIMEOUT).
 set -uo pipefail
@@ -34,7 +34,7 @@ export RUNTIME_NAME="${RUNTIME_NAME:-$(basename "$RUNTIME")}"
 export E2E_WORKDIR="${E2E_WORKDIR:-/var/tmp/clearbox-e2e}"
 
 suites=("$@")
-[ "${#suites[@]}" -gt 0 ] || suites=(bad-input lifecycle conformance podman docker containerd shim network image)
+[ "${#suites[@]}" -gt 0 ] || suites=(bad-input lifecycle conformance podman docker containerd shim cri network image)
 files=()
 for s in "${suites[@]}"; do
     f="$here/${s%.bats}.bats"
