@@ -216,18 +216,7 @@ fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> 
     let guest_spec = guest_spec::rewrite(o.spec, &record)?;
     let spec_value: serde_json::Value =
         serde_json::from_slice(&guest_spec).map_err(|e| Error::Msg(format!("guest spec: {e}")))?;
-    record.mounts = std::iter::once(record.shared.join("rootfs"))
-        .chain(
-            o.spec
-                .mounts()
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .enumerate()
-                .filter(|(_, m)| share::is_bind(m))
-                .map(|(i, _)| share::mount_point(&record, i)),
-        )
-        .collect();
+    record.mounts = share_mounts(&record, record.shared.join("rootfs"), o.spec);
     record.save(o.dir)?;
     share::prepare(&record, o.bundle, o.rootfs, o.spec)?;
     let started = (|| {
@@ -333,18 +322,7 @@ fn create_member(
     let guest_spec = guest_spec::rewrite(o.spec, &record)?;
     let spec_value: serde_json::Value =
         serde_json::from_slice(&guest_spec).map_err(|e| Error::Msg(format!("guest spec: {e}")))?;
-    record.mounts = std::iter::once(record.base.join("rootfs"))
-        .chain(
-            o.spec
-                .mounts()
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .enumerate()
-                .filter(|(_, m)| share::is_bind(m))
-                .map(|(i, _)| share::mount_point(&record, i)),
-        )
-        .collect();
+    record.mounts = share_mounts(&record, record.base.join("rootfs"), o.spec);
     record.save(o.dir)?;
     let started = (|| {
         share::prepare(&record, o.bundle, o.rootfs, o.spec)?;
@@ -382,6 +360,26 @@ fn create_member(
             Err(e)
         }
     }
+}
+
+/// The host-side mount points of a container's share: its rootfs, then one per bind mount
+/// (recorded, so that delete undoes exactly these).
+fn share_mounts(
+    record: &Record,
+    rootfs: std::path::PathBuf,
+    spec: &Spec,
+) -> Vec<std::path::PathBuf> {
+    std::iter::once(rootfs)
+        .chain(
+            spec.mounts()
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| share::is_bind(m))
+                .map(|(i, _)| share::mount_point(record, i)),
+        )
+        .collect()
 }
 
 fn record(c: &ContainerCtx<'_>) -> Result<Record, Error> {
