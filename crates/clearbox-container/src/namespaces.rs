@@ -112,7 +112,7 @@ fn normalized_bundle(bundle: &Path, state_root: &Path) -> Result<std::path::Path
         // libcontainer reports the parse error in its own words.
         return Ok(bundle.to_path_buf());
     };
-    check_unified(&spec, unified_cgroups())?;
+    check_unified(&spec, unified_cgroups)?;
     let late = take_late_hooks(&mut spec);
     let dir = state_root.join("bundle");
     if let Some(hooks) = &late {
@@ -200,13 +200,14 @@ fn unified_cgroups() -> bool {
 }
 
 /// runc refuses `linux.resources.unified` unless the host's cgroups are v2 only;
-/// libcontainer would ignore it on v1.
-fn check_unified(spec: &serde_json::Value, unified: bool) -> Result<(), Error> {
+/// libcontainer would ignore it on v1. The host is probed only when the spec asks (create is
+/// the hot path).
+fn check_unified(spec: &serde_json::Value, unified: impl FnOnce() -> bool) -> Result<(), Error> {
     let asked = spec
         .pointer("/linux/resources/unified")
         .and_then(|u| u.as_object())
         .is_some_and(|u| !u.is_empty());
-    if asked && !unified {
+    if asked && !unified() {
         return Err(Error::Setup(
             "invalid configuration: cannot use unified on cgroup v1".into(),
         ));
@@ -849,11 +850,11 @@ mod tests {
     #[test]
     fn unified_resources_need_cgroup_v2() {
         let v = serde_json::json!({"linux": {"resources": {"unified": {"memory.high": "1"}}}});
-        let e = check_unified(&v, false).unwrap_err().to_string();
+        let e = check_unified(&v, || false).unwrap_err().to_string();
         assert!(e.contains("cannot use unified on cgroup v1"), "{e}");
-        assert!(check_unified(&v, true).is_ok());
+        assert!(check_unified(&v, || true).is_ok());
         let none = serde_json::json!({"linux": {"resources": {"unified": {}}}});
-        assert!(check_unified(&none, false).is_ok());
+        assert!(check_unified(&none, || false).is_ok());
     }
 
     #[test]
