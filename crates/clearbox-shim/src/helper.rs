@@ -92,8 +92,7 @@ pub fn run(root: &Path, op: &Op, stdio: ChildStdio) -> Result<Option<i32>, Strin
         REPLIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let _ = std::fs::remove_file(&reply_path);
-    let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new("/proc/self/exe");
     cmd.arg(SUBCOMMAND).arg(root).arg(&reply_path).arg(&request);
     let fd_or_null = |fd: Option<OwnedFd>| fd.map(Stdio::from).unwrap_or_else(Stdio::null);
     cmd.stdin(fd_or_null(stdio.stdin))
@@ -124,7 +123,22 @@ pub fn main(args: &[OsString]) -> u8 {
         return 2;
     };
     let root = PathBuf::from(root);
-    let reply = match serde_json::from_str::<Op>(&request.to_string_lossy()) {
+    // Operations fork the processes that enter a container: they run from a read-only view
+    // of this binary (CVE-2019-5736; clearbox_core::exe_seal). The shim itself, which enters
+    // nothing, stays as containerd started it.
+    let sealed = clearbox_core::exe_seal::ensure_sealed().map_err(|e| {
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        msg
+    });
+    let reply = match sealed.and_then(|()| {
+        serde_json::from_str::<Op>(&request.to_string_lossy())
+            .map_err(|e| format!("bad request: {e}"))
+    }) {
         Ok(op) => match perform(&root, op) {
             Ok(pid) => Reply { pid, error: None },
             Err(e) => Reply {
@@ -134,7 +148,7 @@ pub fn main(args: &[OsString]) -> u8 {
         },
         Err(e) => Reply {
             pid: None,
-            error: Some(format!("bad request: {e}")),
+            error: Some(e),
         },
     };
     let failed = reply.error.is_some();

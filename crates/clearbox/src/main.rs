@@ -27,6 +27,21 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // Commands that make a process enter a container run from a read-only view of this binary,
+    // so that the container cannot overwrite it through /proc/PID/exe (CVE-2019-5736; see
+    // clearbox_core::exe_seal). Refused, as runc refuses, when that view cannot be made.
+    if matches!(
+        cli.command,
+        cli::Command::Create(_)
+            | cli::Command::Run(_)
+            | cli::Command::Exec(_)
+            | cli::Command::Image(_)
+    ) {
+        if let Err(e) = clearbox_core::exe_seal::ensure_sealed() {
+            eprintln!("clearbox: {:#}", anyhow::Error::from(e));
+            return ExitCode::from(1);
+        }
+    }
     let log_to_file = cli.global.log.is_some();
     // runc exits 255 when exec fails (the exec'd process's own code otherwise).
     let failure = if matches!(cli.command, cli::Command::Exec(_)) {

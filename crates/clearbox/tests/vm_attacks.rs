@@ -8,41 +8,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 
 use common::*;
-
-/// The attack probe (crates/clearbox-attack-probe), linked statically so that it runs in a
-/// busybox rootfs, built once per test run into its own target directory.
-fn probe() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let target_dir = ws.join("target/attack-probe");
-        let triple = "x86_64-unknown-linux-gnu";
-        let out = Command::new(env!("CARGO"))
-            .current_dir(&ws)
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "clearbox-attack-probe",
-                "--target",
-                triple,
-            ])
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .output()
-            .expect("run cargo");
-        assert!(
-            out.status.success(),
-            "building the attack probe failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        target_dir.join(triple).join("debug/clearbox-attack-probe")
-    })
-}
 
 /// Every capability (what `--privileged` grants).
 const ALL_CAPS: &[&str] = &[
