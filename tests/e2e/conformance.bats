@@ -13,6 +13,34 @@ setup() {
 
 teardown() {
     teardown_direct
+    [ -z "${SHARED_CG:-}" ] || remove_shared_cgroup "$SHARED_CG"
+}
+
+# A cgroup in every hierarchy (v1 cpuset with its parent's cpus and mems), as an engine or an
+# administrator would prepare one.
+make_shared_cgroup() {
+    local cg="$1" h
+    for h in /sys/fs/cgroup/*/; do
+        mkdir -p "$h$cg"
+    done
+    if [ -f /sys/fs/cgroup/cpuset/cpuset.cpus ]; then
+        cat /sys/fs/cgroup/cpuset/cpuset.cpus >"/sys/fs/cgroup/cpuset/$cg/cpuset.cpus"
+        cat /sys/fs/cgroup/cpuset/cpuset.mems >"/sys/fs/cgroup/cpuset/$cg/cpuset.mems"
+    fi
+}
+
+remove_shared_cgroup() {
+    local cg="$1" h p
+    [ ! -f "/sys/fs/cgroup/freezer/$cg/freezer.state" ] || echo THAWED >"/sys/fs/cgroup/freezer/$cg/freezer.state"
+    [ ! -f "/sys/fs/cgroup/unified/$cg/cgroup.freeze" ] || echo 0 >"/sys/fs/cgroup/unified/$cg/cgroup.freeze"
+    for h in /sys/fs/cgroup/*/; do
+        [ -d "$h$cg" ] || continue
+        for p in $(cat "$h$cg/cgroup.procs" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+    done
+    sleep 0.2
+    for h in /sys/fs/cgroup/*/; do
+        [ ! -d "$h$cg" ] || find "$h$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
 }
 
 iso() { is_clearbox && echo "${ISOLATION:-vm}" || echo runc; }
@@ -261,6 +289,37 @@ start_sleeper() {
     assert_nothing_left "$id" "$B"
 }
 
+@test "seccomp: syscalls newer than the profile get ENOSYS, so glibc falls back from clone3" {
+    [ "$(iso)" != fly ] || skip "fly loads no seccomp filter"
+    local id names
+    id=$(new_id)
+    make_bundle "$B" /bin/clone3-probe
+    gcc -static -O2 -pthread -o "$B/rootfs/bin/clone3-probe" "$E2E_DIR/clone3-probe.c"
+    # Every syscall numbered below clone3 (435) but sysinfo: a profile from before clone3.
+    names=$(python3 -c '
+import ctypes, json
+lib = ctypes.CDLL("libseccomp.so.2")
+lib.seccomp_syscall_resolve_num_arch.restype = ctypes.c_void_p
+out = []
+for nr in range(435):
+    p = lib.seccomp_syscall_resolve_num_arch(0, nr)
+    if p:
+        n = ctypes.cast(p, ctypes.c_char_p).value.decode()
+        if n != "sysinfo":
+            out.append(n)
+print(json.dumps(out))')
+    edit_config "$B" --argjson names "$names" '.linux.seccomp = {defaultAction: "SCMP_ACT_ERRNO",
+        architectures: ["SCMP_ARCH_X86_64"],
+        syscalls: [{names: $names, action: "SCMP_ACT_ALLOW"}]}'
+    run --separate-stderr rt run --bundle "$B" "$id" </dev/null
+    assert_status 0
+    # clone3 is newer than the profile: ENOSYS (runc's stub), not the default EPERM, and glibc
+    # starts threads and processes with clone; an older syscall left out gets the default.
+    [ "$(printf '%s\n' "$output" | tr '\n' ' ')" = "clone3=ENOSYS sysinfo=EPERM thread=ok spawn=ok fork=ok " ] ||
+        fail "output: $output / $stderr"
+    assert_nothing_left "$id" "$B"
+}
+
 # --- cgroups ------------------------------------------------------------------------
 
 @test "unified resources on a cgroup v1 host are refused, as runc refuses them" {
@@ -275,6 +334,46 @@ start_sleeper() {
     assert_clean_error
     [[ "$stderr" == *"cannot use unified on cgroup v1"* ]] || fail "stderr: $stderr"
     assert_nothing_left "$id" "$B"
+}
+
+@test "a non-empty pre-existing cgroup is used with runc's warning and outlives the container; a frozen one is refused" {
+    [ "$(iso)" != fly ] || skip "fly has no cgroups"
+    local id other h
+    id=$(new_id)
+    SHARED_CG="e2e-shared-$$"
+    make_shared_cgroup "$SHARED_CG"
+    sleep 1000 &
+    other=$!
+    for h in /sys/fs/cgroup/*/; do echo "$other" >"$h$SHARED_CG/cgroup.procs"; done
+    make_bundle "$B" sh -c 'echo in-container'
+    edit_config "$B" --arg p "/$SHARED_CG" '.linux.cgroupsPath = $p'
+    track "$id"
+    run --separate-stderr rt run --bundle "$B" "$id" </dev/null
+    assert_status 0
+    [[ "$output" == *in-container* ]] || fail "output: $output"
+    [[ "$stderr" == *"container's cgroup is not empty: 1 process(es) found"* ]] || fail "stderr: $stderr"
+    # The cgroup's own process is not the container's: it lives on, in its cgroup.
+    kill -0 "$other" || fail "delete killed a process that was not the container's"
+    grep -qx "$other" "/sys/fs/cgroup/memory/$SHARED_CG/cgroup.procs" 2>/dev/null ||
+        grep -qx "$other" "/sys/fs/cgroup/unified/$SHARED_CG/cgroup.procs" ||
+        fail "the cgroup was removed under its process"
+    kill -9 "$other"
+    wait "$other" 2>/dev/null || true
+    # A frozen cgroup would hang the container: refused, and left as it was.
+    if [ -f "/sys/fs/cgroup/freezer/$SHARED_CG/freezer.state" ]; then
+        echo FROZEN >"/sys/fs/cgroup/freezer/$SHARED_CG/freezer.state"
+    else
+        echo 1 >"/sys/fs/cgroup/$SHARED_CG/cgroup.freeze"
+    fi
+    id=$(new_id frozen)
+    track "$id"
+    run --separate-stderr rt run --bundle "$B" "$id" </dev/null
+    [ "$status" -ne 0 ] || fail "ran in a frozen cgroup: $output"
+    [ "$status" -lt 124 ] || fail "timed out or killed (status $status)"
+    [[ "$stderr" == *"container's cgroup unexpectedly frozen"* ]] || fail "stderr: $stderr"
+    [ -d "/sys/fs/cgroup/freezer/$SHARED_CG" ] || [ -d "/sys/fs/cgroup/$SHARED_CG" ] ||
+        fail "the pre-existing cgroup was removed"
+    [ "$(rt_status "$id")" = "" ] || fail "a container was left: $(rt_status "$id")"
 }
 
 @test "exec --cgroup joins an existing sub-cgroup; delete --force removes sub-cgroups" {
@@ -509,6 +608,36 @@ vm_helper_pid() {
 
 # --- logs --------------------------------------------------------------------------
 
+@test "ps lists the container's processes in ps -ef form (vm: the guest's)" {
+    local id lines
+    id=$(new_id)
+    start_sleeper "$id"
+    rt_detached exec -d "$id" sleep 2000
+    assert_status 0
+    for opts in "" "-ef" "-e -f"; do
+        # shellcheck disable=SC2086 # the ps options are words
+        run --separate-stderr rt ps "$id" $opts
+        assert_status 0
+        lines=$(printf '%s\n' "$output" | grep -c .)
+        [[ "$(printf '%s\n' "$output" | head -1)" == "UID "*" PID "*" PPID "*" CMD" ]] || fail "header: $output"
+        [[ "$output" == *"sleep 1000"* ]] || fail "ps $opts: no init in: $output / $stderr"
+        [[ "$output" == *"sleep 2000"* ]] || fail "ps $opts: no exec'd process in: $output"
+        [ "$lines" -ge 3 ] || fail "ps $opts: $output"
+    done
+    run --separate-stderr rt ps --format json "$id"
+    assert_status 0
+    jq -e 'length >= 2 and all(type == "number")' <<<"$output" >/dev/null || fail "json: $output"
+    # Other ps options: runc passes them to ps; a VM's processes are listed in -ef form only.
+    run --separate-stderr rt ps "$id" -o pid,args
+    if expect_vm; then
+        assert_clean_error
+        [[ "$stderr" == *"ps -ef"* ]] || fail "stderr: $stderr"
+    else
+        assert_status 0
+        [[ "$output" == *"sleep 1000"* ]] || fail "ps -o: $output"
+    fi
+}
+
 @test "--debug logs level=debug lines in runc's text and JSON formats" {
     local id
     id=$(new_id)
@@ -527,9 +656,6 @@ vm_helper_pid() {
 }
 
 @test "run --detach releases the caller's pipes when the container closes them" {
-    # The shim releases each stream at its EOF, but the guest agent does not report EOF on
-    # stdout while the process lives yet.
-    expect_vm && skip "not yet in vm: the agent reports stdout EOF only at exit"
     local id t0 out
     id=$(new_id)
     make_bundle "$B" sh -c 'echo detached-out; exec >&- 2>&-; sleep 40'

@@ -2,10 +2,13 @@
 # Docker 20.10 with the runtime under test registered as runtime "clearbox".
 #
 # A private dockerd (own data-root, exec-root, pidfile, unix socket) is started
-# in setup_file; it launches its own containerd (under exec-root). Settings that
-# work on this host: --iptables=false --bridge=none (no networking setup, so
-# every run uses --network none), native.cgroupdriver=cgroupfs (no systemd),
-# storage-driver overlay2. Isolation reaches clearbox via runtimeArgs
+# in setup_file; it launches its own containerd (under exec-root). Containers get
+# Docker's default network, as users have it: the default bridge (docker0) with
+# the suite's own `bip` ($DOCKER_BIP), iptables NAT and IP forwarding. docker0 is
+# created by dockerd and removed in teardown_file when this suite created it (two
+# dockerds on one host would share it: do not run this suite twice at once).
+# Other settings that work on this host: native.cgroupdriver=cgroupfs (no
+# systemd), storage-driver overlay2. Isolation reaches clearbox via runtimeArgs
 # ["--isolation", X] in daemon.json.
 
 load helpers
@@ -15,8 +18,11 @@ docker() {
 }
 
 drun() {
-    docker run --runtime=clearbox --network none "$@"
+    docker run --runtime=clearbox "$@"
 }
+
+# The default bridge's address and subnet (docker0).
+DOCKER_BIP="10.199.77.1/24"
 
 setup_file() {
     require_runtime
@@ -33,13 +39,16 @@ setup_file() {
 
     local rargs
     rargs=$(printf '%s\n' "${RUNTIME_GLOBAL_ARGS[@]}" | jq -R . | jq -s -c 'map(select(. != ""))')
-    jq -n --arg path "$RUNTIME" --argjson rargs "$rargs" '{
+    jq -n --arg path "$RUNTIME" --argjson rargs "$rargs" --arg bip "$DOCKER_BIP" '{
         runtimes: {clearbox: {path: $path, runtimeArgs: $rargs}},
         "exec-opts": ["native.cgroupdriver=cgroupfs"],
         "storage-driver": "overlay2",
-        iptables: false, bridge: "none", "ip-forward": false, "ip-masq": false,
+        bip: $bip, iptables: true, "ip-forward": true, "ip-masq": true,
         "userland-proxy": false
     }' >"$DOCKER_DIR/daemon.json"
+    if ip link show docker0 >/dev/null 2>&1; then
+        : >"$DOCKER_DIR/docker0.existed"
+    fi
 
     setsid dockerd --config-file "$DOCKER_DIR/daemon.json" \
         --data-root "$DOCKER_DIR/data" --exec-root "$DOCKER_DIR/exec" \
@@ -88,6 +97,7 @@ teardown_file() {
     fi
     grep -F " $DOCKER_DIR/" /proc/self/mountinfo | awk '{print $5}' | sort -r |
         while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    [ -e "$DOCKER_DIR/docker0.existed" ] || ip link del docker0 2>/dev/null || true
     rm -rf "$DOCKER_DIR"
     rmdir_cgroup_parents docker
     [ -z "$left" ]
@@ -127,13 +137,35 @@ teardown_file() {
     assert_guest_kernel "$output"
 }
 
+@test "docker default bridge: a container reaches another one by its address" {
+    local name=e2e-docker-web ip
+    run --separate-stderr drun -d --name "$name" --hostname dockweb "$IMAGE" \
+        sh -c 'mkdir -p /www && echo "hello from $(hostname)" >/www/index.html && exec httpd -f -p 80 -h /www'
+    assert_status 0
+    ip=$(docker inspect -f '{{.NetworkSettings.IPAddress}}' "$name")
+    [[ "$ip" == 10.199.77.* ]] || fail "address outside the bridge's $DOCKER_BIP: '$ip'"
+    # The client has the bridge's address too, and fetches the page from the server's.
+    # (busybox-static's wget crashes in glibc's static NSS; nc speaks the HTTP.)
+    local client='ip -4 -o addr show eth0 | grep -o "inet 10.199.77.[0-9]*" || exit 1
+        for i in $(seq 30); do
+            printf "GET / HTTP/1.0\r\n\r\n" | nc -w 2 "$1" 80 | grep "hello from" && exit 0
+            sleep 1
+        done
+        exit 1'
+    run --separate-stderr drun --rm "$IMAGE" sh -c "$client" client "$ip"
+    assert_status 0
+    [[ "$output" == *"inet 10.199.77."* ]] || fail "client address: $output"
+    [[ "$output" == *"hello from dockweb"* ]] || fail "fetched: $output / $stderr"
+    docker rm -f "$name" >/dev/null
+}
+
 @test "docker run returns the container exit code (42)" {
     run --separate-stderr drun --rm "$IMAGE" sh -c 'exit 42'
     assert_status 42
 }
 
 @test "docker run -t under a pty" {
-    run in_pty "$DOCKER_CLI" run --rm -it --runtime=clearbox --network none "$IMAGE" \
+    run in_pty "$DOCKER_CLI" run --rm -it --runtime=clearbox "$IMAGE" \
         sh -c 'test -t 0 && echo pty-ok'
     assert_status 0
     [[ "$(clean_output)" == *pty-ok* ]] || fail "output: $output"

@@ -186,6 +186,25 @@ teardown_file() {
     [ "$status" -ne 0 ] || fail "container still exists after rm"
 }
 
+@test "podman top lists the container's processes (vm: the guest's), never an empty table" {
+    local name=e2e-top
+    run --separate-stderr prun run -d --name "$name" "$IMAGE" sleep 1000
+    assert_status 0
+    run --separate-stderr podman exec -d "$name" sleep 2000
+    assert_status 0
+    # Default descriptors (psgo reads /proc through the container's pid), then ps(1) options
+    # (podman runs ps in the container).
+    for args in "" "-ef"; do
+        # shellcheck disable=SC2086 # the descriptors are words
+        run --separate-stderr podman top "$name" $args
+        assert_status 0
+        [[ "$output" == *"sleep 1000"* ]] || fail "podman top $args: no init in: $output / $stderr"
+        [[ "$output" == *"sleep 2000"* ]] || fail "podman top $args: no exec'd process in: $output"
+    done
+    run --separate-stderr podman rm -f -t 0 "$name"
+    assert_status 0
+}
+
 @test "podman pause / unpause" {
     local name=e2e-pause
     run --separate-stderr prun run -d --name "$name" "$IMAGE" sleep 1000

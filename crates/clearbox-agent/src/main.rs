@@ -19,6 +19,7 @@ mod log;
 mod milestones;
 mod peer;
 mod process;
+mod ps;
 mod service;
 mod spec;
 mod state;

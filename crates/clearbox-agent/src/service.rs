@@ -228,6 +228,7 @@ impl Agent for Service {
         let mut r = pb::ListProcessesResponse::new();
         target::container_id(&req.container_id)?;
         r.pids = container::pids(&self.state, &req.container_id)?;
+        r.processes = crate::ps::table(&r.pids);
         Ok(r)
     }
 

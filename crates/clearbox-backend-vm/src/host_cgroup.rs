@@ -21,6 +21,8 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxMemoryBuilder, LinuxResources, LinuxResourcesBuilder, Spec};
 use serde::{Deserialize, Serialize};
 
+use clearbox_core::BackendError;
+
 use crate::Error;
 
 /// Host memory of a VM beyond its guest RAM, measured (docs/SECURITY.md): QEMU under TCG
@@ -104,8 +106,29 @@ pub(crate) fn join_existing(path: &Path) -> Result<(), Error> {
         .map_err(|e| Error::Msg(format!("join host cgroup {}: {e}", path.display())))
 }
 
-/// Removes the cgroup (killing whatever is still in it). Idempotent.
-pub(crate) fn remove(path: &Path) {
+/// Checks a cgroup that exists before the container, as runc 1.1 does (see
+/// `clearbox_container::shared_cgroup`): a frozen one is refused (the shim would hang in it);
+/// true when it holds processes already (warned).
+pub(crate) fn check_existing(path: &Path) -> Result<bool, Error> {
+    let dirs = clearbox_container::namespaces::cgroup_dirs(path);
+    clearbox_container::shared_cgroup::check(&dirs)
+        .map_err(|e| Error::Msg(BackendError::flatten(&e).message))
+}
+
+/// Removes the cgroup, killing whatever is still in it; a `shared` one (it held other
+/// processes before the container) only where empty, its other processes untouched.
+/// Idempotent.
+pub(crate) fn remove(path: &Path, shared: bool) {
+    if shared {
+        let dirs = clearbox_container::namespaces::cgroup_dirs(path);
+        if !clearbox_container::shared_cgroup::remove_empty(&dirs) {
+            tracing::warn!(
+                "cgroup {} still holds processes that are not the container's: left in place",
+                path.display()
+            );
+        }
+        return;
+    }
     match manager(path).map(|m| m.remove()) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(path = %path.display(), error = %e, "remove host cgroup"),

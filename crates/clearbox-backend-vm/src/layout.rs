@@ -51,6 +51,11 @@ pub(crate) struct Record {
     /// The container's host cgroup (holds the shims and the VM), removed at delete.
     #[serde(default)]
     pub host_cgroup: Option<PathBuf>,
+    /// The host cgroup held other processes before the container (runc 1.1 runs it there with
+    /// a warning): delete kills only the VM's processes and leaves the cgroup while others are
+    /// in it.
+    #[serde(default)]
+    pub host_cgroup_shared: bool,
     /// Its part in a pod (see `pod.rs`); `None` for a container with a VM of its own.
     #[serde(default)]
     pub pod: Option<PodPart>,
@@ -78,6 +83,7 @@ impl Record {
             mounts: Vec::new(),
             net: None,
             host_cgroup: None,
+            host_cgroup_shared: false,
             pod: None,
         }
     }
@@ -98,6 +104,7 @@ impl Record {
             mounts: Vec::new(),
             net: None,
             host_cgroup: None,
+            host_cgroup_shared: false,
             pod: Some(PodPart::Member {
                 sandbox_id: sandbox_id.to_string(),
             }),

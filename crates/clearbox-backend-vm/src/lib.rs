@@ -133,6 +133,32 @@ impl Backend for VmBackend {
         Ok(pids)
     }
 
+    /// The guest's processes of the container, from the agent (the host's `ps` sees only the
+    /// shims).
+    fn process_table(
+        &self,
+        c: &ContainerCtx<'_>,
+    ) -> Result<Option<Vec<clearbox_core::ProcessRow>>, BackendError> {
+        let (rec, agent) = connect(c)?;
+        let table = agent.process_table(&rec.guest_id).map_err(Error::from)?;
+        Ok(Some(
+            table
+                .into_iter()
+                .map(|p| clearbox_core::ProcessRow {
+                    pid: p.pid,
+                    ppid: p.ppid,
+                    uid: p.uid,
+                    user: Some(p.user).filter(|u| !u.is_empty()),
+                    start_time: p.start_time,
+                    cpu_time_ms: p.cpu_time_ms,
+                    elapsed_secs: p.elapsed_secs,
+                    tty: p.tty,
+                    cmd: p.cmd,
+                })
+                .collect(),
+        ))
+    }
+
     fn stats(&self, c: &ContainerCtx<'_>) -> Result<serde_json::Value, BackendError> {
         let live =
             connect(c).and_then(|(rec, agent)| agent.stats(&rec.guest_id).map_err(Error::from));
@@ -212,6 +238,7 @@ fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> 
         read_only: false,
     });
     let cgroup = host_cgroup::plan(o.spec, o.id, vm.memory_mib)?;
+    record.host_cgroup_shared = host_cgroup::check_existing(&cgroup.path)?;
     record.host_cgroup = Some(cgroup.path.clone());
     let guest_spec = guest_spec::rewrite(o.spec, &record)?;
     let spec_value: serde_json::Value =
@@ -318,6 +345,7 @@ fn create_member(
         teardown(&record, Some(o.dir), None);
     }
     let cgroup = host_cgroup::plan_member(o.spec, o.id)?;
+    record.host_cgroup_shared = host_cgroup::check_existing(&cgroup.path)?;
     record.host_cgroup = Some(cgroup.path.clone());
     let guest_spec = guest_spec::rewrite(o.spec, &record)?;
     let spec_value: serde_json::Value =
@@ -569,7 +597,7 @@ fn teardown(rec: &Record, dir: Option<&Path>, shim: Option<(i32, Option<u64>)>) 
     }
     share::remove(rec);
     if let Some(cg) = &rec.host_cgroup {
-        host_cgroup::remove(cg);
+        host_cgroup::remove(cg, rec.host_cgroup_shared);
     }
 }
 
@@ -591,7 +619,7 @@ fn teardown_member(rec: &Record, dir: Option<&Path>, shim: Option<(i32, Option<u
     }
     share::remove(rec);
     if let Some(cg) = &rec.host_cgroup {
-        host_cgroup::remove(cg);
+        host_cgroup::remove(cg, rec.host_cgroup_shared);
     }
 }
 

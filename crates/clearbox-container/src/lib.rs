@@ -13,6 +13,8 @@ pub mod fly;
 pub mod fly_mounts;
 pub mod namespaces;
 pub mod process;
+mod seccomp;
+pub mod shared_cgroup;
 
 /// Why a container operation failed.
 #[derive(Debug, thiserror::Error)]

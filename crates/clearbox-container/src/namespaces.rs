@@ -77,7 +77,14 @@ pub fn create(p: &CreateParams<'_>) -> Result<i32, Error> {
 pub fn create_with_stdio(p: &CreateParams<'_>, stdio: Stdio) -> Result<i32, Error> {
     std::fs::create_dir_all(p.state_root)
         .map_err(|e| Error::io(format!("create {}", p.state_root.display()), e))?;
-    let bundle = normalized_bundle(p.bundle, p.state_root)?;
+    let (bundle, cgroups_path) = normalized_bundle(p.bundle, p.state_root)?;
+    if let Some(path) = cgroups_path {
+        if crate::shared_cgroup::check(&cgroup_dirs(Path::new(&path)))? {
+            let marker = p.state_root.join(SHARED_CGROUP);
+            std::fs::write(&marker, path)
+                .map_err(|e| Error::io(format!("write {}", marker.display()), e))?;
+        }
+    }
     let builder = ContainerBuilder::new(p.id.to_string(), SyscallType::default());
     let container = with_stdio(builder, stdio)
         .with_executor(RuncExecutor)
@@ -104,14 +111,23 @@ pub fn create_with_stdio(p: &CreateParams<'_>, stdio: Stdio) -> Result<i32, Erro
 /// recursively) and mounts without a `source` (valid in the spec: a `proc` or `tmpfs` mount
 /// needs none). When nothing needs changing, the bundle itself; otherwise a copy of its
 /// config.json with those values rewritten and an absolute root path, in `state_root`.
-fn normalized_bundle(bundle: &Path, state_root: &Path) -> Result<std::path::PathBuf, Error> {
+/// Also returns the spec's `linux.cgroupsPath`.
+fn normalized_bundle(
+    bundle: &Path,
+    state_root: &Path,
+) -> Result<(std::path::PathBuf, Option<String>), Error> {
     let config = bundle.join("config.json");
     let text =
         std::fs::read(&config).map_err(|e| Error::io(format!("read {}", config.display()), e))?;
     let Ok(mut spec) = serde_json::from_slice::<serde_json::Value>(&text) else {
         // libcontainer reports the parse error in its own words.
-        return Ok(bundle.to_path_buf());
+        return Ok((bundle.to_path_buf(), None));
     };
+    let cgroups_path = spec
+        .pointer("/linux/cgroupsPath")
+        .and_then(|p| p.as_str())
+        .filter(|p| !p.is_empty())
+        .map(str::to_string);
     check_unified(&spec, unified_cgroups)?;
     let late = take_late_hooks(&mut spec);
     let dir = state_root.join("bundle");
@@ -125,14 +141,14 @@ fn normalized_bundle(bundle: &Path, state_root: &Path) -> Result<std::path::Path
             .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
     }
     if !normalize_spec(&mut spec, bundle) && late.is_none() {
-        return Ok(bundle.to_path_buf());
+        return Ok((bundle.to_path_buf(), cgroups_path));
     }
     absolute_root(&mut spec, bundle);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     let path = dir.join("config.json");
     let json = serde_json::to_vec(&spec).map_err(|e| Error::Setup(format!("encode spec: {e}")))?;
     std::fs::write(&path, json).map_err(|e| Error::io(format!("write {}", path.display()), e))?;
-    Ok(dir)
+    Ok((dir, cgroups_path))
 }
 
 /// Rewrites what [`normalized_bundle`] describes; true when anything changed.
@@ -184,6 +200,11 @@ fn normalize_spec(spec: &mut serde_json::Value, bundle: &Path) -> bool {
                 changed = true;
             }
         }
+    }
+    // runc answers ENOSYS for syscalls newer than a restrictive profile (glibc's clone3
+    // fallback needs it); libcontainer loads the filter as the spec says.
+    if crate::seccomp::add_enosys_rule(spec) {
+        changed = true;
     }
     if changed {
         absolute_root(spec, bundle);
@@ -355,6 +376,9 @@ pub fn delete(state_root: &Path, id: &str, force: bool) -> Result<(), Error> {
         return Ok(());
     }
     let mut c = load(state_root, id)?;
+    if state_root.join(SHARED_CGROUP).exists() {
+        return delete_in_shared_cgroup(state_root, c, force);
+    }
     // libcontainer removes only the container's own cgroup: the sub-cgroups of `exec
     // --cgroup` go first (their processes killed when forced), as runc removes them.
     if let Ok(spec) = c.spec() {
@@ -386,9 +410,80 @@ pub fn delete(state_root: &Path, id: &str, force: bool) -> Result<(), Error> {
     Ok(())
 }
 
+/// Marks a container created in a cgroup that already held other processes (its content: the
+/// cgroup path).
+const SHARED_CGROUP: &str = "shared-cgroup";
+
+/// [`delete`] of a container whose cgroup held other processes before it (see
+/// `shared_cgroup`): libcontainer's delete would SIGKILL everything in the cgroup. As runc
+/// 1.1 does, only the container's own processes are killed (its init, and with it its pid
+/// namespace; without one of its own, every process of the cgroup, as runc signals them), and
+/// the cgroup stays while others are in it.
+fn delete_in_shared_cgroup(state_root: &Path, mut c: Container, force: bool) -> Result<(), Error> {
+    use libcontainer::error::LibcontainerError;
+    let status = c.status();
+    match status {
+        ContainerStatus::Stopped => {}
+        ContainerStatus::Created => {}
+        _ if force => {}
+        _ => return Err(LibcontainerError::IncorrectStatus(status).into()),
+    }
+    let spec = c.spec()?;
+    if status != ContainerStatus::Stopped {
+        if status == ContainerStatus::Paused {
+            c.resume()?;
+        }
+        let own_pid_ns = std::fs::read(c.bundle().join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.pointer("/linux/namespaces").cloned())
+            .and_then(|n| n.as_array().cloned())
+            .is_some_and(|n| {
+                n.iter()
+                    .any(|ns| ns["type"] == "pid" && ns.get("path").is_none_or(|p| p.is_null()))
+            });
+        if own_pid_ns {
+            if let Some(pid) = c.pid() {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                wait_gone(pid.as_raw(), std::time::Duration::from_secs(10));
+            }
+        } else {
+            let sig = Signal::try_from(libc::SIGKILL)
+                .map_err(|_| Error::Setup("unknown signal SIGKILL".into()))?;
+            c.kill(sig, true)?;
+        }
+    }
+    let dirs = cgroup_dirs(&spec.cgroup_path);
+    if !crate::shared_cgroup::remove_empty(&dirs) {
+        tracing::warn!(
+            "cgroup {} still holds processes that are not the container's: left in place",
+            spec.cgroup_path.display()
+        );
+    }
+    std::fs::remove_dir_all(&c.root)
+        .map_err(|e| Error::io(format!("remove {}", c.root.display()), e))?;
+    let mut state = c.state.clone();
+    state.status = ContainerStatus::Stopped;
+    run_late_hooks(state_root, "poststop", &state);
+    Ok(())
+}
+
+/// Waits (at most `limit`) until `pid` is gone or a zombie.
+fn wait_gone(pid: i32, limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) if !stat.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')) => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            _ => return,
+        }
+    }
+}
+
 /// Every directory that holds the cgroup `cgroup_path`: one per v1 hierarchy, or the unified
 /// one.
-fn cgroup_dirs(cgroup_path: &Path) -> Vec<std::path::PathBuf> {
+pub fn cgroup_dirs(cgroup_path: &Path) -> Vec<std::path::PathBuf> {
     let rel = cgroup_path.strip_prefix("/").unwrap_or(cgroup_path);
     let root = Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT);
     if unified_cgroups() {

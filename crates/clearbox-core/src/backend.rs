@@ -134,6 +134,16 @@ pub trait Backend {
     /// Pids of every process in the container, as the host sees them.
     fn pids(&self, ctx: &ContainerCtx<'_>) -> Result<Vec<i32>, BackendError>;
 
+    /// The container's processes as `ps -ef` shows them, for a backend whose processes the
+    /// host's `ps` cannot see (a VM's); `None` (the default): `ps` reads the host's /proc for
+    /// [`Backend::pids`].
+    fn process_table(
+        &self,
+        _ctx: &ContainerCtx<'_>,
+    ) -> Result<Option<Vec<ProcessRow>>, BackendError> {
+        Ok(None)
+    }
+
     /// Resource usage in runc's `events --stats` shape (`cpu`, `memory`, `pids`, …).
     fn stats(&self, ctx: &ContainerCtx<'_>) -> Result<serde_json::Value, BackendError>;
 
@@ -164,4 +174,24 @@ pub fn default_status(state: &State) -> Status {
 /// Hands the core the backend for an isolation; implemented by the binary that links them.
 pub trait BackendRegistry {
     fn get(&self, isolation: Isolation) -> Result<&dyn Backend, Error>;
+}
+
+/// One row of [`Backend::process_table`]: what `ps -ef` prints of a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessRow {
+    /// The pid where the process runs (a guest pid for a VM).
+    pub pid: i32,
+    pub ppid: i32,
+    /// Effective uid, and its name where the process's own /etc/passwd has one.
+    pub uid: u32,
+    pub user: Option<String>,
+    /// Start, seconds since the Unix epoch.
+    pub start_time: u64,
+    /// User + system CPU time, milliseconds.
+    pub cpu_time_ms: u64,
+    /// Seconds since the start (for %CPU).
+    pub elapsed_secs: u64,
+    /// Controlling terminal ("pts/0"); empty when none.
+    pub tty: String,
+    pub cmd: String,
 }

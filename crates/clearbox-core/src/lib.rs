@@ -18,7 +18,9 @@ pub mod runtime;
 pub mod signal;
 pub mod state;
 
-pub use backend::{Backend, BackendError, BackendRegistry, ContainerCtx, CreateOpts, ExecOpts};
+pub use backend::{
+    Backend, BackendError, BackendRegistry, ContainerCtx, CreateOpts, ExecOpts, ProcessRow,
+};
 pub use config::Config;
 pub use error::Error;
 pub use isolation::Isolation;

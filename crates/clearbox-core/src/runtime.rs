@@ -391,6 +391,21 @@ impl<'r> Runtime<'r> {
         Ok(pid)
     }
 
+    /// The container's processes as its backend lists them (see
+    /// [`crate::Backend::process_table`]); `None` when the host's `ps` sees them.
+    pub fn process_table(&self, id: &str) -> Result<Option<Vec<crate::ProcessRow>>, Error> {
+        let (locked, state) = self.open(id)?;
+        if state.status == Status::Stopped {
+            return Ok(None);
+        }
+        let backend = self.registry.get(state.isolation)?;
+        Ok(backend.process_table(&ContainerCtx {
+            id,
+            dir: locked.dir(),
+            state: &state,
+        })?)
+    }
+
     pub fn pids(&self, id: &str) -> Result<Vec<i32>, Error> {
         let (locked, state) = self.open(id)?;
         if state.status == Status::Stopped {

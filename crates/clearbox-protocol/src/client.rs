@@ -344,6 +344,16 @@ impl AgentClient {
         Ok(r.pids)
     }
 
+    /// `ListProcesses` with each process's `ps -ef` columns (empty from an agent that predates
+    /// them).
+    pub fn process_table(&self, container_id: &str) -> Result<Vec<pb::ProcessInfo>, AgentError> {
+        let r = self
+            .inner
+            .list_processes(ctx(self.timeout), &Self::container_req(container_id))
+            .map_err(|e| AgentError::from_ttrpc("ListProcesses", e))?;
+        Ok(r.processes)
+    }
+
     /// `Stats` of a container ("" = the whole guest).
     pub fn stats(&self, container_id: &str) -> Result<pb::StatsResponse, AgentError> {
         self.inner

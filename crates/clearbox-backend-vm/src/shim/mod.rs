@@ -9,6 +9,7 @@
 //!
 //! The shim tells the waiting `create`/`exec` "ok" or the error over the READY_FD pipe.
 
+mod procview;
 mod relay;
 mod tty;
 mod watch;
@@ -139,6 +140,8 @@ pub fn main(request: &Path, ready_fd: RawFd) -> i32 {
             libc::CLOSE_RANGE_CLOEXEC,
         );
     }
+    // Before the init's shim changes its root to the container's (whose /dev may be empty).
+    relay::keep_dev_null();
     let mut ready = Ready(Some(File::from(ready)));
     let req = match read_request(request) {
         Ok(r) => r,
@@ -307,8 +310,16 @@ fn member(
     let fd = handle.connect_agent(AGENT_PORT, Duration::from_secs(10))?;
     let fifo = open_fifo(&req.dir.join(START_FIFO))?;
     let single = single_threaded();
-    if let Err(e) = enter_container_root(&req.record, spec) {
-        tracing::warn!(error = %e.one_line(), "cannot show the container's root at the shim's pid");
+    let host_boot = procview::host_boot_time();
+    let mut view = None;
+    match enter_container_root(&req.record, spec) {
+        Ok(()) => {
+            let (uid, gid) = handle.jail_ids().map_or((0, 0), |i| (i.uid, i.gid));
+            view = procview::ProcView::mount(uid, gid, host_boot);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e.one_line(), "cannot show the container's root at the shim's pid")
+        }
     }
     if let Some(ids) = handle.jail_ids() {
         drop_privileges(single, ids.uid, ids.gid)?;
@@ -329,7 +340,14 @@ fn member(
     }
     drop(fifo);
     let pid = ProcessId::container(req.record.guest_id.clone());
-    let outcome = relay::run(&agent, &pid, req.terminal, vm_exit.as_fd(), &mut signals);
+    let outcome = relay::run(
+        &agent,
+        &pid,
+        req.terminal,
+        vm_exit.as_fd(),
+        &mut signals,
+        view.as_mut(),
+    );
     if let Some(r) = raw.as_mut() {
         r.restore();
     }
@@ -379,8 +397,17 @@ fn init(
     let last_stats = open_last_stats(&req.dir);
     // Counted while /proc is still in view.
     let single = single_threaded();
-    if let Err(e) = enter_container_root(&req.record, spec) {
-        tracing::warn!(error = %e.one_line(), "cannot show the container's root at the shim's pid");
+    let host_boot = procview::host_boot_time();
+    let mut view = None;
+    match enter_container_root(&req.record, spec) {
+        Ok(()) if !sandbox => {
+            let (uid, gid) = vm.jail_ids().map_or((0, 0), |i| (i.uid, i.gid));
+            view = procview::ProcView::mount(uid, gid, host_boot);
+        }
+        Ok(()) => {}
+        Err(e) => {
+            tracing::warn!(error = %e.one_line(), "cannot show the container's root at the shim's pid")
+        }
     }
     if let Some(ids) = vm.jail_ids() {
         drop_privileges(single, ids.uid, ids.gid)?;
@@ -440,7 +467,14 @@ fn init(
         return Ok(end);
     }
     let pid = ProcessId::container(req.record.guest_id.clone());
-    let outcome = relay::run(&agent, &pid, req.terminal, vm_exit.as_fd(), &mut signals);
+    let outcome = relay::run(
+        &agent,
+        &pid,
+        req.terminal,
+        vm_exit.as_fd(),
+        &mut signals,
+        view.as_mut(),
+    );
     tracing::debug!(elapsed = ?t0.elapsed(), "init ended");
     if let (relay::Outcome::Exited(_), Some(mut f)) = (&outcome, last_stats) {
         // What the container's cgroup says as the init ends (an OOM kill, say) goes with
@@ -486,7 +520,14 @@ fn exec(
         .map_err(|e| Error::Msg(format!("cannot encode the process: {e}")))?;
     agent.exec_json(&pid, &json, req.terminal, true)?;
     ready.ok();
-    let outcome = relay::run(&agent, &pid, req.terminal, vm_exit.as_fd(), &mut signals);
+    let outcome = relay::run(
+        &agent,
+        &pid,
+        req.terminal,
+        vm_exit.as_fd(),
+        &mut signals,
+        None,
+    );
     if let Some(r) = raw.as_mut() {
         r.restore();
     }

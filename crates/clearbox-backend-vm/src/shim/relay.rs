@@ -26,6 +26,26 @@ pub(crate) fn run(
     terminal: bool,
     vm_exit: BorrowedFd<'_>,
     signals: &mut SignalFd,
+    mut view: Option<&mut super::procview::ProcView>,
+) -> Outcome {
+    if let Some(v) = view.as_deref_mut() {
+        v.watch();
+    }
+    let outcome = relay(agent, pid, terminal, vm_exit, signals, view.as_deref_mut());
+    // Nobody answers the process view's readers from here on, the shim's own included.
+    if let Some(v) = view {
+        v.unwatch();
+    }
+    outcome
+}
+
+fn relay(
+    agent: &AgentClient,
+    pid: &ProcessId,
+    terminal: bool,
+    vm_exit: BorrowedFd<'_>,
+    signals: &mut SignalFd,
+    mut view: Option<&mut super::procview::ProcView>,
 ) -> Outcome {
     let out = spawn_copier(agent, pid, Stream::Stdout, 1);
     let err = spawn_copier(agent, pid, Stream::Stderr, 2);
@@ -48,18 +68,32 @@ pub(crate) fn run(
         resize(agent, pid);
     }
     loop {
-        let mut fds = [
-            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
-            PollFd::new(vm_exit, PollFlags::POLLIN),
-            PollFd::new(done_r.as_fd(), PollFlags::POLLIN),
-        ];
-        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Outcome::VmGone(format!("poll: {e}")),
+        let (sig_ready, vm_ready, done_ready, view_ready) = {
+            let mut fds = vec![
+                PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+                PollFd::new(vm_exit, PollFlags::POLLIN),
+                PollFd::new(done_r.as_fd(), PollFlags::POLLIN),
+            ];
+            if let Some(v) = view.as_deref() {
+                fds.push(PollFd::new(v.fd(), PollFlags::POLLIN));
+            }
+            match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Outcome::VmGone(format!("poll: {e}")),
+            }
+            let ready = |i: usize| {
+                fds.get(i)
+                    .and_then(|f| f.revents())
+                    .is_some_and(|r| !r.is_empty())
+            };
+            (ready(0), ready(1), ready(2), ready(3))
+        };
+        if view_ready {
+            if let Some(v) = view.as_deref_mut() {
+                v.serve(agent, &pid.container_id);
+            }
         }
-        let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
-        let (sig_ready, vm_ready, done_ready) = (ready(0), ready(1), ready(2));
         if done_ready {
             return match rx.recv() {
                 Ok(Ok(status)) => {
@@ -144,12 +178,29 @@ fn spawn_copier(
     })
 }
 
+/// The host's /dev/null, opened while the shim still sees the host's root: the init's shim
+/// later moves into the container's root, whose /dev may well be empty.
+static DEV_NULL: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+
+/// Opens [`DEV_NULL`] (once; close-on-exec).
+pub(crate) fn keep_dev_null() {
+    DEV_NULL.get_or_init(|| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| tracing::warn!(error = %e, "cannot open /dev/null"))
+            .ok()
+    });
+}
+
 /// Points `fd` at /dev/null, closing what it was (the caller's pipe or terminal).
 fn release(fd: RawFd) {
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+    keep_dev_null();
+    if let Some(Some(null)) = DEV_NULL.get() {
         use std::os::fd::AsRawFd;
-        // SAFETY: dup2 onto one of this process's standard descriptors; `null` stays valid
-        // for the call.
+        // SAFETY: dup2 onto one of this process's standard descriptors; `null` lives in a
+        // static for the life of the process.
         unsafe {
             libc::dup2(null.as_raw_fd(), fd);
         }
