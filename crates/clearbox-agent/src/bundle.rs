@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use clearbox_protocol::guest::{self, ContainerId};
 use serde_json::{json, Map, Value};
 
 use crate::spec;
@@ -114,7 +115,7 @@ fn oci_defaults() -> Value {
 /// Prepares the spec of container `id` whose rootfs is `rootfs` (absolute guest path).
 pub fn prepare(
     spec_json: &[u8],
-    id: &str,
+    id: &ContainerId,
     rootfs: &Path,
     readonly: bool,
     terminal: bool,
@@ -159,7 +160,7 @@ pub fn prepare(
     if let Some(linux) = top.get_mut("linux").and_then(object) {
         linux
             .entry("cgroupsPath")
-            .or_insert_with(|| Value::from(format!("/{cgroup_parent}/{id}")));
+            .or_insert_with(|| Value::from(guest::cgroup_path(cgroup_parent, id)));
     }
     let (mut proc_obj, mut linux) = (None, None);
     for (k, v) in top.iter_mut() {
@@ -210,11 +211,15 @@ pub fn exec_process(
 mod tests {
     use super::*;
 
+    fn cid(id: &str) -> ContainerId {
+        ContainerId::parse(id).expect("id")
+    }
+
     #[test]
     fn minimal_spec_gets_defaults_and_agent_fields() {
         let p = prepare(
             br#"{"process":{"args":["sh"]},"root":{"path":"ignored","readonly":true},"x-extra":1}"#,
-            "c1",
+            &cid("c1"),
             Path::new("/run/clearbox/shared/rootfs"),
             false,
             true,
@@ -244,7 +249,7 @@ mod tests {
     fn given_fields_are_kept() {
         let p = prepare(
             br#"{"process":{"args":["sh"],"cwd":"/w"},"mounts":[],"linux":{"cgroupsPath":"/mine/x"}}"#,
-            "c1",
+            &cid("c1"),
             Path::new("/r"),
             true,
             false,
@@ -263,15 +268,15 @@ mod tests {
         let r = Path::new("/r");
         let hooks = br#"{"process":{"args":["sh"]},"hooks":{"prestart":[{"path":"/x"}]}}"#;
         assert!(matches!(
-            prepare(hooks, "c", r, false, false, "p", Lsm::default()),
+            prepare(hooks, &cid("c"), r, false, false, "p", Lsm::default()),
             Err(BundleError::Hooks)
         ));
         let empty_hooks = br#"{"process":{"args":["sh"]},"hooks":{"prestart":[]}}"#;
-        assert!(prepare(empty_hooks, "c", r, false, false, "p", Lsm::default()).is_ok());
-        assert!(prepare(b"[]", "c", r, false, false, "p", Lsm::default()).is_err());
+        assert!(prepare(empty_hooks, &cid("c"), r, false, false, "p", Lsm::default()).is_ok());
+        assert!(prepare(b"[]", &cid("c"), r, false, false, "p", Lsm::default()).is_err());
         assert!(prepare(
             br#"{"process":{"args":[]}}"#,
-            "c",
+            &cid("c"),
             r,
             false,
             false,
@@ -312,7 +317,7 @@ mod tests {
     fn labels_of_missing_security_modules_are_dropped() {
         let json = br#"{"process":{"args":["sh"],"apparmorProfile":"p","selinuxLabel":"l"},"linux":{"mountLabel":"m"}}"#;
         let r = Path::new("/r");
-        let none = prepare(json, "c", r, false, false, "p", Lsm::default()).expect("prepare");
+        let none = prepare(json, &cid("c"), r, false, false, "p", Lsm::default()).expect("prepare");
         assert!(none.config["process"].get("apparmorProfile").is_none());
         assert!(none.config["process"].get("selinuxLabel").is_none());
         assert!(none.config["linux"].get("mountLabel").is_none());
@@ -320,7 +325,7 @@ mod tests {
             apparmor: true,
             selinux: true,
         };
-        let kept = prepare(json, "c", r, false, false, "p", all).expect("prepare");
+        let kept = prepare(json, &cid("c"), r, false, false, "p", all).expect("prepare");
         assert_eq!(kept.config["process"]["apparmorProfile"], "p");
         assert_eq!(kept.config["linux"]["mountLabel"], "m");
         let e = exec_process(

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use clearbox_container::namespaces as ns;
 use clearbox_container::Status;
+use clearbox_protocol::guest::{self, ContainerId};
 use clearbox_protocol::pb::agent as pb;
 use clearbox_protocol::server::{Code, Error, Result};
 use serde_json::Value;
@@ -30,12 +31,8 @@ use crate::service::{chain, status};
 use crate::state::{Key, State};
 use crate::wiring::{new_process, Wiring, WiringError};
 
-/// The virtio-fs tag the host shares per sandbox; also reachable as `<run dir>/shared`.
-pub const SHARED_TAG: &str = "clearbox";
-/// `<run dir>/shared` points here (relative, so it holds for any run dir).
-const SHARED_LINK_TARGET: &str = "virtiofs/clearbox";
 /// Parent cgroup of containers without `linux.cgroupsPath`.
-pub const DEFAULT_CGROUP_PARENT: &str = "clearbox";
+pub const DEFAULT_CGROUP_PARENT: &str = guest::CGROUP_PARENT;
 
 /// Where the agent keeps container files, and how containers are set up.
 #[derive(Debug, Clone)]
@@ -59,7 +56,7 @@ pub fn configure(c: Config) {
 
 pub(crate) fn config() -> &'static Config {
     CONFIG.get_or_init(|| Config {
-        run_dir: PathBuf::from("/run/clearbox"),
+        run_dir: PathBuf::from(guest::RUN_DIR),
         cgroup_parent: DEFAULT_CGROUP_PARENT.into(),
         no_pivot: false,
         lsm: bundle::Lsm::detect(),
@@ -101,16 +98,6 @@ fn helper_err(what: &str, id: &str, e: &HelperError) -> Error {
     status(code, format!("{what} {id:?}: {}", chain(e)))
 }
 
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        && id != "."
-        && id != ".."
-}
-
 /// True when "/" is the initramfs (rootfs), where pivot_root(2) fails with EINVAL.
 pub fn root_is_initramfs() -> bool {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -124,14 +111,15 @@ pub fn root_is_initramfs() -> bool {
 
 /// Mounts virtio-fs `tag` once and returns its mount point.
 fn mount_virtiofs(tag: &str) -> Result<PathBuf> {
-    if !valid_id(tag) {
+    // Tags follow the container-id rule: they name a directory.
+    if ContainerId::parse(tag).is_err() {
         return Err(status(
             Code::INVALID_ARGUMENT,
             format!("bad virtio-fs tag {tag:?}"),
         ));
     }
     let run = &config().run_dir;
-    let target = run.join("virtiofs").join(tag);
+    let target = guest::virtiofs_mount(run, tag);
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     let already = mounts.lines().any(|l| {
         let mut f = l.split_whitespace();
@@ -148,11 +136,11 @@ fn mount_virtiofs(tag: &str) -> Result<PathBuf> {
         )
         .map_err(|e| internal(&format!("mount virtio-fs {tag}"), e))?;
     }
-    if tag == SHARED_TAG {
-        let link = run.join("shared");
-        if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(SHARED_LINK_TARGET)) {
+    if tag == guest::SHARE_TAG {
+        let link = run.join(guest::SHARED_LINK);
+        if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(guest::SHARED_LINK_TARGET)) {
             let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(SHARED_LINK_TARGET, &link)
+            std::os::unix::fs::symlink(guest::SHARED_LINK_TARGET, &link)
                 .map_err(|e| internal(&format!("symlink {}", link.display()), e))?;
         }
     }
@@ -189,13 +177,9 @@ fn unreserve(state: &State, key: &Key) {
 }
 
 pub fn create(state: &State, req: &pb::CreateContainerRequest) -> Result<()> {
-    let id = req.container_id.as_str();
-    if !valid_id(id) {
-        return Err(status(
-            Code::INVALID_ARGUMENT,
-            format!("bad container id {id:?}"),
-        ));
-    }
+    let cid =
+        ContainerId::parse(&req.container_id).map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
+    let id = cid.as_str();
     let key: Key = (id.to_string(), String::new());
     if !reserve(state, &key, |t| t.containers.contains_key(id)) {
         return Err(status(
@@ -203,12 +187,17 @@ pub fn create(state: &State, req: &pb::CreateContainerRequest) -> Result<()> {
             format!("container {id:?} exists"),
         ));
     }
-    let result = create_reserved(state, req, id);
+    let result = create_reserved(state, req, &cid);
     unreserve(state, &key);
     result
 }
 
-fn create_reserved(state: &State, req: &pb::CreateContainerRequest, id: &str) -> Result<()> {
+fn create_reserved(
+    state: &State,
+    req: &pb::CreateContainerRequest,
+    cid: &ContainerId,
+) -> Result<()> {
+    let id = cid.as_str();
     let cfg = config();
     let mut span = crate::log::Span::new(format!("create {id}"));
     let rootfs_req = req.rootfs.clone().unwrap_or_default();
@@ -219,7 +208,7 @@ fn create_reserved(state: &State, req: &pb::CreateContainerRequest, id: &str) ->
     let terminal = stdio.terminal || spec_terminal;
     let mut prepared = bundle::prepare(
         &req.oci_spec_json,
-        id,
+        cid,
         &rootfs,
         rootfs_req.readonly,
         terminal,
@@ -514,9 +503,6 @@ pub fn remove_all(state: &State) {
     }
 }
 
-/// The VM's root network namespace, as the host names it in guest specs (the agent is PID 1).
-const VM_ROOT_NETNS: &str = "/proc/1/ns/net";
-
 /// A container that joins the VM's root network namespace (every VM container: the VM is its
 /// network boundary) may still ask for `net.*` sysctls, as Docker does. libcontainer refuses
 /// those for the namespace it runs in, so the agent, which owns that namespace, sets them
@@ -529,7 +515,7 @@ fn vm_network_sysctls(config: &mut serde_json::Value) -> Result<()> {
         .as_array()
         .into_iter()
         .flatten()
-        .any(|n| n["type"] == "network" && n["path"] == VM_ROOT_NETNS);
+        .any(|n| n["type"] == "network" && n["path"] == guest::ROOT_NETNS);
     let Some(sysctl) = config["linux"]
         .get_mut("sysctl")
         .and_then(|s| s.as_object_mut())
@@ -563,15 +549,6 @@ fn vm_network_sysctls(config: &mut serde_json::Value) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn container_ids_are_checked() {
-        assert!(valid_id("abc-1.2_x"));
-        assert!(!valid_id(""));
-        assert!(!valid_id(".."));
-        assert!(!valid_id("a/b"));
-        assert!(!valid_id("a b"));
-    }
 
     #[test]
     fn terminal_flag_is_read_from_the_spec() {

@@ -15,22 +15,20 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-use crate::layout::{Record, GUEST_SHARE};
+use clearbox_protocol::guest;
+
+use crate::layout::Record;
 use crate::share::is_bind;
 use crate::Error;
 
-/// The VM's root network namespace, seen from the guest: the agent's, which is PID 1.
-const GUEST_ROOT_NETNS: &str = "/proc/1/ns/net";
-
 pub(crate) fn rewrite(spec: &Spec, record: &Record) -> Result<Vec<u8>, Error> {
-    let guest_id = record.guest_id.as_str();
-    // "" or "<guest id>/" (an app container's directory in its pod's export).
-    let prefix = record.share_prefix();
+    // The export itself, or an app container's directory in its pod's export.
+    let dir = record.share_dir();
     let member = record.is_member();
     let mut s = spec.clone();
     if let Some(root) = s.root().clone() {
         let mut root = root;
-        root.set_path(PathBuf::from(format!("{GUEST_SHARE}/{prefix}rootfs")));
+        root.set_path(PathBuf::from(dir.guest_rootfs()));
         s.set_root(Some(root));
     }
     if let Some(mounts) = s.mounts().clone() {
@@ -39,9 +37,7 @@ pub(crate) fn rewrite(spec: &Spec, record: &Record) -> Result<Vec<u8>, Error> {
             .enumerate()
             .map(|(i, mut m)| {
                 if is_bind(&m) {
-                    m.set_source(Some(PathBuf::from(format!(
-                        "{GUEST_SHARE}/{prefix}mounts/{i}"
-                    ))));
+                    m.set_source(Some(PathBuf::from(dir.guest_mount(i))));
                 }
                 m
             })
@@ -75,7 +71,7 @@ pub(crate) fn rewrite(spec: &Spec, record: &Record) -> Result<Vec<u8>, Error> {
                         joinable_in_vm(n.typ(), &path)?;
                     }
                     let vm_root = (n.typ() == LinuxNamespaceType::Network)
-                        .then(|| PathBuf::from(GUEST_ROOT_NETNS));
+                        .then(|| PathBuf::from(guest::ROOT_NETNS));
                     n.set_path(vm_root);
                     Ok(n)
                 })
@@ -83,7 +79,10 @@ pub(crate) fn rewrite(spec: &Spec, record: &Record) -> Result<Vec<u8>, Error> {
             linux.set_namespaces(Some(ns));
         }
         if linux.cgroups_path().is_some() {
-            linux.set_cgroups_path(Some(PathBuf::from(format!("/clearbox/{guest_id}"))));
+            linux.set_cgroups_path(Some(PathBuf::from(guest::cgroup_path(
+                guest::CGROUP_PARENT,
+                &record.container_id(),
+            ))));
         }
         s.set_linux(Some(linux));
     }
@@ -139,22 +138,22 @@ mod tests {
         .unwrap();
         let out: serde_json::Value =
             serde_json::from_slice(&rewrite(&spec, &record("abc")).unwrap()).unwrap();
-        assert_eq!(out["root"]["path"], format!("{GUEST_SHARE}/rootfs"));
+        assert_eq!(out["root"]["path"], format!("{}/rootfs", guest::SHARE));
         assert_eq!(out["mounts"][0]["source"], "proc");
         assert_eq!(
             out["mounts"][1]["source"],
-            format!("{GUEST_SHARE}/mounts/1")
+            format!("{}/mounts/1", guest::SHARE)
         );
         assert_eq!(
             out["mounts"][2]["source"],
-            format!("{GUEST_SHARE}/mounts/2")
+            format!("{}/mounts/2", guest::SHARE)
         );
         assert!(out.get("hooks").is_none() || out["hooks"].is_null());
         assert_eq!(out["linux"]["cgroupsPath"], "/clearbox/abc");
         assert!(out["linux"]["namespaces"][0].get("path").is_none());
         // The container joins the VM's root network namespace.
         assert_eq!(out["linux"]["namespaces"][1]["type"], "network");
-        assert_eq!(out["linux"]["namespaces"][1]["path"], GUEST_ROOT_NETNS);
+        assert_eq!(out["linux"]["namespaces"][1]["path"], guest::ROOT_NETNS);
         let pid_path: Spec = serde_json::from_value(serde_json::json!({
             "ociVersion": "1.0.2",
             "linux": {"namespaces": [{"type": "pid", "path": "/proc/1/ns/pid"}]}
@@ -188,15 +187,15 @@ mod tests {
         .unwrap();
         let out: serde_json::Value =
             serde_json::from_slice(&rewrite(&spec, &member).unwrap()).unwrap();
-        assert_eq!(out["root"]["path"], format!("{GUEST_SHARE}/app1/rootfs"));
+        assert_eq!(out["root"]["path"], format!("{}/app1/rootfs", guest::SHARE));
         assert_eq!(
             out["mounts"][0]["source"],
-            format!("{GUEST_SHARE}/app1/mounts/0")
+            format!("{}/app1/mounts/0", guest::SHARE)
         );
         let ns = out["linux"]["namespaces"].as_array().unwrap();
         let types: Vec<&str> = ns.iter().map(|n| n["type"].as_str().unwrap()).collect();
         assert_eq!(types, ["mount", "network"]);
-        assert_eq!(ns[1]["path"], GUEST_ROOT_NETNS);
+        assert_eq!(ns[1]["path"], guest::ROOT_NETNS);
         // Outside a pod the namespaces stay (fresh ones in the guest).
         let single: serde_json::Value =
             serde_json::from_slice(&rewrite(&spec, &record("app1")).unwrap()).unwrap();

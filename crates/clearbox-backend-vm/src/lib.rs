@@ -207,7 +207,7 @@ fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> 
         vm.cmdline_extra.push("clearbox.debug=1".into());
     }
     vm.shares.push(clearbox_vmm::FsShare {
-        tag: layout::SHARE_TAG.into(),
+        tag: clearbox_protocol::guest::SHARE_TAG.into(),
         host_dir: record.shared.clone(),
         read_only: false,
     });
@@ -216,7 +216,7 @@ fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> 
     let guest_spec = guest_spec::rewrite(o.spec, &record)?;
     let spec_value: serde_json::Value =
         serde_json::from_slice(&guest_spec).map_err(|e| Error::Msg(format!("guest spec: {e}")))?;
-    record.mounts = share_mounts(&record, record.shared.join("rootfs"), o.spec);
+    record.mounts = share_mounts(&record, o.spec);
     record.save(o.dir)?;
     share::prepare(&record, o.bundle, o.rootfs, o.spec)?;
     let started = (|| {
@@ -322,7 +322,7 @@ fn create_member(
     let guest_spec = guest_spec::rewrite(o.spec, &record)?;
     let spec_value: serde_json::Value =
         serde_json::from_slice(&guest_spec).map_err(|e| Error::Msg(format!("guest spec: {e}")))?;
-    record.mounts = share_mounts(&record, record.base.join("rootfs"), o.spec);
+    record.mounts = share_mounts(&record, o.spec);
     record.save(o.dir)?;
     let started = (|| {
         share::prepare(&record, o.bundle, o.rootfs, o.spec)?;
@@ -364,12 +364,8 @@ fn create_member(
 
 /// The host-side mount points of a container's share: its rootfs, then one per bind mount
 /// (recorded, so that delete undoes exactly these).
-fn share_mounts(
-    record: &Record,
-    rootfs: std::path::PathBuf,
-    spec: &Spec,
-) -> Vec<std::path::PathBuf> {
-    std::iter::once(rootfs)
+fn share_mounts(record: &Record, spec: &Spec) -> Vec<std::path::PathBuf> {
+    std::iter::once(record.shared.join(record.share_dir().rootfs()))
         .chain(
             spec.mounts()
                 .as_deref()

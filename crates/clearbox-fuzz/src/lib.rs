@@ -68,9 +68,12 @@ pub fn spec_json(data: &[u8]) {
 fn agent_spec(data: &[u8]) {
     let _ = spec::Spec::from_json(data);
     let _ = spec::Process::from_json(data);
+    let Ok(id) = clearbox_protocol::ContainerId::parse("c1") else {
+        return;
+    };
     if let Ok(prepared) = bundle::prepare(
         data,
-        "c1",
+        &id,
         Path::new("/run/clearbox/shared/rootfs"),
         false,
         false,

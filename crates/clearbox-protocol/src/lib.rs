@@ -57,11 +57,13 @@
 
 mod client;
 mod error;
+pub mod guest;
 pub mod net;
 mod types;
 
 pub use client::AgentClient;
 pub use error::AgentError;
+pub use guest::{ContainerId, ShareDir};
 pub use types::{ExitStatus, Output, ProcessId, ProcessSpec, ReadChunk, RootfsLocation, Stream};
 
 /// vsock port the agent listens on inside the guest.

@@ -30,7 +30,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde::{Deserialize, Serialize};
 
-use crate::layout::{Record, SHARE_TAG, START_FIFO};
+use crate::layout::{Record, START_FIFO};
 use crate::net::{self, NetNs};
 use crate::sizing::BOOT_TIMEOUT_SECS;
 use crate::Error;
@@ -278,8 +278,8 @@ fn create_in_guest(
         &record.guest_id,
         &spec_json,
         &RootfsLocation::VirtioFs {
-            tag: SHARE_TAG.into(),
-            path: format!("{}rootfs", record.share_prefix()),
+            tag: clearbox_protocol::guest::SHARE_TAG.into(),
+            path: record.share_dir().rootfs(),
         },
         terminal,
         true,
@@ -543,25 +543,20 @@ fn single_threaded() -> Result<(), Error> {
 fn enter_container_root(record: &Record, spec: &serde_json::Value) -> Result<(), Error> {
     use clearbox_container::fly_mounts::{bind_existing, enter_private_mount_namespace, make_root};
     let setup = |e: clearbox_container::Error| Error::Msg(BackendError::flatten(&e).message);
-    let shared = record.own_share();
-    let root = shared.join("rootfs");
+    let root = record.shared.join(record.share_dir().rootfs());
     enter_private_mount_namespace().map_err(setup)?;
-    let guest_mounts = format!(
-        "{}/{}mounts/",
-        crate::layout::GUEST_SHARE,
-        record.share_prefix()
-    );
+    let dir = record.share_dir();
     for m in spec["mounts"].as_array().into_iter().flatten() {
         let (Some(src), Some(dest)) = (m["source"].as_str(), m["destination"].as_str()) else {
             continue;
         };
-        let Some(index) = src.strip_prefix(&guest_mounts) else {
+        let Some(index) = dir.mount_index(Path::new(src)) else {
             continue;
         };
         let target = root.join(dest.trim_start_matches('/'));
         // Never create mount points in the user's rootfs for this view.
         if target.exists() {
-            bind_existing(&shared.join("mounts").join(index), &target).map_err(setup)?;
+            bind_existing(&record.shared.join(dir.mount(index)), &target).map_err(setup)?;
         }
     }
     make_root(&root).map_err(setup)
