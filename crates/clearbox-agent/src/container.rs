@@ -21,8 +21,10 @@ use clearbox_container::namespaces as ns;
 use clearbox_container::Status;
 use clearbox_protocol::guest::{self, ContainerId};
 use clearbox_protocol::pb::agent as pb;
+use clearbox_protocol::request::{CreateContainer, ExecProcess};
 use clearbox_protocol::server::{Code, Error, Result};
-use serde_json::Value;
+use clearbox_protocol::RootfsLocation;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::bundle;
 use crate::helper::{HelperError, Request};
@@ -67,7 +69,7 @@ pub struct Container {
     bundle: PathBuf,
     state_root: PathBuf,
     /// The prepared spec (execs inherit its privileges).
-    config: Value,
+    config: Spec,
     started: bool,
     init: Arc<Process>,
 }
@@ -147,11 +149,12 @@ fn mount_virtiofs(tag: &str) -> Result<PathBuf> {
     Ok(target)
 }
 
-fn resolve_rootfs(r: &pb::Rootfs) -> Result<PathBuf> {
-    let path = if r.virtiofs_tag.is_empty() {
-        PathBuf::from(&r.path)
-    } else {
-        mount_virtiofs(&r.virtiofs_tag)?.join(r.path.trim_start_matches('/'))
+fn resolve_rootfs(r: &RootfsLocation) -> Result<PathBuf> {
+    let path = match r {
+        RootfsLocation::GuestPath(p) => PathBuf::from(p),
+        RootfsLocation::VirtioFs { tag, path } => {
+            mount_virtiofs(tag)?.join(path.trim_start_matches('/'))
+        }
     };
     if !path.is_absolute() || !path.is_dir() {
         return Err(status(
@@ -176,10 +179,9 @@ fn unreserve(state: &State, key: &Key) {
     state.table().pending.0.remove(key);
 }
 
-pub fn create(state: &State, req: &pb::CreateContainerRequest) -> Result<()> {
-    let cid =
-        ContainerId::parse(&req.container_id).map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
-    let id = cid.as_str();
+pub fn create(state: &State, req: CreateContainer) -> Result<()> {
+    let id = req.id.as_str().to_string();
+    let id = id.as_str();
     let key: Key = (id.to_string(), String::new());
     if !reserve(state, &key, |t| t.containers.contains_key(id)) {
         return Err(status(
@@ -187,36 +189,41 @@ pub fn create(state: &State, req: &pb::CreateContainerRequest) -> Result<()> {
             format!("container {id:?} exists"),
         ));
     }
-    let result = create_reserved(state, req, &cid);
+    let result = create_reserved(state, req);
     unreserve(state, &key);
     result
 }
 
-fn create_reserved(
-    state: &State,
-    req: &pb::CreateContainerRequest,
-    cid: &ContainerId,
-) -> Result<()> {
+fn create_reserved(state: &State, req: CreateContainer) -> Result<()> {
+    let CreateContainer {
+        id: cid,
+        spec,
+        rootfs,
+        rootfs_readonly,
+        stdio,
+    } = req;
     let id = cid.as_str();
     let cfg = config();
     let mut span = crate::log::Span::new(format!("create {id}"));
-    let rootfs_req = req.rootfs.clone().unwrap_or_default();
-    let rootfs = resolve_rootfs(&rootfs_req)?;
+    let rootfs = resolve_rootfs(&rootfs)?;
     span.step("rootfs resolved (virtio-fs mounted)");
-    let stdio = req.stdio.clone().unwrap_or_default();
-    let spec_terminal = spec_terminal(&req.oci_spec_json);
+    let spec_terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
     let terminal = stdio.terminal || spec_terminal;
     let mut prepared = bundle::prepare(
-        &req.oci_spec_json,
-        cid,
+        spec,
+        &cid,
         &rootfs,
-        rootfs_req.readonly,
+        rootfs_readonly,
         terminal,
         &cfg.cgroup_parent,
         cfg.lsm,
     )
     .map_err(|e| status(Code::INVALID_ARGUMENT, format!("spec: {}", chain(&e))))?;
-    vm_network_sysctls(&mut prepared.config)?;
+    vm_network_sysctls(&mut prepared)?;
     span.step("spec prepared");
     let bundle_dir = cfg.run_dir.join("bundles").join(id);
     let state_root = cfg.run_dir.join("containers").join(id);
@@ -228,7 +235,8 @@ fn create_reserved(
     // libcontainer.
     cleanup();
     let written = std::fs::create_dir_all(&bundle_dir).and_then(|()| {
-        let json = serde_json::to_vec_pretty(&prepared.config).map_err(std::io::Error::from)?;
+        // libcontainer's input: the one encoding of the spec in the guest.
+        let json = serde_json::to_vec(&prepared).map_err(std::io::Error::from)?;
         std::fs::write(bundle_dir.join("config.json"), json)
     });
     if let Err(e) = written {
@@ -236,11 +244,7 @@ fn create_reserved(
         return Err(internal("write bundle", e));
     }
     span.step("bundle written");
-    let size = prepared
-        .process
-        .console_size
-        .map(|c| (c.height, c.width))
-        .filter(|s| s.0 > 0 && s.1 > 0);
+    let size = prepared.process().as_ref().and_then(console_size);
     let wiring = match Wiring::new(terminal, stdio.stdin, size) {
         Ok(w) => w,
         Err(e) => {
@@ -280,7 +284,7 @@ fn create_reserved(
         Container {
             bundle: bundle_dir,
             state_root,
-            config: prepared.config,
+            config: prepared,
             started: false,
             init,
         },
@@ -289,11 +293,14 @@ fn create_reserved(
     Ok(())
 }
 
-fn spec_terminal(json: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(json)
-        .ok()
-        .and_then(|v| v.pointer("/process/terminal").and_then(Value::as_bool))
-        .unwrap_or(false)
+/// The terminal size a process asks for, if both sides are set and fit.
+fn console_size(p: &oci_spec::runtime::Process) -> Option<(u16, u16)> {
+    let b = p.console_size()?;
+    let size = (
+        u16::try_from(b.height()).ok()?,
+        u16::try_from(b.width()).ok()?,
+    );
+    (size.0 > 0 && size.1 > 0).then_some(size)
 }
 
 /// What library calls need about a container, copied out of the table.
@@ -340,14 +347,16 @@ pub fn start(state: &State, id: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn exec(
-    state: &State,
-    id: &str,
-    exec_id: &str,
-    process_json: &[u8],
-    terminal: bool,
-    open_stdin: bool,
-) -> Result<()> {
+pub fn exec(state: &State, req: ExecProcess) -> Result<()> {
+    let ExecProcess {
+        container_id,
+        exec_id,
+        process,
+        stdio,
+    } = req;
+    let (id, exec_id) = (container_id.as_str(), exec_id.as_str());
+    let terminal = stdio.terminal || process.terminal().unwrap_or(false);
+    let open_stdin = stdio.stdin;
     let key: Key = (id.to_string(), exec_id.to_string());
     let (h, bundle_dir, init_config) = {
         let t = state.table();
@@ -371,13 +380,9 @@ pub fn exec(
             format!("container {id:?} is paused"),
         ));
     }
-    let process = bundle::exec_process(process_json, terminal, &init_config, config().lsm)
+    let process = bundle::exec_process(process, terminal, &init_config, config().lsm)
         .map_err(|e| status(Code::INVALID_ARGUMENT, format!("process: {}", chain(&e))))?;
-    let size = process
-        .get("consoleSize")
-        .and_then(|s| Some((s.get("height")?.as_u64()?, s.get("width")?.as_u64()?)))
-        .and_then(|(h, w)| Some((u16::try_from(h).ok()?, u16::try_from(w).ok()?)))
-        .filter(|s| s.0 > 0 && s.1 > 0);
+    let size = console_size(&process);
     if !reserve(state, &key, |t| t.procs.contains_key(&key)) {
         return Err(status(
             Code::ALREADY_EXISTS,
@@ -507,32 +512,31 @@ pub fn remove_all(state: &State) {
 /// network boundary) may still ask for `net.*` sysctls, as Docker does. libcontainer refuses
 /// those for the namespace it runs in, so the agent, which owns that namespace, sets them
 /// itself and takes them out of the spec: the container sees them as with runc.
-fn vm_network_sysctls(config: &mut serde_json::Value) -> Result<()> {
+fn vm_network_sysctls(spec: &mut Spec) -> Result<()> {
     if std::process::id() != 1 {
         return Ok(());
     }
-    let joins_root = config["linux"]["namespaces"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|n| n["type"] == "network" && n["path"] == guest::ROOT_NETNS);
-    let Some(sysctl) = config["linux"]
-        .get_mut("sysctl")
-        .and_then(|s| s.as_object_mut())
-    else {
+    let Some(mut linux) = spec.linux().clone() else {
+        return Ok(());
+    };
+    let joins_root = linux.namespaces().iter().flatten().any(|n| {
+        n.typ() == LinuxNamespaceType::Network
+            && n.path().as_deref() == Some(Path::new(guest::ROOT_NETNS))
+    });
+    let Some(mut sysctl) = linux.sysctl().clone() else {
         return Ok(());
     };
     if !joins_root {
         return Ok(());
     }
-    let net: Vec<String> = sysctl
+    let mut net: Vec<String> = sysctl
         .keys()
         .filter(|k| k.starts_with("net."))
         .cloned()
         .collect();
+    net.sort();
     for key in net {
         let value = sysctl.remove(&key).unwrap_or_default();
-        let value = value.as_str().unwrap_or_default().to_string();
         if key.contains("..") || key.contains('/') {
             return Err(status(
                 Code::INVALID_ARGUMENT,
@@ -543,6 +547,8 @@ fn vm_network_sysctls(config: &mut serde_json::Value) -> Result<()> {
         std::fs::write(&path, &value)
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("sysctl {key}={value}: {e}")))?;
     }
+    linux.set_sysctl(Some(sysctl));
+    spec.set_linux(Some(linux));
     Ok(())
 }
 
@@ -551,9 +557,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn terminal_flag_is_read_from_the_spec() {
-        assert!(spec_terminal(br#"{"process":{"terminal":true}}"#));
-        assert!(!spec_terminal(br#"{"process":{}}"#));
-        assert!(!spec_terminal(b"nonsense"));
+    fn console_sizes_need_both_sides() {
+        let p = |v: serde_json::Value| -> oci_spec::runtime::Process {
+            serde_json::from_value(v).expect("process")
+        };
+        let user = serde_json::json!({"uid": 0, "gid": 0});
+        let sized = p(
+            serde_json::json!({"cwd": "/", "user": user, "consoleSize": {"height": 30, "width": 90}}),
+        );
+        assert_eq!(console_size(&sized), Some((30, 90)));
+        let half = p(
+            serde_json::json!({"cwd": "/", "user": user, "consoleSize": {"height": 30, "width": 0}}),
+        );
+        assert_eq!(console_size(&half), None);
+        assert_eq!(
+            console_size(&p(serde_json::json!({"cwd": "/", "user": user}))),
+            None
+        );
     }
 }

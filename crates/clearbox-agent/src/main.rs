@@ -20,7 +20,6 @@ mod milestones;
 mod peer;
 mod process;
 mod service;
-mod spec;
 mod state;
 mod target;
 mod wiring;

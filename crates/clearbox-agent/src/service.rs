@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use clearbox_protocol::pb::agent as pb;
+use clearbox_protocol::request::{CreateContainer, ExecProcess};
 use clearbox_protocol::server::{get_status, Agent, Code, Error, Result, TtrpcContext};
 use clearbox_protocol::{API_VERSION, DEFAULT_READ_CHUNK, MAX_READ_CHUNK};
 
 use crate::container;
 use crate::milestones::{self, Milestone};
 use crate::process::{Process, WaitResult, Which};
-use crate::spec;
 use crate::state::{Key, State};
 use crate::target::{self, RequestError};
 
@@ -50,6 +50,11 @@ impl From<RequestError> for Error {
         };
         status(code, e)
     }
+}
+
+/// A request that cannot be decoded into its typed form.
+fn bad_request(e: clearbox_protocol::request::RequestError) -> Error {
+    status(Code::INVALID_ARGUMENT, chain(&e))
 }
 
 fn key(container_id: &str, exec_id: &str) -> Key {
@@ -110,7 +115,8 @@ impl Agent for Service {
         req: pb::CreateContainerRequest,
     ) -> Result<pb::Empty> {
         self.touch();
-        container::create(&self.state, &req)?;
+        let req = CreateContainer::from_wire(&req).map_err(bad_request)?;
+        container::create(&self.state, req)?;
         empty()
     }
 
@@ -152,22 +158,11 @@ impl Agent for Service {
 
     fn exec_process(&self, _ctx: &TtrpcContext, req: pb::ExecProcessRequest) -> Result<pb::Empty> {
         self.touch();
-        target::container_id(&req.container_id)?;
-        if req.exec_id.is_empty() {
-            return Err(RequestError::EmptyExecId.into());
+        if req.container_id.is_empty() {
+            return Err(RequestError::EmptyContainerId.into());
         }
-        let p = spec::Process::from_json(&req.process_json)
-            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("process: {}", chain(&e))))?;
-        let stdio = req.stdio.clone().unwrap_or_default();
-        let terminal = stdio.terminal || p.terminal;
-        container::exec(
-            &self.state,
-            &req.container_id,
-            &req.exec_id,
-            &req.process_json,
-            terminal,
-            stdio.stdin,
-        )?;
+        let req = ExecProcess::from_wire(&req).map_err(bad_request)?;
+        container::exec(&self.state, req)?;
         empty()
     }
 

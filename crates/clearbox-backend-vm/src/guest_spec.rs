@@ -10,22 +10,45 @@
 //!   containers. A pid, mount, user, cgroup or time namespace with a path is refused with a
 //!   clear error, since the container would silently not see what it asked for.
 //! * `cgroupsPath` → a guest-local path; hooks are removed (they run on the host).
+//!
+//! This is the only place the host changes the spec for the guest, and the only place it
+//! serialises it: the result crosses to the shim and the agent as those bytes ([`GuestSpec`]),
+//! and the agent parses them once (see "What crosses the wire" in docs/ARCHITECTURE.md).
 
 use std::path::PathBuf;
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-use clearbox_protocol::guest;
+use clearbox_protocol::{guest, GuestSpec};
+use serde::{Deserialize, Serialize};
 
 use crate::layout::Record;
 use crate::share::is_bind;
 use crate::Error;
 
-pub(crate) fn rewrite(spec: &Spec, record: &Record) -> Result<Vec<u8>, Error> {
+/// What the guest gets of a container's spec.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ForGuest {
+    /// The rewritten spec, serialised.
+    pub spec: GuestSpec,
+    /// The spec's bind mounts (their number in `mounts` and their destination), which the
+    /// share carries: the shim shows them at the container's pid too.
+    pub binds: Vec<Bind>,
+}
+
+/// A bind mount of the spec, carried by the share as `mounts/<index>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Bind {
+    pub index: usize,
+    pub destination: PathBuf,
+}
+
+pub(crate) fn rewrite(spec: &Spec, record: &Record) -> Result<ForGuest, Error> {
     // The export itself, or an app container's directory in its pod's export.
     let dir = record.share_dir();
     let member = record.is_member();
     let mut s = spec.clone();
+    let mut binds = Vec::new();
     if let Some(root) = s.root().clone() {
         let mut root = root;
         root.set_path(PathBuf::from(dir.guest_rootfs()));
@@ -37,6 +60,10 @@ pub(crate) fn rewrite(spec: &Spec, record: &Record) -> Result<Vec<u8>, Error> {
             .enumerate()
             .map(|(i, mut m)| {
                 if is_bind(&m) {
+                    binds.push(Bind {
+                        index: i,
+                        destination: m.destination().clone(),
+                    });
                     m.set_source(Some(PathBuf::from(dir.guest_mount(i))));
                 }
                 m
@@ -87,7 +114,9 @@ pub(crate) fn rewrite(spec: &Spec, record: &Record) -> Result<Vec<u8>, Error> {
         s.set_linux(Some(linux));
     }
     s.set_hooks(None);
-    serde_json::to_vec(&s).map_err(|e| Error::Msg(format!("cannot encode the guest spec: {e}")))
+    let spec = GuestSpec::encode(&s)
+        .map_err(|e| Error::Msg(format!("cannot encode the guest spec: {e}")))?;
+    Ok(ForGuest { spec, binds })
 }
 
 /// Whether a namespace the spec asks to join may be replaced by a fresh one in the guest.
@@ -136,8 +165,14 @@ mod tests {
             }
         }))
         .unwrap();
-        let out: serde_json::Value =
-            serde_json::from_slice(&rewrite(&spec, &record("abc")).unwrap()).unwrap();
+        let guest = rewrite(&spec, &record("abc")).unwrap();
+        let out: serde_json::Value = serde_json::from_slice(guest.spec.as_bytes()).unwrap();
+        let dests: Vec<(usize, &str)> = guest
+            .binds
+            .iter()
+            .map(|b| (b.index, b.destination.to_str().unwrap()))
+            .collect();
+        assert_eq!(dests, [(1, "/data"), (2, "/etc/hosts")]);
         assert_eq!(out["root"]["path"], format!("{}/rootfs", guest::SHARE));
         assert_eq!(out["mounts"][0]["source"], "proc");
         assert_eq!(
@@ -186,7 +221,7 @@ mod tests {
         }))
         .unwrap();
         let out: serde_json::Value =
-            serde_json::from_slice(&rewrite(&spec, &member).unwrap()).unwrap();
+            serde_json::from_slice(rewrite(&spec, &member).unwrap().spec.as_bytes()).unwrap();
         assert_eq!(out["root"]["path"], format!("{}/app1/rootfs", guest::SHARE));
         assert_eq!(
             out["mounts"][0]["source"],
@@ -198,7 +233,8 @@ mod tests {
         assert_eq!(ns[1]["path"], guest::ROOT_NETNS);
         // Outside a pod the namespaces stay (fresh ones in the guest).
         let single: serde_json::Value =
-            serde_json::from_slice(&rewrite(&spec, &record("app1")).unwrap()).unwrap();
+            serde_json::from_slice(rewrite(&spec, &record("app1")).unwrap().spec.as_bytes())
+                .unwrap();
         assert_eq!(single["linux"]["namespaces"].as_array().unwrap().len(), 4);
     }
 

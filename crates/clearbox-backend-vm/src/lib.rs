@@ -213,9 +213,7 @@ fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> 
     });
     let cgroup = host_cgroup::plan(o.spec, o.id, vm.memory_mib)?;
     record.host_cgroup = Some(cgroup.path.clone());
-    let guest_spec = guest_spec::rewrite(o.spec, &record)?;
-    let spec_value: serde_json::Value =
-        serde_json::from_slice(&guest_spec).map_err(|e| Error::Msg(format!("guest spec: {e}")))?;
+    let guest = guest_spec::rewrite(o.spec, &record)?;
     record.mounts = share_mounts(&record, o.spec);
     record.save(o.dir)?;
     share::prepare(&record, o.bundle, o.rootfs, o.spec)?;
@@ -236,7 +234,7 @@ fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> 
             console_socket: o.console_socket.map(Path::to_path_buf),
             kind: shim::Kind::Init {
                 vm: Box::new(vm),
-                spec: spec_value,
+                spec: guest,
                 netns,
                 cgroup: Box::new(cgroup),
                 sandbox,
@@ -319,9 +317,7 @@ fn create_member(
     }
     let cgroup = host_cgroup::plan_member(o.spec, o.id)?;
     record.host_cgroup = Some(cgroup.path.clone());
-    let guest_spec = guest_spec::rewrite(o.spec, &record)?;
-    let spec_value: serde_json::Value =
-        serde_json::from_slice(&guest_spec).map_err(|e| Error::Msg(format!("guest spec: {e}")))?;
+    let guest = guest_spec::rewrite(o.spec, &record)?;
     record.mounts = share_mounts(&record, o.spec);
     record.save(o.dir)?;
     let started = (|| {
@@ -341,7 +337,7 @@ fn create_member(
             terminal,
             console_socket: o.console_socket.map(Path::to_path_buf),
             kind: shim::Kind::Member {
-                spec: spec_value,
+                spec: guest,
                 cgroup: Box::new(cgroup),
             },
             go_fd: None,
@@ -716,7 +712,7 @@ fn exec(c: &ContainerCtx<'_>, o: &ExecOpts<'_>) -> Result<i32, Error> {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let exec_id = format!("exec-{}-{nanos}", std::process::id());
-    let process = serde_json::to_value(o.process)
+    let process = clearbox_protocol::GuestProcess::encode(o.process)
         .map_err(|e| Error::Msg(format!("cannot encode the process: {e}")))?;
     let mut req = shim::Request {
         dir: c.dir.to_path_buf(),

@@ -149,18 +149,6 @@ impl ShareDir {
     pub fn guest_mount(&self, index: usize) -> String {
         format!("{SHARE}/{}", self.mount(index))
     }
-
-    /// The index of the bind mount whose guest source is `source`, if it is one of this
-    /// directory's.
-    pub fn mount_index(&self, source: &Path) -> Option<usize> {
-        let rest = source
-            .to_str()?
-            .strip_prefix(SHARE)?
-            .strip_prefix('/')?
-            .strip_prefix(&self.mounts())?
-            .strip_prefix('/')?;
-        rest.parse().ok()
-    }
 }
 
 #[cfg(test)]
@@ -214,12 +202,7 @@ mod tests {
         assert_eq!(whole.guest_rootfs(), format!("{SHARE}/rootfs"));
         assert_eq!(member.guest_rootfs(), format!("{SHARE}/app1/rootfs"));
         assert_eq!(member.guest_mount(3), format!("{SHARE}/app1/mounts/3"));
-        assert_eq!(
-            member.mount_index(Path::new(&member.guest_mount(3))),
-            Some(3)
-        );
-        assert_eq!(whole.mount_index(Path::new(&member.guest_mount(3))), None);
-        assert_eq!(whole.mount_index(Path::new("/srv/x")), None);
+        assert_eq!(whole.mount(0), "mounts/0");
         assert_eq!(cgroup_path(CGROUP_PARENT, &id), "/clearbox/app1");
     }
 }

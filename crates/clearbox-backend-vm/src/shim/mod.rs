@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use clearbox_core::foreground::FORWARDED;
 use clearbox_core::BackendError;
-use clearbox_protocol::{AgentClient, ProcessId, RootfsLocation};
+use clearbox_protocol::{AgentClient, GuestProcess, ProcessId, RootfsLocation, Stdio};
 use clearbox_vmm::{Vm, VmConfig, VmHandle, AGENT_PORT};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -30,6 +30,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde::{Deserialize, Serialize};
 
+use crate::guest_spec::{Bind, ForGuest};
 use crate::layout::{Record, START_FIFO};
 use crate::net::{self, NetNs};
 use crate::sizing::BOOT_TIMEOUT_SECS;
@@ -55,7 +56,7 @@ pub(crate) struct Request {
 pub(crate) enum Kind {
     Init {
         vm: Box<VmConfig>,
-        spec: serde_json::Value,
+        spec: ForGuest,
         netns: NetNs,
         cgroup: Box<crate::host_cgroup::HostCgroup>,
         /// A pod's sandbox: boots the VM, runs no container in it (see `pod.rs`).
@@ -64,12 +65,12 @@ pub(crate) enum Kind {
     },
     /// An app container joining its pod's running VM.
     Member {
-        spec: serde_json::Value,
+        spec: ForGuest,
         cgroup: Box<crate::host_cgroup::HostCgroup>,
     },
     Exec {
         exec_id: String,
-        process: serde_json::Value,
+        process: GuestProcess,
     },
 }
 
@@ -269,14 +270,12 @@ fn wait_for(
 fn create_in_guest(
     agent: &AgentClient,
     record: &Record,
-    spec: &serde_json::Value,
+    spec: &ForGuest,
     terminal: bool,
 ) -> Result<(), Error> {
-    let spec_json = serde_json::to_vec(spec)
-        .map_err(|e| Error::Msg(format!("cannot encode the guest spec: {e}")))?;
     agent.create_container(
         &record.guest_id,
-        &spec_json,
+        &spec.spec,
         &RootfsLocation::VirtioFs {
             tag: clearbox_protocol::guest::SHARE_TAG.into(),
             path: record.share_dir().rootfs(),
@@ -292,7 +291,7 @@ fn create_in_guest(
 /// VM.
 fn member(
     req: &Request,
-    spec: &serde_json::Value,
+    spec: &ForGuest,
     cgroup: &crate::host_cgroup::HostCgroup,
     ready: &mut Ready,
 ) -> Result<End, Error> {
@@ -307,7 +306,7 @@ fn member(
     let fd = handle.connect_agent(AGENT_PORT, Duration::from_secs(10))?;
     let fifo = open_fifo(&req.dir.join(START_FIFO))?;
     let single = single_threaded();
-    if let Err(e) = enter_container_root(&req.record, spec) {
+    if let Err(e) = enter_container_root(&req.record, &spec.binds) {
         tracing::warn!(error = %e.one_line(), "cannot show the container's root at the shim's pid");
     }
     if let Some(ids) = handle.jail_ids() {
@@ -339,7 +338,7 @@ fn member(
 fn init(
     req: &Request,
     mut vm_config: VmConfig,
-    spec: &serde_json::Value,
+    spec: &ForGuest,
     netns: &NetNs,
     cgroup: &crate::host_cgroup::HostCgroup,
     sandbox: bool,
@@ -379,7 +378,7 @@ fn init(
     let last_stats = open_last_stats(&req.dir);
     // Counted while /proc is still in view.
     let single = single_threaded();
-    if let Err(e) = enter_container_root(&req.record, spec) {
+    if let Err(e) = enter_container_root(&req.record, &spec.binds) {
         tracing::warn!(error = %e.one_line(), "cannot show the container's root at the shim's pid");
     }
     if let Some(ids) = vm.jail_ids() {
@@ -463,7 +462,7 @@ fn init(
 fn exec(
     req: &Request,
     exec_id: &str,
-    process: &serde_json::Value,
+    process: &GuestProcess,
     ready: &mut Ready,
 ) -> Result<End, Error> {
     // Before any thread exists (see `init`).
@@ -482,9 +481,11 @@ fn exec(
     }
     let agent = AgentClient::new(fd)?;
     let pid = ProcessId::container_exec(req.record.guest_id.clone(), exec_id);
-    let json = serde_json::to_vec(process)
-        .map_err(|e| Error::Msg(format!("cannot encode the process: {e}")))?;
-    agent.exec_json(&pid, &json, req.terminal, true)?;
+    let stdio = Stdio {
+        terminal: req.terminal,
+        stdin: true,
+    };
+    agent.exec_process(&pid, process, stdio)?;
     ready.ok();
     let outcome = relay::run(&agent, &pid, req.terminal, vm_exit.as_fd(), &mut signals);
     if let Some(r) = raw.as_mut() {
@@ -540,23 +541,17 @@ fn single_threaded() -> Result<(), Error> {
 /// so nothing mounted here reaches the host, and it vanishes with the shim. Everything the shim
 /// still needs is an open descriptor by now; later path lookups (VM clean-up) are best effort,
 /// `delete` cleans up from the host's view.
-fn enter_container_root(record: &Record, spec: &serde_json::Value) -> Result<(), Error> {
+fn enter_container_root(record: &Record, binds: &[Bind]) -> Result<(), Error> {
     use clearbox_container::fly_mounts::{bind_existing, enter_private_mount_namespace, make_root};
     let setup = |e: clearbox_container::Error| Error::Msg(BackendError::flatten(&e).message);
     let root = record.shared.join(record.share_dir().rootfs());
     enter_private_mount_namespace().map_err(setup)?;
     let dir = record.share_dir();
-    for m in spec["mounts"].as_array().into_iter().flatten() {
-        let (Some(src), Some(dest)) = (m["source"].as_str(), m["destination"].as_str()) else {
-            continue;
-        };
-        let Some(index) = dir.mount_index(Path::new(src)) else {
-            continue;
-        };
-        let target = root.join(dest.trim_start_matches('/'));
+    for b in binds {
+        let target = root.join(b.destination.strip_prefix("/").unwrap_or(&b.destination));
         // Never create mount points in the user's rootfs for this view.
         if target.exists() {
-            bind_existing(&record.shared.join(dir.mount(index)), &target).map_err(setup)?;
+            bind_existing(&record.shared.join(dir.mount(b.index)), &target).map_err(setup)?;
         }
     }
     make_root(&root).map_err(setup)
