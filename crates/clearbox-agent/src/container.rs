@@ -22,14 +22,13 @@ use clearbox_container::Status;
 use clearbox_protocol::guest::{self, ContainerId};
 use clearbox_protocol::pb::agent as pb;
 use clearbox_protocol::request::{CreateContainer, ExecProcess};
-use clearbox_protocol::server::{Code, Error, Result};
 use clearbox_protocol::RootfsLocation;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::bundle;
-use crate::helper::{HelperError, Request};
+use crate::error::{Error, Result};
+use crate::helper::Request;
 use crate::process::Process;
-use crate::service::{chain, status};
 use crate::state::{Key, State};
 use crate::wiring::{new_process, Wiring, WiringError};
 
@@ -79,25 +78,26 @@ pub struct Container {
 #[derive(Default)]
 pub struct Pending(HashSet<Key>);
 
-fn internal(what: &str, e: impl std::fmt::Display) -> Error {
-    status(Code::INTERNAL, format!("{what}: {e}"))
-}
-
 fn not_found(id: &str) -> Error {
-    status(Code::NOT_FOUND, format!("no container {id:?}"))
+    Error::NoContainer(id.to_string())
 }
 
-fn lib_err(what: &str, id: &str, e: &clearbox_container::Error) -> Error {
-    status(Code::INTERNAL, format!("{what} {id:?}: {}", chain(e)))
+/// The container library failed doing `what` to `id`.
+fn lib_err(what: &'static str, id: &str) -> impl FnOnce(clearbox_container::Error) -> Error {
+    let id = id.to_string();
+    move |source| Error::Library {
+        what,
+        id,
+        source: Box::new(source),
+    }
 }
 
-fn helper_err(what: &str, id: &str, e: &HelperError) -> Error {
-    let code = match e {
-        // The library refused: almost always the spec or process (missing binary, bad mount).
-        HelperError::Setup(_) => Code::INVALID_ARGUMENT,
-        _ => Code::INTERNAL,
-    };
-    status(code, format!("{what} {id:?}: {}", chain(e)))
+fn helper_err(what: &'static str, id: &str, source: crate::helper::HelperError) -> Error {
+    Error::Helper {
+        what,
+        id: id.to_string(),
+        source,
+    }
 }
 
 /// True when "/" is the initramfs (rootfs), where pivot_root(2) fails with EINVAL.
@@ -115,10 +115,7 @@ pub fn root_is_initramfs() -> bool {
 fn mount_virtiofs(tag: &str) -> Result<PathBuf> {
     // Tags follow the container-id rule: they name a directory.
     if ContainerId::parse(tag).is_err() {
-        return Err(status(
-            Code::INVALID_ARGUMENT,
-            format!("bad virtio-fs tag {tag:?}"),
-        ));
+        return Err(Error::BadTag(tag.to_string()));
     }
     let run = &config().run_dir;
     let target = guest::virtiofs_mount(run, tag);
@@ -128,7 +125,7 @@ fn mount_virtiofs(tag: &str) -> Result<PathBuf> {
         f.next() == Some(tag) && f.next() == target.to_str()
     });
     if !already {
-        std::fs::create_dir_all(&target).map_err(|e| internal("mkdir virtio-fs mount", e))?;
+        std::fs::create_dir_all(&target).map_err(|e| Error::os("mkdir virtio-fs mount", e))?;
         nix::mount::mount(
             Some(tag),
             &target,
@@ -136,14 +133,14 @@ fn mount_virtiofs(tag: &str) -> Result<PathBuf> {
             nix::mount::MsFlags::empty(),
             None::<&str>,
         )
-        .map_err(|e| internal(&format!("mount virtio-fs {tag}"), e))?;
+        .map_err(|e| Error::os(format!("mount virtio-fs {tag}"), e))?;
     }
     if tag == guest::SHARE_TAG {
         let link = run.join(guest::SHARED_LINK);
         if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(guest::SHARED_LINK_TARGET)) {
             let _ = std::fs::remove_file(&link);
             std::os::unix::fs::symlink(guest::SHARED_LINK_TARGET, &link)
-                .map_err(|e| internal(&format!("symlink {}", link.display()), e))?;
+                .map_err(|e| Error::os(format!("symlink {}", link.display()), e))?;
         }
     }
     Ok(target)
@@ -157,10 +154,7 @@ fn resolve_rootfs(r: &RootfsLocation) -> Result<PathBuf> {
         }
     };
     if !path.is_absolute() || !path.is_dir() {
-        return Err(status(
-            Code::INVALID_ARGUMENT,
-            format!("rootfs {} is not a directory", path.display()),
-        ));
+        return Err(Error::BadRootfs(path));
     }
     Ok(path)
 }
@@ -184,10 +178,7 @@ pub fn create(state: &State, req: CreateContainer) -> Result<()> {
     let id = id.as_str();
     let key: Key = (id.to_string(), String::new());
     if !reserve(state, &key, |t| t.containers.contains_key(id)) {
-        return Err(status(
-            Code::ALREADY_EXISTS,
-            format!("container {id:?} exists"),
-        ));
+        return Err(Error::ContainerExists(id.to_string()));
     }
     let result = create_reserved(state, req);
     unreserve(state, &key);
@@ -222,7 +213,7 @@ fn create_reserved(state: &State, req: CreateContainer) -> Result<()> {
         &cfg.cgroup_parent,
         cfg.lsm,
     )
-    .map_err(|e| status(Code::INVALID_ARGUMENT, format!("spec: {}", chain(&e))))?;
+    .map_err(Error::Spec)?;
     vm_network_sysctls(&mut prepared)?;
     span.step("spec prepared");
     let bundle_dir = cfg.run_dir.join("bundles").join(id);
@@ -241,7 +232,7 @@ fn create_reserved(state: &State, req: CreateContainer) -> Result<()> {
     });
     if let Err(e) = written {
         cleanup();
-        return Err(internal("write bundle", e));
+        return Err(Error::os("write bundle", e));
     }
     span.step("bundle written");
     let size = prepared.process().as_ref().and_then(console_size);
@@ -264,7 +255,7 @@ fn create_reserved(state: &State, req: CreateContainer) -> Result<()> {
         Ok(v) => v,
         Err(e) => {
             let err = match e {
-                WiringError::Helper(e) => helper_err("create container", id, &e),
+                WiringError::Helper(e) => helper_err("create container", id, e),
                 WiringError::Console(_, e) => {
                     // The init exists and waits for start: take it down with its cgroup.
                     let _ = ns::delete(&state_root, id, true);
@@ -322,10 +313,7 @@ fn handle(state: &State, id: &str) -> Result<Handle> {
 
 fn running(h: &Handle, id: &str) -> Result<()> {
     if h.init.has_exited() {
-        return Err(status(
-            Code::FAILED_PRECONDITION,
-            format!("container {id:?} is not running"),
-        ));
+        return Err(Error::NotRunning(id.to_string()));
     }
     Ok(())
 }
@@ -333,13 +321,10 @@ fn running(h: &Handle, id: &str) -> Result<()> {
 pub fn start(state: &State, id: &str) -> Result<()> {
     let h = handle(state, id)?;
     if h.started {
-        return Err(status(
-            Code::FAILED_PRECONDITION,
-            format!("container {id:?} already started"),
-        ));
+        return Err(Error::AlreadyStarted(id.to_string()));
     }
     running(&h, id)?;
-    ns::start(&h.state_root, id).map_err(|e| lib_err("start container", id, &e))?;
+    ns::start(&h.state_root, id).map_err(lib_err("start container", id))?;
     if let Some(c) = state.table().containers.get_mut(id) {
         c.started = true;
     }
@@ -375,24 +360,21 @@ pub fn exec(state: &State, req: ExecProcess) -> Result<()> {
     // waiting init).
     running(&h, id)?;
     if matches!(ns::status(&h.state_root, id), Ok(Status::Paused)) {
-        return Err(status(
-            Code::FAILED_PRECONDITION,
-            format!("container {id:?} is paused"),
-        ));
+        return Err(Error::Paused(id.to_string()));
     }
     let process = bundle::exec_process(process, terminal, &init_config, config().lsm)
-        .map_err(|e| status(Code::INVALID_ARGUMENT, format!("process: {}", chain(&e))))?;
+        .map_err(Error::Process)?;
     let size = console_size(&process);
     if !reserve(state, &key, |t| t.procs.contains_key(&key)) {
-        return Err(status(
-            Code::ALREADY_EXISTS,
-            format!("exec {exec_id:?} exists in {id:?}"),
-        ));
+        return Err(Error::ExecExists {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+        });
     }
     let file = bundle_dir.join(format!("exec-{}.json", SEQ.fetch_add(1, Ordering::Relaxed)));
     let result = (|| {
-        let json = serde_json::to_vec(&process).map_err(|e| internal("encode process", e))?;
-        std::fs::write(&file, json).map_err(|e| internal("write process file", e))?;
+        let json = serde_json::to_vec(&process).map_err(|e| Error::os("encode process", e))?;
+        std::fs::write(&file, json).map_err(|e| Error::os("write process file", e))?;
         let wiring = Wiring::new(terminal, open_stdin, size)?;
         let req_h = Request::Exec {
             id: id.to_string(),
@@ -402,7 +384,7 @@ pub fn exec(state: &State, req: ExecProcess) -> Result<()> {
         };
         let since = Instant::now();
         let (pid, ends) = wiring.run(&req_h).map_err(|e| match e {
-            WiringError::Helper(e) => helper_err("exec in container", id, &e),
+            WiringError::Helper(e) => helper_err("exec in container", id, e),
             WiringError::Console(pid, e) => {
                 // SAFETY: kill(2) with integers; the process was just started for us.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -424,13 +406,13 @@ pub fn pids(state: &State, id: &str) -> Result<Vec<i32>> {
     if h.init.has_exited() {
         return Ok(Vec::new());
     }
-    ns::pids(&h.state_root, id).map_err(|e| lib_err("list processes of", id, &e))
+    ns::pids(&h.state_root, id).map_err(lib_err("list processes of", id))
 }
 
 pub fn kill_all(state: &State, id: &str, sig: i32) -> Result<()> {
     let h = handle(state, id)?;
     running(&h, id)?;
-    ns::kill(&h.state_root, id, sig, true).map_err(|e| lib_err("signal container", id, &e))
+    ns::kill(&h.state_root, id, sig, true).map_err(lib_err("signal container", id))
 }
 
 pub fn freeze(state: &State, id: &str, frozen: bool) -> Result<()> {
@@ -441,18 +423,16 @@ pub fn freeze(state: &State, id: &str, frozen: bool) -> Result<()> {
     } else {
         ns::resume(&h.state_root, id)
     };
-    r.map_err(|e| {
-        let what = if frozen { "pause" } else { "resume" };
-        status(
-            Code::FAILED_PRECONDITION,
-            format!("{what} container {id:?}: {}", chain(&e)),
-        )
+    r.map_err(|source| Error::Freeze {
+        what: if frozen { "pause" } else { "resume" },
+        id: id.to_string(),
+        source: Box::new(source),
     })
 }
 
 pub fn stats(state: &State, id: &str) -> Result<pb::StatsResponse> {
     let h = handle(state, id)?;
-    let u = ns::usage(&h.state_root, id).map_err(|e| lib_err("stats of", id, &e))?;
+    let u = ns::usage(&h.state_root, id).map_err(lib_err("stats of", id))?;
     let mut r = pb::StatsResponse::new();
     r.cpu_usage_usec = u.cpu_usage_usec;
     r.cpu_user_usec = u.cpu_user_usec;
@@ -470,21 +450,15 @@ pub fn remove(state: &State, id: &str, force: bool) -> Result<()> {
     let alive = !h.init.has_exited();
     // A created, never started container may go without force (as with runc).
     if alive && h.started && !force {
-        return Err(status(
-            Code::FAILED_PRECONDITION,
-            format!("container {id:?} is running (use force)"),
-        ));
+        return Err(Error::Running(id.to_string()));
     }
     // Kills what is left (SIGKILL to the whole cgroup) and removes the cgroup.
-    ns::delete(&h.state_root, id, true).map_err(|e| lib_err("delete container", id, &e))?;
+    ns::delete(&h.state_root, id, true).map_err(lib_err("delete container", id))?;
     // Wait (without the table lock: the reaper needs it) for the init to be reaped.
     let until = Instant::now() + Duration::from_secs(10);
     while !h.init.has_exited() {
         if Instant::now() > until {
-            return Err(status(
-                Code::DEADLINE_EXCEEDED,
-                format!("container {id:?} did not die"),
-            ));
+            return Err(Error::DidNotDie(id.to_string()));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -538,14 +512,12 @@ fn vm_network_sysctls(spec: &mut Spec) -> Result<()> {
     for key in net {
         let value = sysctl.remove(&key).unwrap_or_default();
         if key.contains("..") || key.contains('/') {
-            return Err(status(
-                Code::INVALID_ARGUMENT,
-                format!("bad sysctl {key:?}"),
-            ));
+            return Err(Error::BadSysctl(key));
         }
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        std::fs::write(&path, &value)
-            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("sysctl {key}={value}: {e}")))?;
+        if let Err(source) = std::fs::write(&path, &value) {
+            return Err(Error::Sysctl { key, value, source });
+        }
     }
     linux.set_sysctl(Some(sysctl));
     spec.set_linux(Some(linux));

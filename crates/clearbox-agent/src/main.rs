@@ -12,6 +12,7 @@
 
 mod bundle;
 mod container;
+mod error;
 mod guard;
 mod helper;
 mod init;
