@@ -20,8 +20,8 @@ use serde_json::json;
 
 type R<T> = Result<T, String>;
 
-/// Where the agent mounts the `clearbox` virtio-fs tag (see proto/agent.proto).
-const GUEST_SHARED: &str = "/run/clearbox/shared";
+/// Where the agent mounts the share's virtio-fs tag.
+const GUEST_SHARED: &str = clearbox_protocol::guest::SHARE;
 
 fn connect(kind: &str, path: &str) -> R<UnixStream> {
     let mut s = UnixStream::connect(path).map_err(|e| format!("connect {path}: {e}"))?;
@@ -90,12 +90,19 @@ fn run(c: &AgentClient, shared: &Path, podman_spec: Option<&Path>) -> R<()> {
             "options": ["rbind", "rw"]
         }));
     let root = RootfsLocation::VirtioFs {
-        tag: "clearbox".into(),
+        tag: clearbox_protocol::guest::SHARE_TAG.into(),
         path: "rootfs".into(),
     };
     let t = Instant::now();
-    c.create_container("c1", spec.to_string().as_bytes(), &root, false, false)
-        .map_err(e)?;
+    c.create_container(
+        "c1",
+        &clearbox_protocol::GuestSpec::from_json_text(spec.to_string())
+            .map_err(|e| e.to_string())?,
+        &root,
+        false,
+        false,
+    )
+    .map_err(e)?;
     let created = t.elapsed();
     c.start_container("c1").map_err(e)?;
     println!(
@@ -203,8 +210,15 @@ fn run(c: &AgentClient, shared: &Path, podman_spec: Option<&Path>) -> R<()> {
         "id -u; grep CapBnd /proc/self/status; mkdir /dev/shm/x; touch /newfile; exit 0"
     ]);
     spec2["linux"]["seccomp"] = seccomp_denying_mkdir();
-    c.create_container("c2", spec2.to_string().as_bytes(), &root, false, false)
-        .map_err(e)?;
+    c.create_container(
+        "c2",
+        &clearbox_protocol::GuestSpec::from_json_text(spec2.to_string())
+            .map_err(|e| e.to_string())?,
+        &root,
+        false,
+        false,
+    )
+    .map_err(e)?;
     c.start_container("c2").map_err(e)?;
     let id2 = ProcessId::container("c2");
     let out = c.read_to_end(&id2, Stream::Stdout).map_err(e)?;
@@ -234,8 +248,15 @@ fn run(c: &AgentClient, shared: &Path, podman_spec: Option<&Path>) -> R<()> {
         "test -t 0 && test -t 1 && echo TTY; stty size"
     ]);
     spec4["process"]["consoleSize"] = json!({"height": 33, "width": 101});
-    c.create_container("c4", spec4.to_string().as_bytes(), &root, true, false)
-        .map_err(e)?;
+    c.create_container(
+        "c4",
+        &clearbox_protocol::GuestSpec::from_json_text(spec4.to_string())
+            .map_err(|e| e.to_string())?,
+        &root,
+        true,
+        false,
+    )
+    .map_err(e)?;
     c.start_container("c4").map_err(e)?;
     let id4 = ProcessId::container("c4");
     let out = c.read_to_end(&id4, Stream::Stdout).map_err(e)?;
@@ -300,8 +321,15 @@ fn podman_shaped(c: &AgentClient, shared: &Path, root: &RootfsLocation, file: &P
             m["source"] = json!(format!("{GUEST_SHARED}/mounts/{i}"));
         }
     }
-    c.create_container("c3", spec.to_string().as_bytes(), root, false, false)
-        .map_err(e)?;
+    c.create_container(
+        "c3",
+        &clearbox_protocol::GuestSpec::from_json_text(spec.to_string())
+            .map_err(|e| e.to_string())?,
+        root,
+        false,
+        false,
+    )
+    .map_err(e)?;
     c.start_container("c3").map_err(e)?;
     let id = ProcessId::container("c3");
     let out = c.read_to_end(&id, Stream::Stdout).map_err(e)?;

@@ -19,23 +19,21 @@ use std::time::{Duration, Instant};
 
 use clearbox_container::namespaces as ns;
 use clearbox_container::Status;
+use clearbox_protocol::guest::{self, ContainerId};
 use clearbox_protocol::pb::agent as pb;
-use clearbox_protocol::server::{Code, Error, Result};
-use serde_json::Value;
+use clearbox_protocol::request::{CreateContainer, ExecProcess};
+use clearbox_protocol::RootfsLocation;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::bundle;
-use crate::helper::{HelperError, Request};
+use crate::error::{Error, Result};
+use crate::helper::Request;
 use crate::process::Process;
-use crate::service::{chain, status};
 use crate::state::{Key, State};
 use crate::wiring::{new_process, Wiring, WiringError};
 
-/// The virtio-fs tag the host shares per sandbox; also reachable as `<run dir>/shared`.
-pub const SHARED_TAG: &str = "clearbox";
-/// `<run dir>/shared` points here (relative, so it holds for any run dir).
-const SHARED_LINK_TARGET: &str = "virtiofs/clearbox";
 /// Parent cgroup of containers without `linux.cgroupsPath`.
-pub const DEFAULT_CGROUP_PARENT: &str = "clearbox";
+pub const DEFAULT_CGROUP_PARENT: &str = guest::CGROUP_PARENT;
 
 /// Where the agent keeps container files, and how containers are set up.
 #[derive(Debug, Clone)]
@@ -59,7 +57,7 @@ pub fn configure(c: Config) {
 
 pub(crate) fn config() -> &'static Config {
     CONFIG.get_or_init(|| Config {
-        run_dir: PathBuf::from("/run/clearbox"),
+        run_dir: PathBuf::from(guest::RUN_DIR),
         cgroup_parent: DEFAULT_CGROUP_PARENT.into(),
         no_pivot: false,
         lsm: bundle::Lsm::detect(),
@@ -70,7 +68,7 @@ pub struct Container {
     bundle: PathBuf,
     state_root: PathBuf,
     /// The prepared spec (execs inherit its privileges).
-    config: Value,
+    config: Spec,
     started: bool,
     init: Arc<Process>,
 }
@@ -80,35 +78,26 @@ pub struct Container {
 #[derive(Default)]
 pub struct Pending(HashSet<Key>);
 
-fn internal(what: &str, e: impl std::fmt::Display) -> Error {
-    status(Code::INTERNAL, format!("{what}: {e}"))
-}
-
 fn not_found(id: &str) -> Error {
-    status(Code::NOT_FOUND, format!("no container {id:?}"))
+    Error::NoContainer(id.to_string())
 }
 
-fn lib_err(what: &str, id: &str, e: &clearbox_container::Error) -> Error {
-    status(Code::INTERNAL, format!("{what} {id:?}: {}", chain(e)))
+/// The container library failed doing `what` to `id`.
+fn lib_err(what: &'static str, id: &str) -> impl FnOnce(clearbox_container::Error) -> Error {
+    let id = id.to_string();
+    move |source| Error::Library {
+        what,
+        id,
+        source: Box::new(source),
+    }
 }
 
-fn helper_err(what: &str, id: &str, e: &HelperError) -> Error {
-    let code = match e {
-        // The library refused: almost always the spec or process (missing binary, bad mount).
-        HelperError::Setup(_) => Code::INVALID_ARGUMENT,
-        _ => Code::INTERNAL,
-    };
-    status(code, format!("{what} {id:?}: {}", chain(e)))
-}
-
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        && id != "."
-        && id != ".."
+fn helper_err(what: &'static str, id: &str, source: crate::helper::HelperError) -> Error {
+    Error::Helper {
+        what,
+        id: id.to_string(),
+        source,
+    }
 }
 
 /// True when "/" is the initramfs (rootfs), where pivot_root(2) fails with EINVAL.
@@ -124,21 +113,19 @@ pub fn root_is_initramfs() -> bool {
 
 /// Mounts virtio-fs `tag` once and returns its mount point.
 fn mount_virtiofs(tag: &str) -> Result<PathBuf> {
-    if !valid_id(tag) {
-        return Err(status(
-            Code::INVALID_ARGUMENT,
-            format!("bad virtio-fs tag {tag:?}"),
-        ));
+    // Tags follow the container-id rule: they name a directory.
+    if ContainerId::parse(tag).is_err() {
+        return Err(Error::BadTag(tag.to_string()));
     }
     let run = &config().run_dir;
-    let target = run.join("virtiofs").join(tag);
+    let target = guest::virtiofs_mount(run, tag);
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     let already = mounts.lines().any(|l| {
         let mut f = l.split_whitespace();
         f.next() == Some(tag) && f.next() == target.to_str()
     });
     if !already {
-        std::fs::create_dir_all(&target).map_err(|e| internal("mkdir virtio-fs mount", e))?;
+        std::fs::create_dir_all(&target).map_err(|e| Error::os("mkdir virtio-fs mount", e))?;
         nix::mount::mount(
             Some(tag),
             &target,
@@ -146,30 +133,28 @@ fn mount_virtiofs(tag: &str) -> Result<PathBuf> {
             nix::mount::MsFlags::empty(),
             None::<&str>,
         )
-        .map_err(|e| internal(&format!("mount virtio-fs {tag}"), e))?;
+        .map_err(|e| Error::os(format!("mount virtio-fs {tag}"), e))?;
     }
-    if tag == SHARED_TAG {
-        let link = run.join("shared");
-        if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(SHARED_LINK_TARGET)) {
+    if tag == guest::SHARE_TAG {
+        let link = run.join(guest::SHARED_LINK);
+        if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(guest::SHARED_LINK_TARGET)) {
             let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(SHARED_LINK_TARGET, &link)
-                .map_err(|e| internal(&format!("symlink {}", link.display()), e))?;
+            std::os::unix::fs::symlink(guest::SHARED_LINK_TARGET, &link)
+                .map_err(|e| Error::os(format!("symlink {}", link.display()), e))?;
         }
     }
     Ok(target)
 }
 
-fn resolve_rootfs(r: &pb::Rootfs) -> Result<PathBuf> {
-    let path = if r.virtiofs_tag.is_empty() {
-        PathBuf::from(&r.path)
-    } else {
-        mount_virtiofs(&r.virtiofs_tag)?.join(r.path.trim_start_matches('/'))
+fn resolve_rootfs(r: &RootfsLocation) -> Result<PathBuf> {
+    let path = match r {
+        RootfsLocation::GuestPath(p) => PathBuf::from(p),
+        RootfsLocation::VirtioFs { tag, path } => {
+            mount_virtiofs(tag)?.join(path.trim_start_matches('/'))
+        }
     };
     if !path.is_absolute() || !path.is_dir() {
-        return Err(status(
-            Code::INVALID_ARGUMENT,
-            format!("rootfs {} is not a directory", path.display()),
-        ));
+        return Err(Error::BadRootfs(path));
     }
     Ok(path)
 }
@@ -188,46 +173,48 @@ fn unreserve(state: &State, key: &Key) {
     state.table().pending.0.remove(key);
 }
 
-pub fn create(state: &State, req: &pb::CreateContainerRequest) -> Result<()> {
-    let id = req.container_id.as_str();
-    if !valid_id(id) {
-        return Err(status(
-            Code::INVALID_ARGUMENT,
-            format!("bad container id {id:?}"),
-        ));
-    }
+pub fn create(state: &State, req: CreateContainer) -> Result<()> {
+    let id = req.id.as_str().to_string();
+    let id = id.as_str();
     let key: Key = (id.to_string(), String::new());
     if !reserve(state, &key, |t| t.containers.contains_key(id)) {
-        return Err(status(
-            Code::ALREADY_EXISTS,
-            format!("container {id:?} exists"),
-        ));
+        return Err(Error::ContainerExists(id.to_string()));
     }
-    let result = create_reserved(state, req, id);
+    let result = create_reserved(state, req);
     unreserve(state, &key);
     result
 }
 
-fn create_reserved(state: &State, req: &pb::CreateContainerRequest, id: &str) -> Result<()> {
+fn create_reserved(state: &State, req: CreateContainer) -> Result<()> {
+    let CreateContainer {
+        id: cid,
+        spec,
+        rootfs,
+        rootfs_readonly,
+        stdio,
+    } = req;
+    let id = cid.as_str();
     let cfg = config();
     let mut span = crate::log::Span::new(format!("create {id}"));
-    let rootfs_req = req.rootfs.clone().unwrap_or_default();
-    let rootfs = resolve_rootfs(&rootfs_req)?;
+    let rootfs = resolve_rootfs(&rootfs)?;
     span.step("rootfs resolved (virtio-fs mounted)");
-    let stdio = req.stdio.clone().unwrap_or_default();
-    let spec_terminal = spec_terminal(&req.oci_spec_json);
+    let spec_terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
     let terminal = stdio.terminal || spec_terminal;
     let mut prepared = bundle::prepare(
-        &req.oci_spec_json,
-        id,
+        spec,
+        &cid,
         &rootfs,
-        rootfs_req.readonly,
+        rootfs_readonly,
         terminal,
         &cfg.cgroup_parent,
         cfg.lsm,
     )
-    .map_err(|e| status(Code::INVALID_ARGUMENT, format!("spec: {}", chain(&e))))?;
-    vm_network_sysctls(&mut prepared.config)?;
+    .map_err(Error::Spec)?;
+    vm_network_sysctls(&mut prepared)?;
     span.step("spec prepared");
     let bundle_dir = cfg.run_dir.join("bundles").join(id);
     let state_root = cfg.run_dir.join("containers").join(id);
@@ -239,19 +226,16 @@ fn create_reserved(state: &State, req: &pb::CreateContainerRequest, id: &str) ->
     // libcontainer.
     cleanup();
     let written = std::fs::create_dir_all(&bundle_dir).and_then(|()| {
-        let json = serde_json::to_vec_pretty(&prepared.config).map_err(std::io::Error::from)?;
+        // libcontainer's input: the one encoding of the spec in the guest.
+        let json = serde_json::to_vec(&prepared).map_err(std::io::Error::from)?;
         std::fs::write(bundle_dir.join("config.json"), json)
     });
     if let Err(e) = written {
         cleanup();
-        return Err(internal("write bundle", e));
+        return Err(Error::os("write bundle", e));
     }
     span.step("bundle written");
-    let size = prepared
-        .process
-        .console_size
-        .map(|c| (c.height, c.width))
-        .filter(|s| s.0 > 0 && s.1 > 0);
+    let size = prepared.process().as_ref().and_then(console_size);
     let wiring = match Wiring::new(terminal, stdio.stdin, size) {
         Ok(w) => w,
         Err(e) => {
@@ -271,7 +255,7 @@ fn create_reserved(state: &State, req: &pb::CreateContainerRequest, id: &str) ->
         Ok(v) => v,
         Err(e) => {
             let err = match e {
-                WiringError::Helper(e) => helper_err("create container", id, &e),
+                WiringError::Helper(e) => helper_err("create container", id, e),
                 WiringError::Console(_, e) => {
                     // The init exists and waits for start: take it down with its cgroup.
                     let _ = ns::delete(&state_root, id, true);
@@ -291,7 +275,7 @@ fn create_reserved(state: &State, req: &pb::CreateContainerRequest, id: &str) ->
         Container {
             bundle: bundle_dir,
             state_root,
-            config: prepared.config,
+            config: prepared,
             started: false,
             init,
         },
@@ -300,11 +284,14 @@ fn create_reserved(state: &State, req: &pb::CreateContainerRequest, id: &str) ->
     Ok(())
 }
 
-fn spec_terminal(json: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(json)
-        .ok()
-        .and_then(|v| v.pointer("/process/terminal").and_then(Value::as_bool))
-        .unwrap_or(false)
+/// The terminal size a process asks for, if both sides are set and fit.
+fn console_size(p: &oci_spec::runtime::Process) -> Option<(u16, u16)> {
+    let b = p.console_size()?;
+    let size = (
+        u16::try_from(b.height()).ok()?,
+        u16::try_from(b.width()).ok()?,
+    );
+    (size.0 > 0 && size.1 > 0).then_some(size)
 }
 
 /// What library calls need about a container, copied out of the table.
@@ -326,10 +313,7 @@ fn handle(state: &State, id: &str) -> Result<Handle> {
 
 fn running(h: &Handle, id: &str) -> Result<()> {
     if h.init.has_exited() {
-        return Err(status(
-            Code::FAILED_PRECONDITION,
-            format!("container {id:?} is not running"),
-        ));
+        return Err(Error::NotRunning(id.to_string()));
     }
     Ok(())
 }
@@ -337,13 +321,10 @@ fn running(h: &Handle, id: &str) -> Result<()> {
 pub fn start(state: &State, id: &str) -> Result<()> {
     let h = handle(state, id)?;
     if h.started {
-        return Err(status(
-            Code::FAILED_PRECONDITION,
-            format!("container {id:?} already started"),
-        ));
+        return Err(Error::AlreadyStarted(id.to_string()));
     }
     running(&h, id)?;
-    ns::start(&h.state_root, id).map_err(|e| lib_err("start container", id, &e))?;
+    ns::start(&h.state_root, id).map_err(lib_err("start container", id))?;
     if let Some(c) = state.table().containers.get_mut(id) {
         c.started = true;
     }
@@ -351,14 +332,16 @@ pub fn start(state: &State, id: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn exec(
-    state: &State,
-    id: &str,
-    exec_id: &str,
-    process_json: &[u8],
-    terminal: bool,
-    open_stdin: bool,
-) -> Result<()> {
+pub fn exec(state: &State, req: ExecProcess) -> Result<()> {
+    let ExecProcess {
+        container_id,
+        exec_id,
+        process,
+        stdio,
+    } = req;
+    let (id, exec_id) = (container_id.as_str(), exec_id.as_str());
+    let terminal = stdio.terminal || process.terminal().unwrap_or(false);
+    let open_stdin = stdio.stdin;
     let key: Key = (id.to_string(), exec_id.to_string());
     let (h, bundle_dir, init_config) = {
         let t = state.table();
@@ -377,28 +360,21 @@ pub fn exec(
     // waiting init).
     running(&h, id)?;
     if matches!(ns::status(&h.state_root, id), Ok(Status::Paused)) {
-        return Err(status(
-            Code::FAILED_PRECONDITION,
-            format!("container {id:?} is paused"),
-        ));
+        return Err(Error::Paused(id.to_string()));
     }
-    let process = bundle::exec_process(process_json, terminal, &init_config, config().lsm)
-        .map_err(|e| status(Code::INVALID_ARGUMENT, format!("process: {}", chain(&e))))?;
-    let size = process
-        .get("consoleSize")
-        .and_then(|s| Some((s.get("height")?.as_u64()?, s.get("width")?.as_u64()?)))
-        .and_then(|(h, w)| Some((u16::try_from(h).ok()?, u16::try_from(w).ok()?)))
-        .filter(|s| s.0 > 0 && s.1 > 0);
+    let process = bundle::exec_process(process, terminal, &init_config, config().lsm)
+        .map_err(Error::Process)?;
+    let size = console_size(&process);
     if !reserve(state, &key, |t| t.procs.contains_key(&key)) {
-        return Err(status(
-            Code::ALREADY_EXISTS,
-            format!("exec {exec_id:?} exists in {id:?}"),
-        ));
+        return Err(Error::ExecExists {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+        });
     }
     let file = bundle_dir.join(format!("exec-{}.json", SEQ.fetch_add(1, Ordering::Relaxed)));
     let result = (|| {
-        let json = serde_json::to_vec(&process).map_err(|e| internal("encode process", e))?;
-        std::fs::write(&file, json).map_err(|e| internal("write process file", e))?;
+        let json = serde_json::to_vec(&process).map_err(|e| Error::os("encode process", e))?;
+        std::fs::write(&file, json).map_err(|e| Error::os("write process file", e))?;
         let wiring = Wiring::new(terminal, open_stdin, size)?;
         let req_h = Request::Exec {
             id: id.to_string(),
@@ -408,7 +384,7 @@ pub fn exec(
         };
         let since = Instant::now();
         let (pid, ends) = wiring.run(&req_h).map_err(|e| match e {
-            WiringError::Helper(e) => helper_err("exec in container", id, &e),
+            WiringError::Helper(e) => helper_err("exec in container", id, e),
             WiringError::Console(pid, e) => {
                 // SAFETY: kill(2) with integers; the process was just started for us.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -430,13 +406,13 @@ pub fn pids(state: &State, id: &str) -> Result<Vec<i32>> {
     if h.init.has_exited() {
         return Ok(Vec::new());
     }
-    ns::pids(&h.state_root, id).map_err(|e| lib_err("list processes of", id, &e))
+    ns::pids(&h.state_root, id).map_err(lib_err("list processes of", id))
 }
 
 pub fn kill_all(state: &State, id: &str, sig: i32) -> Result<()> {
     let h = handle(state, id)?;
     running(&h, id)?;
-    ns::kill(&h.state_root, id, sig, true).map_err(|e| lib_err("signal container", id, &e))
+    ns::kill(&h.state_root, id, sig, true).map_err(lib_err("signal container", id))
 }
 
 pub fn freeze(state: &State, id: &str, frozen: bool) -> Result<()> {
@@ -447,18 +423,16 @@ pub fn freeze(state: &State, id: &str, frozen: bool) -> Result<()> {
     } else {
         ns::resume(&h.state_root, id)
     };
-    r.map_err(|e| {
-        let what = if frozen { "pause" } else { "resume" };
-        status(
-            Code::FAILED_PRECONDITION,
-            format!("{what} container {id:?}: {}", chain(&e)),
-        )
+    r.map_err(|source| Error::Freeze {
+        what: if frozen { "pause" } else { "resume" },
+        id: id.to_string(),
+        source: Box::new(source),
     })
 }
 
 pub fn stats(state: &State, id: &str) -> Result<pb::StatsResponse> {
     let h = handle(state, id)?;
-    let u = ns::usage(&h.state_root, id).map_err(|e| lib_err("stats of", id, &e))?;
+    let u = ns::usage(&h.state_root, id).map_err(lib_err("stats of", id))?;
     let mut r = pb::StatsResponse::new();
     r.cpu_usage_usec = u.cpu_usage_usec;
     r.cpu_user_usec = u.cpu_user_usec;
@@ -476,21 +450,15 @@ pub fn remove(state: &State, id: &str, force: bool) -> Result<()> {
     let alive = !h.init.has_exited();
     // A created, never started container may go without force (as with runc).
     if alive && h.started && !force {
-        return Err(status(
-            Code::FAILED_PRECONDITION,
-            format!("container {id:?} is running (use force)"),
-        ));
+        return Err(Error::Running(id.to_string()));
     }
     // Kills what is left (SIGKILL to the whole cgroup) and removes the cgroup.
-    ns::delete(&h.state_root, id, true).map_err(|e| lib_err("delete container", id, &e))?;
+    ns::delete(&h.state_root, id, true).map_err(lib_err("delete container", id))?;
     // Wait (without the table lock: the reaper needs it) for the init to be reaped.
     let until = Instant::now() + Duration::from_secs(10);
     while !h.init.has_exited() {
         if Instant::now() > until {
-            return Err(status(
-                Code::DEADLINE_EXCEEDED,
-                format!("container {id:?} did not die"),
-            ));
+            return Err(Error::DidNotDie(id.to_string()));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -514,49 +482,45 @@ pub fn remove_all(state: &State) {
     }
 }
 
-/// The VM's root network namespace, as the host names it in guest specs (the agent is PID 1).
-const VM_ROOT_NETNS: &str = "/proc/1/ns/net";
-
 /// A container that joins the VM's root network namespace (every VM container: the VM is its
 /// network boundary) may still ask for `net.*` sysctls, as Docker does. libcontainer refuses
 /// those for the namespace it runs in, so the agent, which owns that namespace, sets them
 /// itself and takes them out of the spec: the container sees them as with runc.
-fn vm_network_sysctls(config: &mut serde_json::Value) -> Result<()> {
+fn vm_network_sysctls(spec: &mut Spec) -> Result<()> {
     if std::process::id() != 1 {
         return Ok(());
     }
-    let joins_root = config["linux"]["namespaces"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|n| n["type"] == "network" && n["path"] == VM_ROOT_NETNS);
-    let Some(sysctl) = config["linux"]
-        .get_mut("sysctl")
-        .and_then(|s| s.as_object_mut())
-    else {
+    let Some(mut linux) = spec.linux().clone() else {
+        return Ok(());
+    };
+    let joins_root = linux.namespaces().iter().flatten().any(|n| {
+        n.typ() == LinuxNamespaceType::Network
+            && n.path().as_deref() == Some(Path::new(guest::ROOT_NETNS))
+    });
+    let Some(mut sysctl) = linux.sysctl().clone() else {
         return Ok(());
     };
     if !joins_root {
         return Ok(());
     }
-    let net: Vec<String> = sysctl
+    let mut net: Vec<String> = sysctl
         .keys()
         .filter(|k| k.starts_with("net."))
         .cloned()
         .collect();
+    net.sort();
     for key in net {
         let value = sysctl.remove(&key).unwrap_or_default();
-        let value = value.as_str().unwrap_or_default().to_string();
         if key.contains("..") || key.contains('/') {
-            return Err(status(
-                Code::INVALID_ARGUMENT,
-                format!("bad sysctl {key:?}"),
-            ));
+            return Err(Error::BadSysctl(key));
         }
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        std::fs::write(&path, &value)
-            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("sysctl {key}={value}: {e}")))?;
+        if let Err(source) = std::fs::write(&path, &value) {
+            return Err(Error::Sysctl { key, value, source });
+        }
     }
+    linux.set_sysctl(Some(sysctl));
+    spec.set_linux(Some(linux));
     Ok(())
 }
 
@@ -565,18 +529,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn container_ids_are_checked() {
-        assert!(valid_id("abc-1.2_x"));
-        assert!(!valid_id(""));
-        assert!(!valid_id(".."));
-        assert!(!valid_id("a/b"));
-        assert!(!valid_id("a b"));
-    }
-
-    #[test]
-    fn terminal_flag_is_read_from_the_spec() {
-        assert!(spec_terminal(br#"{"process":{"terminal":true}}"#));
-        assert!(!spec_terminal(br#"{"process":{}}"#));
-        assert!(!spec_terminal(b"nonsense"));
+    fn console_sizes_need_both_sides() {
+        let p = |v: serde_json::Value| -> oci_spec::runtime::Process {
+            serde_json::from_value(v).expect("process")
+        };
+        let user = serde_json::json!({"uid": 0, "gid": 0});
+        let sized = p(
+            serde_json::json!({"cwd": "/", "user": user, "consoleSize": {"height": 30, "width": 90}}),
+        );
+        assert_eq!(console_size(&sized), Some((30, 90)));
+        let half = p(
+            serde_json::json!({"cwd": "/", "user": user, "consoleSize": {"height": 30, "width": 0}}),
+        );
+        assert_eq!(console_size(&half), None);
+        assert_eq!(
+            console_size(&p(serde_json::json!({"cwd": "/", "user": user}))),
+            None
+        );
     }
 }

@@ -12,6 +12,7 @@
 
 mod bundle;
 mod container;
+mod error;
 mod guard;
 mod helper;
 mod init;
@@ -21,7 +22,6 @@ mod peer;
 mod process;
 mod ps;
 mod service;
-mod spec;
 mod state;
 mod target;
 mod wiring;
@@ -122,7 +122,7 @@ fn run(is_pid1: bool) -> anyhow::Result<()> {
     let mut host_files = HostFiles::default();
     let run_dir = match (&args.run_dir, as_init) {
         (Some(d), _) => d.clone(),
-        (None, true) => PathBuf::from("/run/clearbox"),
+        (None, true) => PathBuf::from(clearbox_protocol::guest::RUN_DIR),
         (None, false) => {
             let d = std::env::temp_dir().join(format!("clearbox-agent-{}", std::process::id()));
             host_files.run_dir = Some(d.clone());

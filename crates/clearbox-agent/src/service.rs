@@ -1,20 +1,31 @@
-//! The ttrpc `Agent` service.
+//! The ttrpc `Agent` service: the agent's edge. Requests are decoded here into their typed
+//! form, and the domain errors of everything below (`error::Error`) become ttrpc status codes
+//! here and only here (`impl From<error::Error> for ttrpc::Error`).
 
 use std::sync::Arc;
 
 use clearbox_protocol::pb::agent as pb;
+use clearbox_protocol::request::{CreateContainer, ExecProcess};
 use clearbox_protocol::server::{get_status, Agent, Code, Error, Result, TtrpcContext};
 use clearbox_protocol::{API_VERSION, DEFAULT_READ_CHUNK, MAX_READ_CHUNK};
 
 use crate::container;
+use crate::error::Error as Failure;
 use crate::milestones::{self, Milestone};
 use crate::process::{Process, WaitResult, Which};
-use crate::spec;
 use crate::state::{Key, State};
-use crate::target::{self, RequestError};
+use crate::target;
 
-pub fn status(code: Code, msg: impl std::fmt::Display) -> Error {
+fn status(code: Code, msg: impl std::fmt::Display) -> Error {
     Error::RpcStatus(get_status(code, msg.to_string()))
+}
+
+/// The one mapping of the agent's domain errors to ttrpc: the code the error stands for, and
+/// its message with the whole source chain.
+impl From<Failure> for Error {
+    fn from(e: Failure) -> Self {
+        status(e.code(), chain(&e))
+    }
 }
 
 /// Formats an error with its whole `source()` chain on one line.
@@ -41,17 +52,6 @@ fn cancelled(ctx: &TtrpcContext) -> bool {
     matches!(ctx.cancel_rx.try_recv(), Err(e) if e.is_disconnected())
 }
 
-/// Domain errors of request checks become ttrpc codes here, at the service edge.
-impl From<RequestError> for Error {
-    fn from(e: RequestError) -> Self {
-        let code = match e {
-            RequestError::EmptyContainerId | RequestError::EmptyExecId => Code::INVALID_ARGUMENT,
-            RequestError::UnknownProcess { .. } => Code::NOT_FOUND,
-        };
-        status(code, e)
-    }
-}
-
 fn key(container_id: &str, exec_id: &str) -> Key {
     (container_id.to_string(), exec_id.to_string())
 }
@@ -62,7 +62,7 @@ impl Service {
     }
 
     fn find(&self, container_id: &str, exec_id: &str) -> Result<Arc<Process>> {
-        Ok(target::find(&self.state, container_id, exec_id)?)
+        Ok(target::find(&self.state, container_id, exec_id).map_err(Failure::from)?)
     }
 
     /// Drops an exec'd process once everything about it was delivered.
@@ -110,13 +110,14 @@ impl Agent for Service {
         req: pb::CreateContainerRequest,
     ) -> Result<pb::Empty> {
         self.touch();
-        container::create(&self.state, &req)?;
+        let req = CreateContainer::from_wire(&req).map_err(Failure::from)?;
+        container::create(&self.state, req)?;
         empty()
     }
 
     fn start_container(&self, _ctx: &TtrpcContext, req: pb::ContainerRequest) -> Result<pb::Empty> {
         self.touch();
-        target::container_id(&req.container_id)?;
+        target::container_id(&req.container_id).map_err(Failure::from)?;
         container::start(&self.state, &req.container_id)?;
         empty()
     }
@@ -127,14 +128,14 @@ impl Agent for Service {
         req: pb::RemoveContainerRequest,
     ) -> Result<pb::Empty> {
         self.touch();
-        target::container_id(&req.container_id)?;
+        target::container_id(&req.container_id).map_err(Failure::from)?;
         container::remove(&self.state, &req.container_id, req.force)?;
         empty()
     }
 
     fn pause_container(&self, _ctx: &TtrpcContext, req: pb::ContainerRequest) -> Result<pb::Empty> {
         self.touch();
-        target::container_id(&req.container_id)?;
+        target::container_id(&req.container_id).map_err(Failure::from)?;
         container::freeze(&self.state, &req.container_id, true)?;
         empty()
     }
@@ -145,29 +146,17 @@ impl Agent for Service {
         req: pb::ContainerRequest,
     ) -> Result<pb::Empty> {
         self.touch();
-        target::container_id(&req.container_id)?;
+        target::container_id(&req.container_id).map_err(Failure::from)?;
         container::freeze(&self.state, &req.container_id, false)?;
         empty()
     }
 
     fn exec_process(&self, _ctx: &TtrpcContext, req: pb::ExecProcessRequest) -> Result<pb::Empty> {
         self.touch();
-        target::container_id(&req.container_id)?;
-        if req.exec_id.is_empty() {
-            return Err(RequestError::EmptyExecId.into());
-        }
-        let p = spec::Process::from_json(&req.process_json)
-            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("process: {}", chain(&e))))?;
-        let stdio = req.stdio.clone().unwrap_or_default();
-        let terminal = stdio.terminal || p.terminal;
-        container::exec(
-            &self.state,
-            &req.container_id,
-            &req.exec_id,
-            &req.process_json,
-            terminal,
-            stdio.stdin,
-        )?;
+        // Said this way (not as a bad id): nothing runs outside a container.
+        target::container_id(&req.container_id).map_err(Failure::from)?;
+        let req = ExecProcess::from_wire(&req).map_err(Failure::from)?;
+        container::exec(&self.state, req)?;
         empty()
     }
 
@@ -177,16 +166,15 @@ impl Agent for Service {
         req: pb::SignalProcessRequest,
     ) -> Result<pb::Empty> {
         self.touch();
-        let sig = i32::try_from(req.signal)
-            .map_err(|_| status(Code::INVALID_ARGUMENT, "signal out of range"))?;
-        target::container_id(&req.container_id)?;
+        let sig = i32::try_from(req.signal).map_err(|_| Failure::BadSignal)?;
+        target::container_id(&req.container_id).map_err(Failure::from)?;
         if req.exec_id.is_empty() && req.all {
             container::kill_all(&self.state, &req.container_id, sig)?;
             return empty();
         }
         let p = self.find(&req.container_id, &req.exec_id)?;
         if p.has_exited() {
-            return Err(status(Code::NOT_FOUND, "process already exited"));
+            return Err(Failure::Exited.into());
         }
         // Guest processes run in their own session: `all` signals the process group.
         let target = if req.all { -p.pid } else { p.pid };
@@ -194,7 +182,7 @@ impl Agent for Service {
         let rc = unsafe { libc::kill(target, sig) };
         if rc < 0 {
             let e = std::io::Error::last_os_error();
-            return Err(status(Code::INTERNAL, format!("kill {target} {sig}: {e}")));
+            return Err(Failure::os(format!("kill {target} {sig}"), e).into());
         }
         empty()
     }
@@ -207,7 +195,7 @@ impl Agent for Service {
         self.touch();
         let p = self.find(&req.container_id, &req.exec_id)?;
         match p.wait(req.timeout_ms, &|| cancelled(ctx)) {
-            WaitResult::TimedOut => Err(status(Code::DEADLINE_EXCEEDED, "process still running")),
+            WaitResult::TimedOut => Err(Failure::StillRunning.into()),
             WaitResult::Done(exit) => {
                 self.maybe_release(&req.container_id, &req.exec_id, &p);
                 let mut r = pb::WaitProcessResponse::new();
@@ -226,7 +214,7 @@ impl Agent for Service {
     ) -> Result<pb::ListProcessesResponse> {
         self.touch();
         let mut r = pb::ListProcessesResponse::new();
-        target::container_id(&req.container_id)?;
+        target::container_id(&req.container_id).map_err(Failure::from)?;
         r.pids = container::pids(&self.state, &req.container_id)?;
         r.processes = crate::ps::table(&r.pids);
         Ok(r)
@@ -239,9 +227,7 @@ impl Agent for Service {
     ) -> Result<pb::WriteStdinResponse> {
         self.touch();
         let p = self.find(&req.container_id, &req.exec_id)?;
-        let n = p
-            .write_stdin(&req.data)
-            .map_err(|e| status(Code::FAILED_PRECONDITION, format!("write stdin: {e}")))?;
+        let n = p.write_stdin(&req.data).map_err(Failure::Stdin)?;
         let mut r = pb::WriteStdinResponse::new();
         r.len = n as u64;
         Ok(r)
@@ -250,8 +236,7 @@ impl Agent for Service {
     fn close_stdin(&self, _ctx: &TtrpcContext, req: pb::ProcessRequest) -> Result<pb::Empty> {
         self.touch();
         let p = self.find(&req.container_id, &req.exec_id)?;
-        p.close_stdin()
-            .map_err(|e| status(Code::INTERNAL, format!("close stdin: {e}")))?;
+        p.close_stdin().map_err(|e| Failure::os("close stdin", e))?;
         empty()
     }
 
@@ -281,7 +266,7 @@ impl Agent for Service {
         self.touch();
         let p = self.find(&req.container_id, &req.exec_id)?;
         let Some(master) = p.pty_master.as_ref() else {
-            return Err(status(Code::FAILED_PRECONDITION, "process has no terminal"));
+            return Err(Failure::NoTerminal.into());
         };
         let ws = libc::winsize {
             ws_row: u16::try_from(req.rows).unwrap_or(u16::MAX),
@@ -295,15 +280,15 @@ impl Agent for Service {
         let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
         if rc < 0 {
             let e = std::io::Error::last_os_error();
-            return Err(status(Code::INTERNAL, format!("TIOCSWINSZ: {e}")));
+            return Err(Failure::os("TIOCSWINSZ", e).into());
         }
         empty()
     }
 
     fn stats(&self, _ctx: &TtrpcContext, req: pb::ContainerRequest) -> Result<pb::StatsResponse> {
         self.touch();
-        target::container_id(&req.container_id)?;
-        container::stats(&self.state, &req.container_id)
+        target::container_id(&req.container_id).map_err(Failure::from)?;
+        Ok(container::stats(&self.state, &req.container_id)?)
     }
 
     fn check(&self, _ctx: &TtrpcContext, _req: pb::Empty) -> Result<pb::CheckResponse> {
@@ -345,9 +330,8 @@ impl Agent for Service {
             .iter()
             .map(clearbox_protocol::net::interface_from_wire)
             .collect::<std::result::Result<Vec<_>, String>>()
-            .map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
-        clearbox_net::apply::configure_interfaces(&ifaces)
-            .map_err(|e| status(Code::INTERNAL, chain(&e)))?;
+            .map_err(Failure::BadNetwork)?;
+        clearbox_net::apply::configure_interfaces(&ifaces).map_err(Failure::Network)?;
         empty()
     }
 
@@ -363,8 +347,8 @@ impl Agent for Service {
             .iter()
             .map(clearbox_protocol::net::route_from_wire)
             .collect::<std::result::Result<Vec<_>, String>>()
-            .map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
-        clearbox_net::apply::add_routes(&routes).map_err(|e| status(Code::INTERNAL, chain(&e)))?;
+            .map_err(Failure::BadNetwork)?;
+        clearbox_net::apply::add_routes(&routes).map_err(Failure::Network)?;
         empty()
     }
 }
@@ -376,10 +360,7 @@ impl Service {
         if self.is_init {
             Ok(())
         } else {
-            Err(status(
-                Code::FAILED_PRECONDITION,
-                "network changes are only made by the agent running as a VM's init",
-            ))
+            Err(Failure::NotInit.into())
         }
     }
 }

@@ -2,7 +2,7 @@
 //! every request about a process or a container must name one; an empty container id is
 //! refused before anything is looked up, and an unknown one is "not found".
 //!
-//! Errors stay typed here; `service` turns them into ttrpc codes.
+//! Errors stay typed here (part of `error::Error`); `service` turns them into ttrpc codes.
 
 use std::sync::Arc;
 
@@ -13,8 +13,6 @@ use crate::state::State;
 pub enum RequestError {
     #[error("container_id is empty: every process runs in a container")]
     EmptyContainerId,
-    #[error("exec_id is empty")]
-    EmptyExecId,
     #[error("no process {exec_id:?} in container {container_id:?}")]
     UnknownProcess {
         container_id: String,

@@ -8,17 +8,12 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use clearbox_protocol::server::{Code, Error, Result};
 use nix::fcntl::OFlag;
 
 use crate::container::{config, SEQ};
+use crate::error::{Error, Result};
 use crate::helper::{self, HelperError, Request};
 use crate::process::{Process, Which};
-use crate::service::status;
-
-fn internal(what: &str, e: impl std::fmt::Display) -> Error {
-    status(Code::INTERNAL, format!("{what}: {e}"))
-}
 
 /// A unix socket libcontainer connects to and sends the pty master over.
 pub struct ConsoleSocket {
@@ -29,11 +24,11 @@ pub struct ConsoleSocket {
 impl ConsoleSocket {
     fn bind() -> Result<Self> {
         let dir = config().run_dir.join("console");
-        std::fs::create_dir_all(&dir).map_err(|e| internal("mkdir console dir", e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::os("mkdir console dir", e))?;
         let path = dir.join(format!("{}.sock", SEQ.fetch_add(1, Ordering::Relaxed)));
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)
-            .map_err(|e| internal(&format!("bind {}", path.display()), e))?;
+            .map_err(|e| Error::os(format!("bind {}", path.display()), e))?;
         Ok(Self { listener, path })
     }
 
@@ -43,11 +38,11 @@ impl ConsoleSocket {
         use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
         self.listener
             .set_nonblocking(true)
-            .map_err(|e| internal("console socket", e))?;
+            .map_err(|e| Error::os("console socket", e))?;
         let (stream, _) = self
             .listener
             .accept()
-            .map_err(|e| internal("no console connection from the container", e))?;
+            .map_err(|e| Error::os("no console connection from the container", e))?;
         let mut buf = [0u8; 64];
         let mut iov = [std::io::IoSliceMut::new(&mut buf)];
         let mut space = nix::cmsg_space!([RawFd; 1]);
@@ -57,8 +52,10 @@ impl ConsoleSocket {
             Some(&mut space),
             MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
         )
-        .map_err(|e| internal("receive pty master", e))?;
-        let cmsgs = msg.cmsgs().map_err(|e| internal("receive pty master", e))?;
+        .map_err(|e| Error::os("receive pty master", e))?;
+        let cmsgs = msg
+            .cmsgs()
+            .map_err(|e| Error::os("receive pty master", e))?;
         for c in cmsgs {
             if let ControlMessageOwned::ScmRights(fds) = c {
                 let mut owned: Vec<OwnedFd> = fds
@@ -72,10 +69,7 @@ impl ConsoleSocket {
                 }
             }
         }
-        Err(status(
-            Code::INTERNAL,
-            "the container sent no pty master over the console socket",
-        ))
+        Err(Error::NoPtyMaster)
     }
 }
 
@@ -107,7 +101,7 @@ pub enum Wiring {
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| internal("pipe", e))
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::os("pipe", e))
 }
 
 impl Wiring {
@@ -123,7 +117,7 @@ impl Wiring {
             let (r, w) = pipe()?;
             (r, Some(File::from(w)))
         } else {
-            let null = File::open("/dev/null").map_err(|e| internal("open /dev/null", e))?;
+            let null = File::open("/dev/null").map_err(|e| Error::os("open /dev/null", e))?;
             (OwnedFd::from(null), None)
         };
         let (out_r, out_w) = pipe()?;
@@ -166,7 +160,7 @@ impl Wiring {
                 let dup = |m: &OwnedFd| {
                     m.try_clone()
                         .map(File::from)
-                        .map_err(|e| WiringError::Console(pid, internal("dup pty master", e)))
+                        .map_err(|e| WiringError::Console(pid, Error::os("dup pty master", e)))
                 };
                 let stdout = Some(dup(&master)?);
                 let stdin = if open_stdin {

@@ -50,7 +50,13 @@ fn container_honours_the_spec() {
     .expect("chmod");
     create(&c, &fx, "c1", &spec, false, true);
     let e = c
-        .create_container("c1", spec.to_string().as_bytes(), &fx.rootfs(), false, true)
+        .create_container(
+            "c1",
+            &clearbox_protocol::GuestSpec::from_json_text(spec.to_string()).expect("spec JSON"),
+            &fx.rootfs(),
+            false,
+            true,
+        )
         .expect_err("dup");
     assert_eq!(e.code(), Some(Code::ALREADY_EXISTS), "{e}");
     assert!(
@@ -279,7 +285,7 @@ fn bad_containers_get_clear_errors_and_leave_nothing() {
     let e = c
         .create_container(
             "b1",
-            nobin.to_string().as_bytes(),
+            &clearbox_protocol::GuestSpec::from_json_text(nobin.to_string()).expect("spec JSON"),
             &fx.rootfs(),
             false,
             false,
@@ -298,7 +304,7 @@ fn bad_containers_get_clear_errors_and_leave_nothing() {
     let e = c
         .create_container(
             "b2",
-            hooks.to_string().as_bytes(),
+            &clearbox_protocol::GuestSpec::from_json_text(hooks.to_string()).expect("spec JSON"),
             &fx.rootfs(),
             false,
             false,
@@ -310,7 +316,7 @@ fn bad_containers_get_clear_errors_and_leave_nothing() {
     let e = c
         .create_container(
             "b3",
-            spec.to_string().as_bytes(),
+            &clearbox_protocol::GuestSpec::from_json_text(spec.to_string()).expect("spec JSON"),
             &RootfsLocation::GuestPath("/no/such/rootfs".into()),
             false,
             false,
@@ -320,7 +326,7 @@ fn bad_containers_get_clear_errors_and_leave_nothing() {
     let e = c
         .create_container(
             "../x",
-            spec.to_string().as_bytes(),
+            &clearbox_protocol::GuestSpec::from_json_text(spec.to_string()).expect("spec JSON"),
             &fx.rootfs(),
             false,
             false,

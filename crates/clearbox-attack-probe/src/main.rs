@@ -136,13 +136,19 @@ fn rpcs(c: &AgentClient) -> Vec<(&'static str, Result<(), String>)> {
         ("Version", e(c.version().map(drop))),
         (
             "CreateContainer",
-            e(c.create_container(
-                "evil",
-                br#"{"process":{"args":["/bin/sh"],"cwd":"/"}}"#,
-                &RootfsLocation::GuestPath("/".into()),
-                false,
-                false,
-            )),
+            clearbox_protocol::GuestSpec::from_json_text(
+                r#"{"process":{"args":["/bin/sh"],"cwd":"/","user":{"uid":0,"gid":0}}}"#.into(),
+            )
+            .map_err(|e| e.to_string())
+            .and_then(|spec| {
+                e(c.create_container(
+                    "evil",
+                    &spec,
+                    &RootfsLocation::GuestPath("/".into()),
+                    false,
+                    false,
+                ))
+            }),
         ),
         ("StartContainer", e(c.start_container("container"))),
         ("RemoveContainer", e(c.remove_container("container", true))),

@@ -10,27 +10,48 @@
 //!   containers. A pid, mount, user, cgroup or time namespace with a path is refused with a
 //!   clear error, since the container would silently not see what it asked for.
 //! * `cgroupsPath` → a guest-local path; hooks are removed (they run on the host).
+//!
+//! This is the only place the host changes the spec for the guest, and the only place it
+//! serialises it: the result crosses to the shim and the agent as those bytes ([`GuestSpec`]),
+//! and the agent parses them once (see "What crosses the wire" in docs/ARCHITECTURE.md).
 
 use std::path::PathBuf;
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-use crate::layout::{Record, GUEST_SHARE};
+use clearbox_protocol::{guest, GuestSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::layout::Record;
 use crate::share::is_bind;
 use crate::Error;
 
-/// The VM's root network namespace, seen from the guest: the agent's, which is PID 1.
-const GUEST_ROOT_NETNS: &str = "/proc/1/ns/net";
+/// What the guest gets of a container's spec.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ForGuest {
+    /// The rewritten spec, serialised.
+    pub spec: GuestSpec,
+    /// The spec's bind mounts (their number in `mounts` and their destination), which the
+    /// share carries: the shim shows them at the container's pid too.
+    pub binds: Vec<Bind>,
+}
 
-pub(crate) fn rewrite(spec: &Spec, record: &Record) -> Result<Vec<u8>, Error> {
-    let guest_id = record.guest_id.as_str();
-    // "" or "<guest id>/" (an app container's directory in its pod's export).
-    let prefix = record.share_prefix();
+/// A bind mount of the spec, carried by the share as `mounts/<index>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Bind {
+    pub index: usize,
+    pub destination: PathBuf,
+}
+
+pub(crate) fn rewrite(spec: &Spec, record: &Record) -> Result<ForGuest, Error> {
+    // The export itself, or an app container's directory in its pod's export.
+    let dir = record.share_dir();
     let member = record.is_member();
     let mut s = spec.clone();
+    let mut binds = Vec::new();
     if let Some(root) = s.root().clone() {
         let mut root = root;
-        root.set_path(PathBuf::from(format!("{GUEST_SHARE}/{prefix}rootfs")));
+        root.set_path(PathBuf::from(dir.guest_rootfs()));
         s.set_root(Some(root));
     }
     if let Some(mounts) = s.mounts().clone() {
@@ -39,9 +60,11 @@ pub(crate) fn rewrite(spec: &Spec, record: &Record) -> Result<Vec<u8>, Error> {
             .enumerate()
             .map(|(i, mut m)| {
                 if is_bind(&m) {
-                    m.set_source(Some(PathBuf::from(format!(
-                        "{GUEST_SHARE}/{prefix}mounts/{i}"
-                    ))));
+                    binds.push(Bind {
+                        index: i,
+                        destination: m.destination().clone(),
+                    });
+                    m.set_source(Some(PathBuf::from(dir.guest_mount(i))));
                 }
                 m
             })
@@ -75,7 +98,7 @@ pub(crate) fn rewrite(spec: &Spec, record: &Record) -> Result<Vec<u8>, Error> {
                         joinable_in_vm(n.typ(), &path)?;
                     }
                     let vm_root = (n.typ() == LinuxNamespaceType::Network)
-                        .then(|| PathBuf::from(GUEST_ROOT_NETNS));
+                        .then(|| PathBuf::from(guest::ROOT_NETNS));
                     n.set_path(vm_root);
                     Ok(n)
                 })
@@ -83,12 +106,17 @@ pub(crate) fn rewrite(spec: &Spec, record: &Record) -> Result<Vec<u8>, Error> {
             linux.set_namespaces(Some(ns));
         }
         if linux.cgroups_path().is_some() {
-            linux.set_cgroups_path(Some(PathBuf::from(format!("/clearbox/{guest_id}"))));
+            linux.set_cgroups_path(Some(PathBuf::from(guest::cgroup_path(
+                guest::CGROUP_PARENT,
+                &record.container_id(),
+            ))));
         }
         s.set_linux(Some(linux));
     }
     s.set_hooks(None);
-    serde_json::to_vec(&s).map_err(|e| Error::Msg(format!("cannot encode the guest spec: {e}")))
+    let spec = GuestSpec::encode(&s)
+        .map_err(|e| Error::Msg(format!("cannot encode the guest spec: {e}")))?;
+    Ok(ForGuest { spec, binds })
 }
 
 /// Whether a namespace the spec asks to join may be replaced by a fresh one in the guest.
@@ -137,24 +165,30 @@ mod tests {
             }
         }))
         .unwrap();
-        let out: serde_json::Value =
-            serde_json::from_slice(&rewrite(&spec, &record("abc")).unwrap()).unwrap();
-        assert_eq!(out["root"]["path"], format!("{GUEST_SHARE}/rootfs"));
+        let guest = rewrite(&spec, &record("abc")).unwrap();
+        let out: serde_json::Value = serde_json::from_slice(guest.spec.as_bytes()).unwrap();
+        let dests: Vec<(usize, &str)> = guest
+            .binds
+            .iter()
+            .map(|b| (b.index, b.destination.to_str().unwrap()))
+            .collect();
+        assert_eq!(dests, [(1, "/data"), (2, "/etc/hosts")]);
+        assert_eq!(out["root"]["path"], format!("{}/rootfs", guest::SHARE));
         assert_eq!(out["mounts"][0]["source"], "proc");
         assert_eq!(
             out["mounts"][1]["source"],
-            format!("{GUEST_SHARE}/mounts/1")
+            format!("{}/mounts/1", guest::SHARE)
         );
         assert_eq!(
             out["mounts"][2]["source"],
-            format!("{GUEST_SHARE}/mounts/2")
+            format!("{}/mounts/2", guest::SHARE)
         );
         assert!(out.get("hooks").is_none() || out["hooks"].is_null());
         assert_eq!(out["linux"]["cgroupsPath"], "/clearbox/abc");
         assert!(out["linux"]["namespaces"][0].get("path").is_none());
         // The container joins the VM's root network namespace.
         assert_eq!(out["linux"]["namespaces"][1]["type"], "network");
-        assert_eq!(out["linux"]["namespaces"][1]["path"], GUEST_ROOT_NETNS);
+        assert_eq!(out["linux"]["namespaces"][1]["path"], guest::ROOT_NETNS);
         let pid_path: Spec = serde_json::from_value(serde_json::json!({
             "ociVersion": "1.0.2",
             "linux": {"namespaces": [{"type": "pid", "path": "/proc/1/ns/pid"}]}
@@ -187,19 +221,20 @@ mod tests {
         }))
         .unwrap();
         let out: serde_json::Value =
-            serde_json::from_slice(&rewrite(&spec, &member).unwrap()).unwrap();
-        assert_eq!(out["root"]["path"], format!("{GUEST_SHARE}/app1/rootfs"));
+            serde_json::from_slice(rewrite(&spec, &member).unwrap().spec.as_bytes()).unwrap();
+        assert_eq!(out["root"]["path"], format!("{}/app1/rootfs", guest::SHARE));
         assert_eq!(
             out["mounts"][0]["source"],
-            format!("{GUEST_SHARE}/app1/mounts/0")
+            format!("{}/app1/mounts/0", guest::SHARE)
         );
         let ns = out["linux"]["namespaces"].as_array().unwrap();
         let types: Vec<&str> = ns.iter().map(|n| n["type"].as_str().unwrap()).collect();
         assert_eq!(types, ["mount", "network"]);
-        assert_eq!(ns[1]["path"], GUEST_ROOT_NETNS);
+        assert_eq!(ns[1]["path"], guest::ROOT_NETNS);
         // Outside a pod the namespaces stay (fresh ones in the guest).
         let single: serde_json::Value =
-            serde_json::from_slice(&rewrite(&spec, &record("app1")).unwrap()).unwrap();
+            serde_json::from_slice(rewrite(&spec, &record("app1")).unwrap().spec.as_bytes())
+                .unwrap();
         assert_eq!(single["linux"]["namespaces"].as_array().unwrap().len(), 4);
     }
 

@@ -20,6 +20,7 @@ use std::hash::{Hash, Hasher};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use clearbox_protocol::{ContainerId, ShareDir};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -27,10 +28,6 @@ use crate::Error;
 pub(crate) const RECORD: &str = "vm-box.json";
 pub(crate) const START_FIFO: &str = "start.fifo";
 pub(crate) const LAST_STATS: &str = "last-stats.json";
-/// virtio-fs tag of the per-container share.
-pub(crate) const SHARE_TAG: &str = "clearbox";
-/// Where the agent mounts a virtio-fs tag in the guest (`/run/clearbox/virtiofs/<tag>`).
-pub(crate) const GUEST_SHARE: &str = "/run/clearbox/virtiofs/clearbox";
 
 /// Everything of a VM container that lives outside its state directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,12 +87,10 @@ impl Record {
 
     /// An app container's record in the VM of the sandbox whose record is `sandbox`.
     pub(crate) fn member(sandbox: &Record, sandbox_id: &str, id: &str) -> Result<Self, Error> {
-        let guest_id = guest_id(id);
-        if guest_id != id {
-            return Err(Error::Msg(format!(
-                "container id {id:?} cannot join a pod VM: the guest takes up to 128 bytes of [A-Za-z0-9_.-]"
-            )));
-        }
+        let guest_id = ContainerId::parse(id)
+            .map_err(|e| Error::Msg(format!("{e}: it cannot join a pod VM")))?
+            .as_str()
+            .to_string();
         Ok(Record {
             base: sandbox.shared.join(&guest_id),
             guest_id,
@@ -111,21 +106,19 @@ impl Record {
         })
     }
 
-    /// The directory holding this container's `rootfs` and `mounts/<n>`: the export itself,
-    /// or an app container's directory in its pod's export.
-    pub(crate) fn own_share(&self) -> &Path {
+    /// The directory holding this container's `rootfs` and `mounts/<n>` in the export: the
+    /// export itself, or an app container's directory in its pod's export (its `base`).
+    pub(crate) fn share_dir(&self) -> ShareDir {
         match self.pod {
-            Some(PodPart::Member { .. }) => &self.base,
-            _ => &self.shared,
+            Some(PodPart::Member { .. }) => ShareDir::Member(self.container_id()),
+            _ => ShareDir::Whole,
         }
     }
 
-    /// Path of [`Record::own_share`] relative to the export (`""` or `"<guest id>/"`).
-    pub(crate) fn share_prefix(&self) -> String {
-        match self.pod {
-            Some(PodPart::Member { .. }) => format!("{}/", self.guest_id),
-            _ => String::new(),
-        }
+    /// The container's id in the guest.
+    pub(crate) fn container_id(&self) -> ContainerId {
+        // Made by `guest_id` or checked in `member`; a record edited by hand falls back.
+        ContainerId::for_guest(&self.guest_id)
     }
 
     pub(crate) fn is_member(&self) -> bool {
@@ -178,21 +171,9 @@ fn hash(dir: &Path) -> u64 {
     h.finish()
 }
 
-/// The agent accepts ids of up to 128 bytes of `[A-Za-z0-9_.-]`; the host accepts `+` and 255
-/// bytes. One container per VM, so any fixed name works when the host id does not fit.
+/// The id of a container with a VM of its own in the guest (see [`ContainerId::for_guest`]).
 fn guest_id(id: &str) -> String {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        && id != "."
-        && id != "..";
-    if ok {
-        id.to_string()
-    } else {
-        "container".to_string()
-    }
+    ContainerId::for_guest(id).as_str().to_string()
 }
 
 #[cfg(test)]

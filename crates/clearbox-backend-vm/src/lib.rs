@@ -233,17 +233,15 @@ fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> 
         vm.cmdline_extra.push("clearbox.debug=1".into());
     }
     vm.shares.push(clearbox_vmm::FsShare {
-        tag: layout::SHARE_TAG.into(),
+        tag: clearbox_protocol::guest::SHARE_TAG.into(),
         host_dir: record.shared.clone(),
         read_only: false,
     });
     let cgroup = host_cgroup::plan(o.spec, o.id, vm.memory_mib)?;
     record.host_cgroup_shared = host_cgroup::check_existing(&cgroup.path)?;
     record.host_cgroup = Some(cgroup.path.clone());
-    let guest_spec = guest_spec::rewrite(o.spec, &record)?;
-    let spec_value: serde_json::Value =
-        serde_json::from_slice(&guest_spec).map_err(|e| Error::Msg(format!("guest spec: {e}")))?;
-    record.mounts = share_mounts(&record, record.shared.join("rootfs"), o.spec);
+    let guest = guest_spec::rewrite(o.spec, &record)?;
+    record.mounts = share_mounts(&record, o.spec);
     record.save(o.dir)?;
     share::prepare(&record, o.bundle, o.rootfs, o.spec)?;
     let started = (|| {
@@ -263,7 +261,7 @@ fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> 
             console_socket: o.console_socket.map(Path::to_path_buf),
             kind: shim::Kind::Init {
                 vm: Box::new(vm),
-                spec: spec_value,
+                spec: guest,
                 netns,
                 cgroup: Box::new(cgroup),
                 sandbox,
@@ -347,10 +345,8 @@ fn create_member(
     let cgroup = host_cgroup::plan_member(o.spec, o.id)?;
     record.host_cgroup_shared = host_cgroup::check_existing(&cgroup.path)?;
     record.host_cgroup = Some(cgroup.path.clone());
-    let guest_spec = guest_spec::rewrite(o.spec, &record)?;
-    let spec_value: serde_json::Value =
-        serde_json::from_slice(&guest_spec).map_err(|e| Error::Msg(format!("guest spec: {e}")))?;
-    record.mounts = share_mounts(&record, record.base.join("rootfs"), o.spec);
+    let guest = guest_spec::rewrite(o.spec, &record)?;
+    record.mounts = share_mounts(&record, o.spec);
     record.save(o.dir)?;
     let started = (|| {
         share::prepare(&record, o.bundle, o.rootfs, o.spec)?;
@@ -369,7 +365,7 @@ fn create_member(
             terminal,
             console_socket: o.console_socket.map(Path::to_path_buf),
             kind: shim::Kind::Member {
-                spec: spec_value,
+                spec: guest,
                 cgroup: Box::new(cgroup),
             },
             go_fd: None,
@@ -392,12 +388,8 @@ fn create_member(
 
 /// The host-side mount points of a container's share: its rootfs, then one per bind mount
 /// (recorded, so that delete undoes exactly these).
-fn share_mounts(
-    record: &Record,
-    rootfs: std::path::PathBuf,
-    spec: &Spec,
-) -> Vec<std::path::PathBuf> {
-    std::iter::once(rootfs)
+fn share_mounts(record: &Record, spec: &Spec) -> Vec<std::path::PathBuf> {
+    std::iter::once(record.shared.join(record.share_dir().rootfs()))
         .chain(
             spec.mounts()
                 .as_deref()
@@ -748,7 +740,7 @@ fn exec(c: &ContainerCtx<'_>, o: &ExecOpts<'_>) -> Result<i32, Error> {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let exec_id = format!("exec-{}-{nanos}", std::process::id());
-    let process = serde_json::to_value(o.process)
+    let process = clearbox_protocol::GuestProcess::encode(o.process)
         .map_err(|e| Error::Msg(format!("cannot encode the process: {e}")))?;
     let mut req = shim::Request {
         dir: c.dir.to_path_buf(),

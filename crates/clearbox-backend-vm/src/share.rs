@@ -31,7 +31,7 @@ fn is_rbind(m: &Mount) -> bool {
 
 /// Mount point below `shared` for the spec's mount number `index`.
 pub(crate) fn mount_point(record: &Record, index: usize) -> PathBuf {
-    record.own_share().join("mounts").join(index.to_string())
+    record.shared.join(record.share_dir().mount(index))
 }
 
 /// Creates the share. On error everything mounted so far is undone before returning.
@@ -73,8 +73,8 @@ pub(crate) fn prepare(
                 share_export(&record.shared)?;
             }
         }
-        let own = record.own_share();
-        let root_mp = own.join("rootfs");
+        let dir = record.share_dir();
+        let root_mp = record.shared.join(dir.rootfs());
         mkdir(&root_mp, 0o755)?;
         let root_ro = spec.root().as_ref().and_then(|r| r.readonly()) == Some(true);
         let mounts = spec.mounts().as_deref().unwrap_or_default();
@@ -103,7 +103,7 @@ pub(crate) fn prepare(
             }
         }
         if mounts.iter().any(is_bind) {
-            mkdir(&own.join("mounts"), 0o755)?;
+            mkdir(&record.shared.join(dir.mounts()), 0o755)?;
         }
         for (i, m) in mounts.iter().enumerate() {
             if !is_bind(m) {

@@ -4,9 +4,10 @@
 //! `cargo test`, so an input that once crashed stays a test. Every function must return (or
 //! fail) without panicking, hanging or growing without bound, whatever the bytes.
 //!
-//! The agent is a static binary without a library: its request decoding modules (`spec`, the
-//! first parse of every spec and process JSON; `bundle`, the spec the agent prepares for
-//! libcontainer) are compiled here from the agent's own source files, not copied.
+//! The agent is a static binary without a library: its request decoding is the protocol
+//! crate's typed requests (`CreateContainer::from_wire`, `ExecProcess::from_wire`: the one
+//! parse of every spec and process JSON), and its `bundle` module (the spec the agent prepares
+//! for libcontainer) is compiled here from the agent's own source file, not copied.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -15,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clearbox_protocol::pb::agent as pb;
+use clearbox_protocol::request::{CreateContainer, ExecProcess};
 use clearbox_protocol::server::{create_agent, Agent, Server};
 use clearbox_protocol::{AgentClient, ProcessId, ProcessSpec, RootfsLocation, Stream};
 use protobuf::Message;
@@ -26,10 +28,6 @@ macro_rules! debug {
         let _ = format_args!($($arg)*);
     }};
 }
-
-#[allow(dead_code, clippy::all)]
-#[path = "../../clearbox-agent/src/spec.rs"]
-mod spec;
 
 #[allow(dead_code, clippy::all)]
 #[path = "../../clearbox-agent/src/bundle.rs"]
@@ -66,18 +64,47 @@ pub fn spec_json(data: &[u8]) {
 /// What the agent does with the spec of a CreateContainer request and the process of an
 /// ExecProcess request.
 fn agent_spec(data: &[u8]) {
-    let _ = spec::Spec::from_json(data);
-    let _ = spec::Process::from_json(data);
+    let mut create = pb::CreateContainerRequest::new();
+    create.container_id = "c1".into();
+    create.oci_spec_json = data.to_vec();
+    agent_create(&create);
+    let mut exec = pb::ExecProcessRequest::new();
+    exec.container_id = "c1".into();
+    exec.exec_id = "e1".into();
+    exec.process_json = data.to_vec();
+    agent_exec(&exec, &oci_spec::runtime::Spec::default());
+}
+
+/// A CreateContainer request as the agent decodes it and prepares its bundle; then an exec of
+/// the container's own process into it.
+fn agent_create(r: &pb::CreateContainerRequest) {
+    let Ok(req) = CreateContainer::from_wire(r) else {
+        return;
+    };
+    let process = req.spec.process().clone();
     if let Ok(prepared) = bundle::prepare(
-        data,
-        "c1",
+        req.spec,
+        &req.id,
         Path::new("/run/clearbox/shared/rootfs"),
-        false,
-        false,
-        "clearbox",
+        req.rootfs_readonly,
+        req.stdio.terminal,
+        clearbox_protocol::guest::CGROUP_PARENT,
         bundle::Lsm::default(),
     ) {
-        let _ = bundle::exec_process(data, false, &prepared.config, bundle::Lsm::default());
+        let _ = serde_json::to_vec(&prepared);
+        if let Some(p) = process {
+            let _ = bundle::exec_process(p, false, &prepared, bundle::Lsm::default());
+        }
+    }
+}
+
+/// An ExecProcess request as the agent decodes it and completes its process, in a container
+/// whose spec is `container`.
+fn agent_exec(r: &pb::ExecProcessRequest, container: &oci_spec::runtime::Spec) {
+    if let Ok(req) = ExecProcess::from_wire(r) {
+        if let Ok(p) = bundle::exec_process(req.process, true, container, bundle::Lsm::default()) {
+            let _ = serde_json::to_vec(&p);
+        }
     }
 }
 
@@ -133,10 +160,10 @@ fn decode_requests(data: &[u8]) {
     one::<pb::TtyWinResizeRequest>(data);
     one::<pb::Empty>(data);
     if let Ok(r) = pb::CreateContainerRequest::parse_from_bytes(data) {
-        agent_spec(&r.oci_spec_json);
+        agent_create(&r);
     }
     if let Ok(r) = pb::ExecProcessRequest::parse_from_bytes(data) {
-        let _ = spec::Process::from_json(&r.process_json);
+        agent_exec(&r, &oci_spec::runtime::Spec::default());
     }
 }
 
@@ -192,7 +219,7 @@ pub fn agent_reply(data: &[u8]) {
             7 => drop(client.exec(&id, &ProcessSpec::new(["true"]))),
             8 => drop(client.create_container(
                 "c1",
-                b"{}",
+                &clearbox_protocol::GuestSpec::from_json_text("{}".into()).expect("JSON"),
                 &RootfsLocation::GuestPath("/".into()),
                 false,
                 false,

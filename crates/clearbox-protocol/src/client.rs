@@ -9,6 +9,7 @@ use ttrpc::context::{self, Context};
 use crate::error::AgentError;
 use crate::pb::agent as pb;
 use crate::pb::agent_ttrpc;
+use crate::request::{CreateContainer, ExecProcess, GuestProcess, GuestSpec, Stdio};
 use crate::types::{ExitStatus, Output, ProcessId, ProcessSpec, ReadChunk, RootfsLocation, Stream};
 
 /// Extra client-side time granted to calls that carry their own server-side timeout, so the
@@ -101,31 +102,17 @@ impl AgentClient {
             .map_err(|e| AgentError::from_ttrpc("Version", e))
     }
 
-    /// `CreateContainer`: `oci_spec_json` is the container's config.json.
+    /// `CreateContainer`: `spec` is the container's config.json as rewritten for the guest
+    /// (sent as it was serialised).
     pub fn create_container(
         &self,
         container_id: &str,
-        oci_spec_json: &[u8],
+        spec: &GuestSpec,
         rootfs: &RootfsLocation,
         terminal: bool,
         stdin: bool,
     ) -> Result<(), AgentError> {
-        let mut r = pb::Rootfs::new();
-        match rootfs {
-            RootfsLocation::GuestPath(p) => r.path = p.clone(),
-            RootfsLocation::VirtioFs { tag, path } => {
-                r.virtiofs_tag = tag.clone();
-                r.path = path.clone();
-            }
-        }
-        let mut stdio = pb::StdioConfig::new();
-        stdio.terminal = terminal;
-        stdio.stdin = stdin;
-        let mut req = pb::CreateContainerRequest::new();
-        req.container_id = container_id.to_string();
-        req.oci_spec_json = oci_spec_json.to_vec();
-        req.rootfs = protobuf::MessageField::some(r);
-        req.stdio = protobuf::MessageField::some(stdio);
+        let req = CreateContainer::to_wire(container_id, spec, rootfs, Stdio { terminal, stdin });
         self.inner
             .create_container(ctx(self.timeout), &req)
             .map_err(|e| AgentError::from_ttrpc("CreateContainer", e))?;
@@ -176,27 +163,25 @@ impl AgentClient {
     /// `ExecProcess` with a [`ProcessSpec`]. An empty `id.container_id` runs the process in
     /// the guest itself.
     pub fn exec(&self, id: &ProcessId, spec: &ProcessSpec) -> Result<(), AgentError> {
-        let json = spec.to_oci_json().map_err(AgentError::Encode)?;
-        self.exec_json(id, &json, spec.terminal, spec.stdin)
+        let process = spec.to_guest_process().map_err(AgentError::Encode)?;
+        self.exec_process(
+            id,
+            &process,
+            Stdio {
+                terminal: spec.terminal,
+                stdin: spec.stdin,
+            },
+        )
     }
 
-    /// `ExecProcess` with an OCI `Process` JSON object.
-    pub fn exec_json(
+    /// `ExecProcess` with a serialised OCI `Process`.
+    pub fn exec_process(
         &self,
         id: &ProcessId,
-        process_json: &[u8],
-        terminal: bool,
-        stdin: bool,
+        process: &GuestProcess,
+        stdio: Stdio,
     ) -> Result<(), AgentError> {
-        let (container_id, exec_id) = proc_fields(id);
-        let mut stdio = pb::StdioConfig::new();
-        stdio.terminal = terminal;
-        stdio.stdin = stdin;
-        let mut req = pb::ExecProcessRequest::new();
-        req.container_id = container_id;
-        req.exec_id = exec_id;
-        req.process_json = process_json.to_vec();
-        req.stdio = protobuf::MessageField::some(stdio);
+        let req = ExecProcess::to_wire(&id.container_id, &id.exec_id, process, stdio);
         self.inner
             .exec_process(ctx(self.timeout), &req)
             .map_err(|e| AgentError::from_ttrpc("ExecProcess", e))?;

@@ -57,11 +57,15 @@
 
 mod client;
 mod error;
+pub mod guest;
 pub mod net;
+pub mod request;
 mod types;
 
 pub use client::AgentClient;
 pub use error::AgentError;
+pub use guest::{ContainerId, ShareDir};
+pub use request::{GuestProcess, GuestSpec, Stdio};
 pub use types::{ExitStatus, Output, ProcessId, ProcessSpec, ReadChunk, RootfsLocation, Stream};
 
 /// vsock port the agent listens on inside the guest.

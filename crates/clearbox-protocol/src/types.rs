@@ -59,10 +59,10 @@ impl ProcessSpec {
         }
     }
 
-    /// The OCI `Process` JSON sent on the wire.
-    pub fn to_oci_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+    /// The OCI `Process` sent on the wire.
+    pub fn to_guest_process(&self) -> Result<crate::GuestProcess, serde_json::Error> {
         let cwd = if self.cwd.is_empty() { "/" } else { &self.cwd };
-        serde_json::to_vec(&json!({
+        crate::GuestProcess::from_json_text(serde_json::to_string(&json!({
             "terminal": self.terminal,
             "user": {
                 "uid": self.uid,
@@ -72,7 +72,7 @@ impl ProcessSpec {
             "args": self.args,
             "env": self.env,
             "cwd": cwd,
-        }))
+        }))?)
     }
 }
 
@@ -135,7 +135,8 @@ mod tests {
         spec.uid = 1000;
         spec.env = vec!["A=b".into()];
         let json: serde_json::Value =
-            serde_json::from_slice(&spec.to_oci_json().expect("encode")).expect("decode");
+            serde_json::from_slice(spec.to_guest_process().expect("encode").as_bytes())
+                .expect("decode");
         assert_eq!(json["args"][2], "true");
         assert_eq!(json["user"]["uid"], 1000);
         assert_eq!(json["cwd"], "/");

@@ -144,7 +144,7 @@ impl Drop for Fixture {
 pub fn create(c: &AgentClient, fx: &Fixture, id: &str, spec: &Value, terminal: bool, stdin: bool) {
     c.create_container(
         id,
-        spec.to_string().as_bytes(),
+        &clearbox_protocol::GuestSpec::from_json_text(spec.to_string()).expect("spec JSON"),
         &fx.rootfs(),
         terminal,
         stdin,

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use clearbox_core::foreground::FORWARDED;
 use clearbox_core::BackendError;
-use clearbox_protocol::{AgentClient, ProcessId, RootfsLocation};
+use clearbox_protocol::{AgentClient, GuestProcess, ProcessId, RootfsLocation, Stdio};
 use clearbox_vmm::{Vm, VmConfig, VmHandle, AGENT_PORT};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -31,7 +31,8 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde::{Deserialize, Serialize};
 
-use crate::layout::{Record, SHARE_TAG, START_FIFO};
+use crate::guest_spec::{Bind, ForGuest};
+use crate::layout::{Record, START_FIFO};
 use crate::net::{self, NetNs};
 use crate::sizing::BOOT_TIMEOUT_SECS;
 use crate::Error;
@@ -56,7 +57,7 @@ pub(crate) struct Request {
 pub(crate) enum Kind {
     Init {
         vm: Box<VmConfig>,
-        spec: serde_json::Value,
+        spec: ForGuest,
         netns: NetNs,
         cgroup: Box<crate::host_cgroup::HostCgroup>,
         /// A pod's sandbox: boots the VM, runs no container in it (see `pod.rs`).
@@ -65,12 +66,12 @@ pub(crate) enum Kind {
     },
     /// An app container joining its pod's running VM.
     Member {
-        spec: serde_json::Value,
+        spec: ForGuest,
         cgroup: Box<crate::host_cgroup::HostCgroup>,
     },
     Exec {
         exec_id: String,
-        process: serde_json::Value,
+        process: GuestProcess,
     },
 }
 
@@ -272,17 +273,15 @@ fn wait_for(
 fn create_in_guest(
     agent: &AgentClient,
     record: &Record,
-    spec: &serde_json::Value,
+    spec: &ForGuest,
     terminal: bool,
 ) -> Result<(), Error> {
-    let spec_json = serde_json::to_vec(spec)
-        .map_err(|e| Error::Msg(format!("cannot encode the guest spec: {e}")))?;
     agent.create_container(
         &record.guest_id,
-        &spec_json,
+        &spec.spec,
         &RootfsLocation::VirtioFs {
-            tag: SHARE_TAG.into(),
-            path: format!("{}rootfs", record.share_prefix()),
+            tag: clearbox_protocol::guest::SHARE_TAG.into(),
+            path: record.share_dir().rootfs(),
         },
         terminal,
         true,
@@ -295,7 +294,7 @@ fn create_in_guest(
 /// VM.
 fn member(
     req: &Request,
-    spec: &serde_json::Value,
+    spec: &ForGuest,
     cgroup: &crate::host_cgroup::HostCgroup,
     ready: &mut Ready,
 ) -> Result<End, Error> {
@@ -312,7 +311,7 @@ fn member(
     let single = single_threaded();
     let host_boot = procview::host_boot_time();
     let mut view = None;
-    match enter_container_root(&req.record, spec) {
+    match enter_container_root(&req.record, &spec.binds) {
         Ok(()) => {
             let (uid, gid) = handle.jail_ids().map_or((0, 0), |i| (i.uid, i.gid));
             view = procview::ProcView::mount(uid, gid, host_boot);
@@ -357,7 +356,7 @@ fn member(
 fn init(
     req: &Request,
     mut vm_config: VmConfig,
-    spec: &serde_json::Value,
+    spec: &ForGuest,
     netns: &NetNs,
     cgroup: &crate::host_cgroup::HostCgroup,
     sandbox: bool,
@@ -399,7 +398,7 @@ fn init(
     let single = single_threaded();
     let host_boot = procview::host_boot_time();
     let mut view = None;
-    match enter_container_root(&req.record, spec) {
+    match enter_container_root(&req.record, &spec.binds) {
         Ok(()) if !sandbox => {
             let (uid, gid) = vm.jail_ids().map_or((0, 0), |i| (i.uid, i.gid));
             view = procview::ProcView::mount(uid, gid, host_boot);
@@ -497,7 +496,7 @@ fn init(
 fn exec(
     req: &Request,
     exec_id: &str,
-    process: &serde_json::Value,
+    process: &GuestProcess,
     ready: &mut Ready,
 ) -> Result<End, Error> {
     // Before any thread exists (see `init`).
@@ -516,9 +515,11 @@ fn exec(
     }
     let agent = AgentClient::new(fd)?;
     let pid = ProcessId::container_exec(req.record.guest_id.clone(), exec_id);
-    let json = serde_json::to_vec(process)
-        .map_err(|e| Error::Msg(format!("cannot encode the process: {e}")))?;
-    agent.exec_json(&pid, &json, req.terminal, true)?;
+    let stdio = Stdio {
+        terminal: req.terminal,
+        stdin: true,
+    };
+    agent.exec_process(&pid, process, stdio)?;
     ready.ok();
     let outcome = relay::run(
         &agent,
@@ -581,28 +582,17 @@ fn single_threaded() -> Result<(), Error> {
 /// so nothing mounted here reaches the host, and it vanishes with the shim. Everything the shim
 /// still needs is an open descriptor by now; later path lookups (VM clean-up) are best effort,
 /// `delete` cleans up from the host's view.
-fn enter_container_root(record: &Record, spec: &serde_json::Value) -> Result<(), Error> {
+fn enter_container_root(record: &Record, binds: &[Bind]) -> Result<(), Error> {
     use clearbox_container::fly_mounts::{bind_existing, enter_private_mount_namespace, make_root};
     let setup = |e: clearbox_container::Error| Error::Msg(BackendError::flatten(&e).message);
-    let shared = record.own_share();
-    let root = shared.join("rootfs");
+    let root = record.shared.join(record.share_dir().rootfs());
     enter_private_mount_namespace().map_err(setup)?;
-    let guest_mounts = format!(
-        "{}/{}mounts/",
-        crate::layout::GUEST_SHARE,
-        record.share_prefix()
-    );
-    for m in spec["mounts"].as_array().into_iter().flatten() {
-        let (Some(src), Some(dest)) = (m["source"].as_str(), m["destination"].as_str()) else {
-            continue;
-        };
-        let Some(index) = src.strip_prefix(&guest_mounts) else {
-            continue;
-        };
-        let target = root.join(dest.trim_start_matches('/'));
+    let dir = record.share_dir();
+    for b in binds {
+        let target = root.join(b.destination.strip_prefix("/").unwrap_or(&b.destination));
         // Never create mount points in the user's rootfs for this view.
         if target.exists() {
-            bind_existing(&shared.join("mounts").join(index), &target).map_err(setup)?;
+            bind_existing(&record.shared.join(dir.mount(b.index)), &target).map_err(setup)?;
         }
     }
     make_root(&root).map_err(setup)

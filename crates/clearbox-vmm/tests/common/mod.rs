@@ -155,7 +155,7 @@ pub fn start_container(client: &AgentClient) {
     client
         .create_container(
             CONTAINER,
-            spec.to_string().as_bytes(),
+            &clearbox_protocol::GuestSpec::from_json_text(spec.to_string()).expect("spec JSON"),
             &clearbox_protocol::RootfsLocation::GuestPath(GUEST_ROOTFS.into()),
             false,
             false,
