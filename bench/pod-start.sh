@@ -89,7 +89,7 @@ cleanup() {
     fi
     procs_naming "$W/" 2>/dev/null | awk '{print $1}' | xargs -r kill -KILL 2>/dev/null || true
     grep -F " $W/" /proc/self/mountinfo | awk '{print $5}' | sort -r |
-        while read -r m; do umount -l "$m" 2>/dev/null || true; done
+        while read -r m; do umount -l "$m" 2>/dev/null || true; done || true
     ip link del "$BR" 2>/dev/null || true
     rmdir_cgroup_parents "$CG" 2>/dev/null || true
     if [ -n "${BENCH_KEEP:-}" ]; then
@@ -242,8 +242,9 @@ check_clean_() {
         [ -z "$(procs_naming "$id")" ] || left+="processes: $(procs_naming "$id")\n"
     done
     # Processes: only containerd itself may still name the work dir.
-    local p
-    p=$(procs_naming "$W/" | grep -v "^$(cat "$W/pid") " || true)
+    local p cpid
+    cpid=$(cat "$W/pid")
+    p=$(procs_naming "$W/" | grep -v "^$cpid " || true)
     [ -z "$p" ] || left+="processes naming $W: $p\n"
     grep -qF " $W/root/io.containerd.runtime" /proc/self/mountinfo &&
         left+="mounts: $(grep -F " $W/root/io.containerd.runtime" /proc/self/mountinfo | awk '{print $5}')\n"
@@ -251,7 +252,15 @@ check_clean_() {
         left+="mounts: $(grep -F " $W/state/" /proc/self/mountinfo | awk '{print $5}')\n"
     # VM directories (/run/clearbox-vm/<hash>) created since the start that no process names:
     # a live one belongs to someone else's VM on this machine, a dead one was leaked here.
+    # Others' VMs come and go meanwhile (a directory exists a moment before its QEMU and after
+    # it): a candidate counts only if it is still there, unnamed, 5 s later.
+    local cand=()
     for d in $(comm -13 "$W/vm-dirs.before" <(ls /run/clearbox-vm 2>/dev/null | sort)); do
+        [ -n "$(procs_naming "/run/clearbox-vm/$d/")" ] || cand+=("$d")
+    done
+    [ "${#cand[@]}" -eq 0 ] || sleep 5
+    for d in "${cand[@]}"; do
+        [ -e "/run/clearbox-vm/$d" ] || continue
         [ -n "$(procs_naming "/run/clearbox-vm/$d/")" ] && continue
         left+="VM directory: /run/clearbox-vm/$d $(grep -F " /run/clearbox-vm/$d/" /proc/self/mountinfo | awk '{print $5}' | tr '\n' ' ')\n"
     done
@@ -314,7 +323,8 @@ if [ "$MODE" = overhead ]; then
         # their descendants (clearbox's VM shims, QEMU, virtiofsd, vhost-device-vsock), and
         # whatever is in the pods' host cgroups.
         {
-            for s in $(procs_naming "$W/" 2>/dev/null | awk '{print $1}' | grep -vx "$(cat "$W/pid")"); do tree "$s"; done
+            cpid=$(cat "$W/pid")
+            for s in $(procs_naming "$W/" 2>/dev/null | awk '{print $1}' | grep -vx "$cpid"); do tree "$s"; done
             find /sys/fs/cgroup/memory/"$CG/$h" -name cgroup.procs -exec cat {} + 2>/dev/null
         } | sort -un >"$W/pids-$h"
         t0=0
@@ -369,30 +379,20 @@ fi
 
 # --- start mode: one pod at a time, then P at once -------------------------------------------
 say "handlers: ${run_handlers[*]}; $RUNS sequential pods each, then $ROUNDS rounds of $PAR at once"
-# measure KIND HANDLER N ROUND: one pod_start into r-KIND-HANDLER-ROUND.json. A failure of the
-# clearbox shim (in development) drops its rows with the reason; any other failure ends the run.
+# measure KIND HANDLER N ROUND: one pod_start into r-KIND-HANDLER-ROUND.json. runc must not
+# fail; a failed call of a clearbox handler is reported with its error (printed at the end)
+# and left out of the medians, and the run goes on.
 measure() {
     local kind=$1 h=$2 n=$3 r=$4
-    in_run "$h" || return 0
-    [ "$kind" = par ] && [[ " ${no_par[*]} " == *" $h "* ]] && return 0
     if ! pod_start "$h" "$n" "$kind-$h" >"$W/r-$kind-$h-$r.json" 2>"$W/err"; then
-        [ "$h" = clearbox-v2 ] || die "$h: $(grep -v '^ ' "$W/err" | tail -3)"
-        echo "SKIPPED clearbox-v2 (io.containerd.clearbox.v2) $kind: failed during the run ($n at once): $(grep -v '^ ' "$W/err" | tail -1)" >>"$W/skipped"
-        mkdir -p "$W/dropped"
-        if [ "$kind" = par ]; then # its one-at-a-time rows stand
-            no_par+=("$h")
-            mv "$W"/r-par-"$h"-*.json "$W/dropped/" 2>/dev/null || true
-        else
-            local keep=()
-            for x in "${run_handlers[@]}"; do [ "$x" = "$h" ] || keep+=("$x"); done
-            run_handlers=("${keep[@]}")
-            mv "$W"/r-*-"$h"-*.json "$W/dropped/" 2>/dev/null || true
-        fi
+        [ "$h" != runc ] || die "$h: $(grep -v '^ ' "$W/err" | tail -3)"
+        echo "FAILED $h, $n pod(s) at once (round $r, left out): $(grep -v '^ ' "$W/err" | tail -1)" >>"$W/failures"
+        mkdir -p "$W/failed"
+        mv "$W/r-$kind-$h-$r.json" "$W/failed/"
     fi
-    check_clean "$kind $n pod(s) ($h)" || die "pods leaked (see above)"
+    # A leak is reported (at the end too) and the run goes on; the exit status says it.
+    check_clean "$kind $n pod(s) ($h)" || echo "LEAK after $kind $n pod(s) ($h) round $r: $(tr '\n' ' ' <"$W/leak.last" | cut -c1-300)" >>"$W/failures"
 }
-no_par=()
-in_run() { [[ " ${run_handlers[*]} " == *" $1 "* ]]; }
 for r in $(seq "$RUNS"); do
     for h in "${run_handlers[@]}"; do # interleaved: load changes hit every handler alike
         measure one "$h" 1 "$r"
@@ -420,6 +420,9 @@ print("| handler | RunPodSandbox | CreateContainer | StartContainer | pod start 
 print("|---|---:|---:|---:|---:|")
 for h in handlers:
     pods = [p for r in reports("one", h) for p in r["pods"]]
+    if not pods:
+        print(f"| {names[h]} | failed (see FAILED below) | | | |")
+        continue
     n_one = len(pods)
     ph = {k: med(p[k] for p in pods) for k in
           ("run_pod_sandbox_ms", "create_container_ms", "start_container_ms", "total_ms")}
@@ -428,7 +431,7 @@ for h in handlers:
           f"{ph['start_container_ms']:.0f} | {ph['total_ms']:.0f} |")
 print(f"\n(ms, medians of {n_one} pods per handler, one pod at a time)\n")
 print("| ratio (medians) | value |\n|---|---:|")
-for h in handlers:
+for h in one:
     if h == "runc":
         continue
     print(f"| pod start: {names[h]} / runc | {one[h]['total_ms'] / one['runc']['total_ms']:.1f} |")
@@ -443,13 +446,18 @@ for h in handlers:
         continue
     wall = med(r["wall_ms"] for r in rs) / 1000
     slow = med(max(p["total_ms"] for p in r["pods"]) for r in rs) / 1000
+    if h not in one:
+        continue
     alone = one[h]["total_ms"] / 1000
     walls[h] = wall
     print(f"| {names[h]} | {wall:.2f} | {alone:.2f} | {wall / alone:.1f} | {slow:.2f} |")
-print(f"\n({max(len(reports('par', h)) for h in handlers)} rounds per handler)\n")
+ok_rounds = ", ".join(f"{h} {len(reports('par', h))}" for h in handlers)
+print(f"\n(successful rounds per handler: {ok_rounds})\n")
 print("| ratio (medians) | value |\n|---|---:|")
 for h in walls:
     if h != "runc":
         print(f"| {par} at once: {names[h]} / runc (wall) | {walls[h] / walls['runc']:.1f} |")
 EOF
 [ ! -f "$W/skipped" ] || cat "$W/skipped"
+[ ! -f "$W/failures" ] || { echo; cat "$W/failures"; }
+! grep -q '^LEAK' "$W/failures" 2>/dev/null || exit 1
