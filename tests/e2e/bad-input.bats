@@ -322,6 +322,38 @@ start_sleeper() {
     assert_nothing_left "$id" "$B"
 }
 
+@test "an oomScoreAdj the host does not allow is refused, naming it" {
+    expect_vm && skip "isolation vm applies oomScoreAdj in the guest"
+    runc_deviation "nsexec's multi-line fatal error"
+    # CRI asks -998 for every pod sandbox; lowering needs CAP_SYS_RESOURCE.
+    if sh -c 'echo -998 >/proc/self/oom_score_adj' 2>/dev/null; then
+        skip "this host lets root lower oom_score_adj (CAP_SYS_RESOURCE)"
+    fi
+    local id
+    id=$(new_id)
+    make_bundle "$B" true
+    edit_config "$B" '.process.oomScoreAdj = -998'
+    rt_detached create --bundle "$B" "$id"
+    assert_clean_error
+    [[ "$stderr" == *"oomScoreAdj to -998"*"CAP_SYS_RESOURCE"* ]] || fail "error does not name it: $stderr"
+    assert_nothing_left "$id" "$B"
+}
+
+@test "isolation fly refuses Kubernetes pod containers with the reason" {
+    [ "${ISOLATION:-}" = fly ] && is_clearbox || skip "fly only (isolation: ${ISOLATION:-default})"
+    local id kind
+    make_bundle "$B" true
+    for kind in sandbox container; do
+        id=$(new_id "$kind")
+        edit_config "$B" --arg k "$kind" \
+            '.annotations = {"io.kubernetes.cri.container-type": $k, "io.kubernetes.cri.sandbox-id": "pod1"}'
+        rt_detached create --bundle "$B" "$id"
+        assert_clean_error
+        [[ "$stderr" == *"isolation fly cannot run Kubernetes pods"* ]] || fail "error: $stderr"
+        assert_nothing_left "$id" "$B"
+    done
+}
+
 @test "state of an unknown id fails" {
     local id
     id=$(new_id nope)

@@ -30,6 +30,25 @@ fn pid_of(c: &ContainerCtx<'_>) -> Result<i32, BackendError> {
         .ok_or_else(|| BackendError::msg("container has no init process"))
 }
 
+/// A Kubernetes pod's containers share the pod's network (and IPC, UTS) namespaces, which
+/// they join by path, and each has its own PID namespace. fly creates and joins no namespace:
+/// a pod's containers would run in the host's network with the host's PID 1 as theirs, so a
+/// pod container (one that carries CRI's `io.kubernetes.cri.container-type`) is refused.
+fn refuse_pod(spec: &Spec) -> Result<(), BackendError> {
+    const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+    if spec
+        .annotations()
+        .as_ref()
+        .is_some_and(|a| a.contains_key(CRI_CONTAINER_TYPE))
+    {
+        return Err(BackendError::msg(
+            "isolation fly cannot run Kubernetes pods (their containers must share the pod's \
+             namespaces; fly runs on the host's): use isolation vm or namespaces",
+        ));
+    }
+    Ok(())
+}
+
 impl Backend for FlyBackend {
     fn isolation(&self) -> Isolation {
         Isolation::Fly
@@ -55,6 +74,7 @@ impl Backend for FlyBackend {
                 path.display()
             )));
         }
+        refuse_pod(o.spec)?;
         // fly performs no mounts (no mount namespace to keep them in), but a bind source that
         // does not exist is still an error in the spec, as with every other isolation.
         for m in o.spec.mounts().iter().flatten() {
@@ -177,4 +197,39 @@ impl Backend for FlyBackend {
 mod libc_sig {
     pub const SIGSTOP: i32 = 19;
     pub const SIGCONT: i32 = 18;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(annotations: &[(&str, &str)]) -> Spec {
+        let mut s = Spec::default();
+        s.set_annotations(Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ));
+        s
+    }
+
+    #[test]
+    fn pod_containers_are_refused_with_the_reason() {
+        for kind in ["sandbox", "container"] {
+            let e = refuse_pod(&spec(&[("io.kubernetes.cri.container-type", kind)])).unwrap_err();
+            assert!(
+                e.message.contains("cannot run Kubernetes pods"),
+                "{}",
+                e.message
+            );
+            assert!(
+                e.message.contains("isolation vm or namespaces"),
+                "{}",
+                e.message
+            );
+        }
+        assert!(refuse_pod(&spec(&[("org.example", "x")])).is_ok());
+        assert!(refuse_pod(&Spec::default()).is_ok());
+    }
 }

@@ -129,6 +129,17 @@ fn normalized_bundle(
         .filter(|p| !p.is_empty())
         .map(str::to_string);
     check_unified(&spec, unified_cgroups)?;
+    // libcontainer writes the process's oomScoreAdj to the caller's /proc/self/oom_score_adj
+    // before it clones; a refusal comes back as a bare "io error". Writing the same value to
+    // the same process first changes nothing else and lets the error name the setting.
+    if let Some(adj) = spec
+        .pointer("/process/oomScoreAdj")
+        .and_then(|v| v.as_i64())
+    {
+        let adj = i32::try_from(adj)
+            .map_err(|_| Error::Setup(format!("process.oomScoreAdj {adj} is out of range")))?;
+        crate::process::set_oom_score_adj(adj)?;
+    }
     let late = take_late_hooks(&mut spec);
     let dir = state_root.join("bundle");
     if let Some(hooks) = &late {

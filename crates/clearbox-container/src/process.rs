@@ -110,9 +110,21 @@ fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
     })
 }
 
+/// Sets the calling process's `oom_score_adj` (inherited by what it forks). Lowering it below
+/// the lowest value a privileged process set before needs CAP_SYS_RESOURCE: the error says so
+/// (containerd's CRI asks -998 for every pod sandbox; on a host whose root lacks that
+/// capability, containerd's `restrict_oom_score_adj = true` keeps its requests attainable).
 pub fn set_oom_score_adj(value: i32) -> Result<(), Error> {
-    std::fs::write("/proc/self/oom_score_adj", value.to_string())
-        .map_err(|e| Error::io("write oom_score_adj", e))
+    std::fs::write("/proc/self/oom_score_adj", value.to_string()).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            " (lowering it needs CAP_SYS_RESOURCE, which this process lacks)"
+        } else {
+            ""
+        };
+        Error::Setup(format!(
+            "cannot set process.oomScoreAdj to {value}: {e}{hint}"
+        ))
+    })
 }
 
 fn cap_set(list: &Option<oci_spec::runtime::Capabilities>) -> Result<CapsHashSet, Error> {

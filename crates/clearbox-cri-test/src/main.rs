@@ -8,7 +8,12 @@
 //! cri-client --socket S start|stop|rm|status|stats ID
 //! cri-client --socket S exec ID -- CMD...                  # its stdout/stderr, its exit code
 //! cri-client --socket S stopp|rmp|pod-status ID
+//! cri-client --socket S pod-start --runtime-handler H --image I --parallel 10 -- sleep 1000
 //! ```
+//!
+//! `pod-start` is the pod start benchmark's measurement (bench/pod-start.sh): it times
+//! RunPodSandbox, CreateContainer and StartContainer of one container per pod, for N pods
+//! started at once, prints the phases as JSON and removes the pods again.
 //!
 //! Answers are printed as JSON (the CRI messages' serde form: snake_case fields, enums as
 //! numbers), so tests read them with `jq`.
@@ -23,6 +28,8 @@ use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint, Uri};
+
+mod pod_start;
 
 #[derive(Parser)]
 #[command(
@@ -126,6 +133,9 @@ enum Cmd {
         #[arg(long)]
         pod: Option<String>,
     },
+    /// Pod start, timed: N pods at once, each RunPodSandbox then CreateContainer + StartContainer
+    /// of one container; prints the phases (JSON), then stops and removes the pods.
+    PodStart(pod_start::Args),
     /// ExecSync: prints the command's stdout and stderr and exits with its exit code.
     Exec {
         id: String,
@@ -136,7 +146,7 @@ enum Cmd {
     },
 }
 
-fn pairs(list: &[String]) -> Result<HashMap<String, String>> {
+pub(crate) fn pairs(list: &[String]) -> Result<HashMap<String, String>> {
     list.iter()
         .map(|kv| {
             kv.split_once('=')
@@ -144,6 +154,106 @@ fn pairs(list: &[String]) -> Result<HashMap<String, String>> {
                 .with_context(|| format!("{kv:?} is not KEY=VALUE"))
         })
         .collect()
+}
+
+/// What a test says about a pod; the rest of its PodSandboxConfig is what a kubelet sends for
+/// a plain pod (pod network, IPC shared in the pod, a PID namespace per container).
+pub(crate) struct PodOpts {
+    pub name: String,
+    pub namespace: String,
+    pub uid: Option<String>,
+    pub log_dir: Option<String>,
+    pub hostname: Option<String>,
+    pub cgroup_parent: Option<String>,
+    pub annotations: HashMap<String, String>,
+}
+
+impl PodOpts {
+    pub fn config(self) -> cri::PodSandboxConfig {
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                uid: self.uid.unwrap_or_else(|| format!("uid-{}", self.name)),
+                name: self.name.clone(),
+                namespace: self.namespace,
+                attempt: 0,
+            }),
+            hostname: self.hostname.unwrap_or(self.name),
+            log_directory: self.log_dir.unwrap_or_default(),
+            annotations: self.annotations,
+            linux: Some(cri::LinuxPodSandboxConfig {
+                cgroup_parent: self.cgroup_parent.unwrap_or_default(),
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(namespace_options()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+fn namespace_options() -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        network: cri::NamespaceMode::Pod as i32,
+        pid: cri::NamespaceMode::Container as i32,
+        ipc: cri::NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
+/// What a test says about a container of a pod.
+pub(crate) struct ContainerOpts {
+    pub name: String,
+    pub image: String,
+    pub log_path: Option<String>,
+    pub env: HashMap<String, String>,
+    pub memory: Option<i64>,
+    pub cpu_quota: Option<i64>,
+    pub cpu_period: i64,
+    pub command: Vec<String>,
+}
+
+impl ContainerOpts {
+    pub fn config(self) -> cri::ContainerConfig {
+        let resources = cri::LinuxContainerResources {
+            memory_limit_in_bytes: self.memory.unwrap_or(0),
+            cpu_quota: self.cpu_quota.unwrap_or(0),
+            cpu_period: if self.cpu_quota.is_some() {
+                self.cpu_period
+            } else {
+                0
+            },
+            ..Default::default()
+        };
+        cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: self.name.clone(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: self.image,
+                ..Default::default()
+            }),
+            command: self.command,
+            envs: self
+                .env
+                .into_iter()
+                .map(|(key, value)| cri::KeyValue { key, value })
+                .collect(),
+            log_path: self
+                .log_path
+                .unwrap_or_else(|| format!("{}.log", self.name)),
+            linux: Some(cri::LinuxContainerConfig {
+                resources: Some(resources),
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    namespace_options: Some(namespace_options()),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }
+    }
 }
 
 async fn connect(socket: &Path) -> Result<RuntimeServiceClient<Channel>> {
@@ -197,31 +307,16 @@ async fn run(cli: Cli) -> Result<()> {
             annotations,
             save,
         } => {
-            let config = cri::PodSandboxConfig {
-                metadata: Some(cri::PodSandboxMetadata {
-                    uid: uid.unwrap_or_else(|| format!("uid-{name}")),
-                    name: name.clone(),
-                    namespace,
-                    attempt: 0,
-                }),
-                hostname: hostname.unwrap_or(name),
-                log_directory: log_dir.unwrap_or_default(),
+            let config = PodOpts {
+                name,
+                namespace,
+                uid,
+                log_dir,
+                hostname,
+                cgroup_parent,
                 annotations: pairs(&annotations)?,
-                linux: Some(cri::LinuxPodSandboxConfig {
-                    cgroup_parent: cgroup_parent.unwrap_or_default(),
-                    security_context: Some(cri::LinuxSandboxSecurityContext {
-                        namespace_options: Some(cri::NamespaceOption {
-                            network: cri::NamespaceMode::Pod as i32,
-                            pid: cri::NamespaceMode::Container as i32,
-                            ipc: cri::NamespaceMode::Pod as i32,
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
+            }
+            .config();
             std::fs::write(&save, serde_json::to_vec(&config)?)
                 .with_context(|| format!("write {}", save.display()))?;
             let r = c
@@ -274,42 +369,17 @@ async fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("read {}", pod_config.display()))?;
             let sandbox_config: cri::PodSandboxConfig = serde_json::from_slice(&text)
                 .with_context(|| format!("parse {}", pod_config.display()))?;
-            let envs = pairs(&env)?
-                .into_iter()
-                .map(|(key, value)| cri::KeyValue { key, value })
-                .collect();
-            let resources = cri::LinuxContainerResources {
-                memory_limit_in_bytes: memory.unwrap_or(0),
-                cpu_quota: cpu_quota.unwrap_or(0),
-                cpu_period: if cpu_quota.is_some() { cpu_period } else { 0 },
-                ..Default::default()
-            };
-            let config = cri::ContainerConfig {
-                metadata: Some(cri::ContainerMetadata {
-                    name: name.clone(),
-                    attempt: 0,
-                }),
-                image: Some(cri::ImageSpec {
-                    image,
-                    ..Default::default()
-                }),
+            let config = ContainerOpts {
+                name,
+                image,
+                log_path,
+                env: pairs(&env)?,
+                memory,
+                cpu_quota,
+                cpu_period,
                 command,
-                envs,
-                log_path: log_path.unwrap_or_else(|| format!("{name}.log")),
-                linux: Some(cri::LinuxContainerConfig {
-                    resources: Some(resources),
-                    security_context: Some(cri::LinuxContainerSecurityContext {
-                        namespace_options: Some(cri::NamespaceOption {
-                            network: cri::NamespaceMode::Pod as i32,
-                            pid: cri::NamespaceMode::Container as i32,
-                            ipc: cri::NamespaceMode::Pod as i32,
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                }),
-                ..Default::default()
-            };
+            }
+            .config();
             let r = c
                 .create_container(cri::CreateContainerRequest {
                     pod_sandbox_id: pod,
@@ -363,6 +433,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .into_inner();
             print_json(&r.containers)?;
         }
+        Cmd::PodStart(args) => pod_start::run(c, args).await?,
         Cmd::Exec {
             id,
             exec_timeout,
