@@ -421,7 +421,7 @@ print(json.dumps(out))')
     id=$(new_id)
     start_sleeper "$id"
     case "$(iso)" in
-        fly | vm)
+        fly)
             run --separate-stderr rt update --memory 50M "$id"
             assert_clean_error
             [[ "$stderr" == *"not supported"* ]] || fail "stderr: $stderr"

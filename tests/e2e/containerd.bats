@@ -30,36 +30,8 @@ crun_args() {
 setup_file() {
     require_runtime
     require_image
-    mkdir -p "$E2E_WORKDIR"
-    CTRD_DIR="$(mktemp -d "$E2E_WORKDIR/ctrd.XXXXXX")"
-    export CTRD_DIR
-    cat >"$CTRD_DIR/config.toml" <<EOF
-version = 2
-root = "$CTRD_DIR/root"
-state = "$CTRD_DIR/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$CTRD_DIR/containerd.sock"
-[ttrpc]
-  address = "$CTRD_DIR/containerd.sock.ttrpc"
-[debug]
-  address = "$CTRD_DIR/debug.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$CTRD_DIR/opt"
-EOF
-    setsid containerd --config "$CTRD_DIR/config.toml" </dev/null >"$CTRD_DIR/containerd.log" 2>&1 &
-    echo $! >"$CTRD_DIR/pid"
-    local i
-    for i in $(seq 100); do
-        command ctr --address "$CTRD_DIR/containerd.sock" version >/dev/null 2>&1 && break
-        kill -0 "$(cat "$CTRD_DIR/pid")" 2>/dev/null || break
-        sleep 0.1
-    done
-    command ctr --address "$CTRD_DIR/containerd.sock" version >/dev/null 2>&1 || {
-        echo "containerd did not come up:" >&2
-        tail -20 "$CTRD_DIR/containerd.log" >&2
-        return 1
-    }
+    ctrd_prepare ctrd
+    ctrd_start
     ctr image import "$IMAGE_DIR/clearbox-test.oci.tar" >/dev/null
     ctr image ls -q | grep -qx "$IMAGE" || {
         echo "image $IMAGE not present after import: $(ctr image ls -q)" >&2
@@ -68,41 +40,10 @@ EOF
 }
 
 teardown_file() {
-    [ -n "${CTRD_DIR:-}" ] || return 0
-    local id i left pid
-    if command ctr --address "$CTRD_DIR/containerd.sock" version >/dev/null 2>&1; then
-        for id in $(ctr task ls -q 2>/dev/null); do
-            ctr task kill -s KILL "$id" >/dev/null 2>&1 || true
-        done
-        for id in $(ctr task ls -q 2>/dev/null); do
-            for i in $(seq 20); do
-                ctr task rm "$id" >/dev/null 2>&1 && break
-                sleep 0.1
-            done
-        done
-        for id in $(ctr container ls -q 2>/dev/null); do
-            ctr container rm "$id" >/dev/null 2>&1 || true
-        done
-        ctr image rm "$IMAGE" >/dev/null 2>&1 || true
-    fi
-    pid=$(cat "$CTRD_DIR/pid")
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    left=$(procs_naming "$CTRD_DIR")
-    if [ -n "$left" ]; then
-        echo "leftover processes after containerd stop:" >&2
-        echo "$left" >&2
-        echo "$left" | awk '{print $1}' | xargs -r kill -KILL 2>/dev/null || true
-    fi
-    grep -F " $CTRD_DIR/" /proc/self/mountinfo | awk '{print $5}' | sort -r |
-        while read -r m; do umount -l "$m" 2>/dev/null || true; done
-    rm -rf "$CTRD_DIR"
+    local rc=0
+    ctrd_teardown clearbox-e2e || rc=$?
     rmdir_cgroup_parents clearbox-e2e
-    [ -z "$left" ]
+    return "$rc"
 }
 
 setup() {

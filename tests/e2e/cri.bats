@@ -13,11 +13,16 @@
 load helpers
 
 # === The one place that picks the handler's shim ===========================================
-# Today: containerd's runc shim v2 with the runtime under test as its runc binary (one VM per
-# pod through clearbox's pod support on the runc command line). Once
-# containerd-shim-clearbox-v2 lands, set CRI_RUNTIME_TYPE=io.containerd.clearbox.v2 (and drop
-# the [options] table below for it).
-CRI_RUNTIME_TYPE="${CRI_RUNTIME_TYPE:-io.containerd.runc.v2}"
+# Default: containerd-shim-clearbox-v2 (io.containerd.clearbox.v2): one shim and one VM per
+# pod, the shim's state under $CTRD_DIR/shim-root (CLEARBOX_SHIM_ROOT in containerd's env).
+# CRI_RUNTIME_TYPE=io.containerd.runc.v2 runs the same flow through containerd's runc shim
+# with the runtime under test as its runc binary (BinaryName; one VM per pod through
+# clearbox's pod support on the runc command line), its state under $CTRD_DIR/rt-root.
+# cri-runc.bats (a link to this file, in run.sh's default list) runs the runc-shim variant.
+if [ "$(basename "$BATS_TEST_FILENAME")" = cri-runc.bats ]; then
+    CRI_RUNTIME_TYPE="${CRI_RUNTIME_TYPE:-io.containerd.runc.v2}"
+fi
+CRI_RUNTIME_TYPE="${CRI_RUNTIME_TYPE:-io.containerd.clearbox.v2}"
 # ============================================================================================
 
 PAUSE_IMAGE="localhost/clearbox-pause:1"
@@ -27,8 +32,17 @@ POD_MEMORY=$((${CRI_POD_MIB:-256} * 1024 * 1024))
 cri() { RUST_LIB_BACKTRACE=0 RUST_BACKTRACE=0 t "$CRI_CLIENT" --socket "$CTRD_DIR/containerd.sock" "$@"; }
 kctr() { t ctr --address "$CTRD_DIR/containerd.sock" --namespace k8s.io "$@"; }
 
-# The runc root the shim passes to the runtime: Root/<containerd namespace>.
-cri_root() { echo "$CTRD_DIR/rt-root/k8s.io"; }
+cri_v2() { [ "$CRI_RUNTIME_TYPE" = io.containerd.clearbox.v2 ]; }
+
+# The state root of the pod's containers: the clearbox shim's root, or the runc root the runc
+# shim passes to the runtime (Root/<containerd namespace>).
+cri_root() {
+    if cri_v2; then
+        echo "$CTRD_DIR/shim-root/k8s.io"
+    else
+        echo "$CTRD_DIR/rt-root/k8s.io"
+    fi
+}
 
 setup() {
     [ -z "${CRI_SKIP:-}" ] || skip "$CRI_SKIP"
@@ -54,9 +68,13 @@ setup_file() {
         return 1
     }
     export CRI_CLIENT
-    mkdir -p "$E2E_WORKDIR"
-    CTRD_DIR="$(mktemp -d "$E2E_WORKDIR/cri.XXXXXX")"
-    export CTRD_DIR
+    echo "# cri: handler runtime_type $CRI_RUNTIME_TYPE" >&3
+    CTRD_DEBUG="${CRI_DEBUG:-info}"
+    if cri_v2; then
+        ctrd_prepare cri --cri --shim
+    else
+        ctrd_prepare cri --cri
+    fi
     # A bridge, subnet and host cgroup parent of this run's own (tests run in other processes:
     # they read these, never $$).
     CRI_BRIDGE="cbcri$(( $$ % 10000 ))"
@@ -82,19 +100,7 @@ setup_file() {
   ]
 }
 EOF
-    cat >"$CTRD_DIR/config.toml" <<EOF
-version = 2
-root = "$CTRD_DIR/root"
-state = "$CTRD_DIR/state"
-[grpc]
-  address = "$CTRD_DIR/containerd.sock"
-[ttrpc]
-  address = "$CTRD_DIR/containerd.sock.ttrpc"
-[debug]
-  address = "$CTRD_DIR/debug.sock"
-  level = "${CRI_DEBUG:-info}"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$CTRD_DIR/opt"
+    cat >>"$CTRD_DIR/config.toml" <<EOF
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$PAUSE_IMAGE"
   stream_server_address = "127.0.0.1"
@@ -115,16 +121,16 @@ state = "$CTRD_DIR/state"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.clearbox]
       runtime_type = "$CRI_RUNTIME_TYPE"
       pod_annotations = ["io.kubernetes.cri.sandbox-memory", "io.kubernetes.cri.sandbox-cpu-quota", "io.kubernetes.cri.sandbox-cpu-period", "io.kubernetes.cri.sandbox-cpu-shares"]
+EOF
+    cri_v2 || cat >>"$CTRD_DIR/config.toml" <<EOF
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.clearbox.options]
         BinaryName = "$RUNTIME"
         Root = "$CTRD_DIR/rt-root"
 EOF
-    setsid containerd --config "$CTRD_DIR/config.toml" </dev/null >"$CTRD_DIR/containerd.log" 2>&1 &
-    echo $! >"$CTRD_DIR/pid"
+    ctrd_start
     local i
     for i in $(seq 100); do
         "$CRI_CLIENT" --socket "$CTRD_DIR/containerd.sock" --timeout 2 version >/dev/null 2>&1 && break
-        kill -0 "$(cat "$CTRD_DIR/pid")" 2>/dev/null || break
         sleep 0.2
     done
     "$CRI_CLIENT" --socket "$CTRD_DIR/containerd.sock" --timeout 5 version >"$CTRD_DIR/version.json" || {
@@ -152,37 +158,17 @@ EOF
 
 teardown_file() {
     [ -n "${CTRD_DIR:-}" ] || return 0
-    local id i left pid
+    local id rc=0
     if [ -f "$CTRD_DIR/pod.id" ]; then
         id=$(cat "$CTRD_DIR/pod.id")
         "$CRI_CLIENT" --socket "$CTRD_DIR/containerd.sock" --timeout 60 stopp "$id" >/dev/null 2>&1 || true
         "$CRI_CLIENT" --socket "$CTRD_DIR/containerd.sock" --timeout 60 rmp "$id" >/dev/null 2>&1 || true
     fi
-    pid=$(cat "$CTRD_DIR/pid")
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    left=$(procs_naming "$CTRD_DIR")
-    if [ -n "$left" ]; then
-        echo "leftover processes after containerd stop:" >&2
-        echo "$left" >&2
-        echo "$left" | awk '{print $1}' | xargs -r kill -KILL 2>/dev/null || true
-    fi
-    grep -F " $CTRD_DIR/" /proc/self/mountinfo | awk '{print $5}' | sort -r |
-        while read -r m; do umount -l "$m" 2>/dev/null || true; done
-    ip link del "$CRI_BRIDGE" 2>/dev/null || true
     # CRI_KEEP=1 keeps the logs (containerd.log, the pod's logs) for a post-mortem.
-    if [ -n "${CRI_KEEP:-}" ]; then
-        find "$CTRD_DIR" -mindepth 1 -maxdepth 1 ! -name '*.log' ! -name logs -exec rm -rf {} +
-        echo "# kept $CTRD_DIR" >&3
-    else
-        rm -rf "$CTRD_DIR"
-    fi
+    CTRD_KEEP="${CRI_KEEP:-}" ctrd_teardown k8s.io || rc=$?
+    ip link del "$CRI_BRIDGE" 2>/dev/null || true
     rmdir_cgroup_parents "$CRI_CG"
-    [ -z "$left" ]
+    return "$rc"
 }
 
 # Only the direct-CLI test sets RT_ROOT: force-delete what it created, pass or fail.
@@ -264,6 +250,16 @@ wait_state() {
         sleep 0.3
     done
     [ "$got" = hello-from-web ] || fail "client did not reach web over localhost: '$got'"
+    if cri_v2; then
+        # One shim for the pod: the containers' tasks have the sandbox's shim address.
+        local tasks="$CTRD_DIR/state/io.containerd.runtime.v2.task/k8s.io" addr shims
+        addr=$(cat "$tasks/$(pod_id)/address")
+        for c in web client; do
+            [ "$(cat "$tasks/$(ctr_id $c)/address")" = "$addr" ] || fail "$c has a shim of its own"
+        done
+        shims=$(procs_naming "-address $CTRD_DIR/containerd.sock" | grep -c containerd-shim-clearbox-v2 || true)
+        [ "$shims" = 1 ] || fail "$shims shims for the pod, not 1"
+    fi
     expect_vm || skip "isolation is not vm: the shared kernel is the host's"
     [ "$b1" != "$(cat /proc/sys/kernel/random/boot_id)" ] || fail "the pod runs on the host kernel"
     run --separate-stderr cri exec "$(ctr_id web)" -- uname -r
@@ -324,6 +320,47 @@ wait_state() {
     fi
 }
 
+# cgroup_file ID FILE — FILE of the container's own cgroup, read from inside it.
+cgroup_file() {
+    cri exec "$1" -- sh -c 'cat "/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/'"$2"'"'
+}
+
+@test "cri: UpdateContainerResources changes the container's cgroup (in the guest with vm)" {
+    local id
+    id=$(ctr_id client)
+    run --separate-stderr cgroup_file "$id" memory.max
+    assert_status 0
+    [ "$output" != 67108864 ] || fail "memory.max is already 64 MiB"
+    run --separate-stderr cri update "$id" --memory 67108864 --cpu-quota 50000 --cpu-period 100000
+    assert_status 0
+    run --separate-stderr cgroup_file "$id" memory.max
+    assert_status 0
+    [ "$output" = 67108864 ] || fail "memory.max after the update: '$output' $stderr"
+    run --separate-stderr cgroup_file "$id" cpu.max
+    assert_status 0
+    [ "$output" = "50000 100000" ] || fail "cpu.max after the update: '$output' $stderr"
+}
+
+@test "cri: a container OOM-killed in the pod is reported OOMKilled (TaskOOM from its cgroup)" {
+    cri_v2 || skip "the runc shim watches the container's host cgroup (its host shim only), not the guest's"
+    # 32 MiB limit; dd's 64 MiB buffer is filled from /dev/zero: the cgroup's OOM killer ends it.
+    CRI_MEMORY=33554432 create_started hog -- dd if=/dev/zero of=/dev/null bs=64M count=1
+    wait_state "$(ctr_id hog)" 2
+    local i st=""
+    for i in $(seq 50); do
+        st=$(cri status "$(ctr_id hog)")
+        [ "$(jq -r .reason <<<"$st")" = OOMKilled ] && break
+        sleep 0.2
+    done
+    [ "$(jq -r .reason <<<"$st")" = OOMKilled ] || fail "not OOMKilled: $st"
+    [ "$(jq -r .exit_code <<<"$st")" = 137 ] || fail "exit code: $st"
+    # The pod lives on.
+    run --separate-stderr cri exec "$(ctr_id client)" -- echo still-here
+    assert_status 0
+    run --separate-stderr cri rm "$(ctr_id hog)"
+    assert_status 0
+}
+
 @test "cri: StopPodSandbox and RemovePodSandbox leave nothing behind" {
     local rec="" base="" netns
     if expect_vm; then
@@ -332,6 +369,12 @@ wait_state() {
     fi
     netns=$(jq -r '.linux.namespaces[] | select(.type == "network") | .path // empty' \
         "$(cri_root)/$(pod_id)/config.json" 2>/dev/null || true)
+    local shim_sock=""
+    if cri_v2; then
+        shim_sock=$(cat "$CTRD_DIR/state/io.containerd.runtime.v2.task/k8s.io/$(pod_id)/address")
+        shim_sock=${shim_sock#unix://}
+        [ -S "$shim_sock" ] || fail "the pod's shim socket $shim_sock is not there"
+    fi
     run --separate-stderr cri stopp "$(pod_id)"
     assert_status 0
     run --separate-stderr cri rmp "$(pod_id)"
@@ -353,6 +396,25 @@ wait_state() {
     fi
     [ -z "$(find /sys/fs/cgroup/*/"$CRI_CG" -mindepth 2 -type d 2>/dev/null)" ] ||
         fail "host cgroups left: $(find /sys/fs/cgroup/*/"$CRI_CG" -mindepth 2 -type d)"
+    cri_v2 || return 0
+    # The pod's shim ends with its last container (containerd shuts it down after
+    # RemovePodSandbox): no shim process of this containerd, no socket, no state, not even
+    # the namespace's directory under the shim's root.
+    local i shims=""
+    for i in $(seq 50); do
+        shims=$(procs_naming "-address $CTRD_DIR/containerd.sock" | grep containerd-shim-clearbox-v2 || true)
+        [ -z "$shims" ] && break
+        sleep 0.2
+    done
+    [ -z "$shims" ] || fail "shim processes left: $shims"
+    [ ! -e "$shim_sock" ] || fail "shim socket $shim_sock left"
+    [ -z "$(ls -A "$CTRD_DIR/shim-root" 2>/dev/null)" ] ||
+        fail "shim state left: $(find "$CTRD_DIR/shim-root")"
+    [ -z "$(procs_naming "$CTRD_DIR/shim-root/")" ] || fail "processes left: $(procs_naming "$CTRD_DIR/shim-root/")"
+    local sock
+    for sock in "$CTRD_DIR"/state/io.containerd.runtime.v2.task/k8s.io/*; do
+        [ ! -e "$sock" ] || fail "task bundle left: $sock"
+    done
 }
 
 @test "pod: an app container whose sandbox is missing or malformed fails clearly and leaves nothing" {

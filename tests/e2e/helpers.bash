@@ -544,3 +544,139 @@ EOC
     mv "$dir/config.toml.new" "$dir/config.toml"
     export CLEARBOX_CONFIG="$dir/config.toml"
 }
+
+# containerd-shim-clearbox-v2 to test: $SHIM, else the one next to $RUNTIME (or in its
+# release/ dir), else target/release, else PATH.
+find_shim() {
+    local s
+    for s in "${SHIM:-}" "$(dirname "$RUNTIME")/containerd-shim-clearbox-v2" \
+        "$(dirname "$RUNTIME")/release/containerd-shim-clearbox-v2" \
+        "$REPO/target/release/containerd-shim-clearbox-v2" \
+        "$(command -v containerd-shim-clearbox-v2 || true)"; do
+        if [ -n "$s" ] && [ -x "$s" ]; then
+            echo "$s"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# --- a private containerd (containerd.bats, shim.bats, cri.bats) ------------------------
+# Own root, state, sockets and opt dir under CTRD_DIR=$E2E_WORKDIR/PREFIX.XXXXXX, so nothing
+# touches the machine's containerd. containerd passes its environment to its shims: PATH
+# starts with $CTRD_DIR/bin (containerd finds a runtime v2 shim by its binary name there) and
+# CLEARBOX_SHIM_ROOT=$CTRD_DIR/shim-root keeps containerd-shim-clearbox-v2's state private.
+#
+#   ctrd_prepare PREFIX [--shim] [--cri]   CTRD_DIR, bin/ (with --shim: the shim under test,
+#                                          see find_shim) and config.toml (the CRI plugin
+#                                          disabled unless --cri; append your own sections)
+#   ctrd_start                             start it; wait until it answers
+#   ctrd_stop                              SIGTERM, then SIGKILL after 5 s
+#   ctrd_teardown NS [NEEDLE...]           kill and remove NS's tasks and containers, stop
+#                                          containerd, kill (and report) processes naming
+#                                          CTRD_DIR or a NEEDLE, unmount, remove CTRD_DIR
+#                                          (CTRD_KEEP=1 keeps the *.log files); fails when
+#                                          processes were left
+ctrd_prepare() {
+    local prefix="$1" shim="" cri=""
+    shift
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --shim)
+                shim="$(find_shim)" || {
+                    echo "containerd-shim-clearbox-v2 not found (set SHIM= or build it next to $RUNTIME)" >&2
+                    return 1
+                }
+                ;;
+            --cri) cri=1 ;;
+            *) echo "ctrd_prepare: unknown option $1" >&2; return 2 ;;
+        esac
+        shift
+    done
+    mkdir -p "$E2E_WORKDIR"
+    CTRD_DIR="$(mktemp -d "$E2E_WORKDIR/$prefix.XXXXXX")"
+    export CTRD_DIR
+    mkdir -p "$CTRD_DIR/bin"
+    [ -z "$shim" ] || ln -s "$shim" "$CTRD_DIR/bin/containerd-shim-clearbox-v2"
+    {
+        echo 'version = 2'
+        echo "root = \"$CTRD_DIR/root\""
+        echo "state = \"$CTRD_DIR/state\""
+        [ -n "$cri" ] || echo 'disabled_plugins = ["io.containerd.grpc.v1.cri"]'
+        cat <<EOC
+[grpc]
+  address = "$CTRD_DIR/containerd.sock"
+[ttrpc]
+  address = "$CTRD_DIR/containerd.sock.ttrpc"
+[debug]
+  address = "$CTRD_DIR/debug.sock"
+  level = "${CTRD_DEBUG:-info}"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$CTRD_DIR/opt"
+EOC
+    } >"$CTRD_DIR/config.toml"
+}
+
+ctrd_start() {
+    PATH="$CTRD_DIR/bin:$PATH" CLEARBOX_SHIM_ROOT="$CTRD_DIR/shim-root" \
+        setsid containerd --config "$CTRD_DIR/config.toml" \
+        </dev/null >>"$CTRD_DIR/containerd.log" 2>&1 &
+    echo $! >"$CTRD_DIR/pid"
+    local i
+    for i in $(seq 100); do
+        command ctr --address "$CTRD_DIR/containerd.sock" version >/dev/null 2>&1 && return 0
+        kill -0 "$(cat "$CTRD_DIR/pid")" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "containerd did not come up:" >&2
+    tail -20 "$CTRD_DIR/containerd.log" >&2
+    return 1
+}
+
+ctrd_stop() {
+    local pid i
+    pid=$(cat "$CTRD_DIR/pid" 2>/dev/null) || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+ctrd_teardown() {
+    [ -n "${CTRD_DIR:-}" ] && [ -d "$CTRD_DIR" ] || return 0
+    local ns="$1" id i left needle
+    shift
+    local c=(command ctr --address "$CTRD_DIR/containerd.sock" --namespace "$ns")
+    if "${c[@]}" version >/dev/null 2>&1; then
+        for id in $("${c[@]}" task ls -q 2>/dev/null); do
+            t "${c[@]}" task kill -s KILL "$id" >/dev/null 2>&1 || true
+        done
+        for id in $("${c[@]}" task ls -q 2>/dev/null); do
+            for i in $(seq 20); do
+                t "${c[@]}" task rm -f "$id" >/dev/null 2>&1 && break
+                sleep 0.2
+            done
+        done
+        for id in $("${c[@]}" container ls -q 2>/dev/null); do
+            t "${c[@]}" container rm "$id" >/dev/null 2>&1 || true
+        done
+    fi
+    ctrd_stop
+    left="$(procs_naming "$CTRD_DIR"; for needle in "$@"; do procs_naming "$needle"; done)"
+    if [ -n "$left" ]; then
+        echo "leftover processes after containerd stop:" >&2
+        echo "$left" >&2
+        echo "$left" | awk '{print $1}' | xargs -r kill -KILL 2>/dev/null || true
+    fi
+    grep -F " $CTRD_DIR/" /proc/self/mountinfo | awk '{print $5}' | sort -r |
+        while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    if [ -n "${CTRD_KEEP:-}" ]; then
+        find "$CTRD_DIR" -mindepth 1 -maxdepth 1 ! -name '*.log' ! -name logs -exec rm -rf {} +
+        echo "# kept $CTRD_DIR" >&3
+    else
+        rm -rf "$CTRD_DIR"
+    fi
+    [ -z "$left" ]
+}

@@ -6,7 +6,8 @@
 #   tests/e2e/run.sh                                       # target/release/clearbox
 #   ISOLATION=namespaces tests/e2e/run.sh bad-input lifecycle
 #
-# Arguments: suite names (bad-input lifecycle podman docker containerd shim cri network image);
+# Arguments: suite names (bad-input lifecycle podman docker containerd shim cri cri-runc network
+# image; cri-runc is cri.bats through the runc shim);
 # default all. Environment: see tests/e2e/helpers.bash (RUNTIME, RUNTIME_NAME,
 # ISOLATION, RUNTIME_ARGS, E2E_WORKDIR, E2E_TIMEOUT).
 set -uo pipefail
@@ -34,7 +35,7 @@ export RUNTIME_NAME="${RUNTIME_NAME:-$(basename "$RUNTIME")}"
 export E2E_WORKDIR="${E2E_WORKDIR:-/var/tmp/clearbox-e2e}"
 
 suites=("$@")
-[ "${#suites[@]}" -gt 0 ] || suites=(bad-input lifecycle conformance podman docker containerd shim cri network image)
+[ "${#suites[@]}" -gt 0 ] || suites=(bad-input lifecycle conformance podman docker containerd shim cri cri-runc network image)
 files=()
 for s in "${suites[@]}"; do
     f="$here/${s%.bats}.bats"

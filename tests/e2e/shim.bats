@@ -3,10 +3,11 @@
 #
 # A private containerd (own root/state/sockets, CRI plugin disabled) runs for the whole file,
 # with a PATH whose first directory holds containerd-shim-clearbox-v2 (containerd finds a
-# runtime v2 shim by its binary name on PATH). The shim binary is $SHIM, else the one next to
-# $RUNTIME, else target/release/containerd-shim-clearbox-v2. The shim keeps its containers'
-# state under /run/clearbox-shim/<namespace>; every leak check is scoped to this suite's
-# namespace, its bundles and its VMs.
+# runtime v2 shim by its binary name on PATH; helpers.bash's ctrd_*). The shim binary is
+# $SHIM, else the one next to $RUNTIME, else target/release/containerd-shim-clearbox-v2. The
+# shim keeps its containers' state under $CLEARBOX_SHIM_ROOT/<namespace> (the suite's own
+# $CTRD_DIR/shim-root); every leak check is scoped to this suite's namespace, its bundles and
+# its VMs.
 #
 # Isolation: the private containerd runs with CLEARBOX_ISOLATION in its environment and every
 # run carries the annotation io.clearbox.isolation, as in containerd.bats.
@@ -32,75 +33,12 @@ run_args() {
     fi
 }
 
-find_shim() {
-    local s
-    for s in "${SHIM:-}" "$(dirname "$RUNTIME")/containerd-shim-clearbox-v2" \
-        "$(dirname "$RUNTIME")/release/containerd-shim-clearbox-v2" \
-        "$REPO/target/release/containerd-shim-clearbox-v2" \
-        "$(command -v containerd-shim-clearbox-v2 || true)"; do
-        if [ -n "$s" ] && [ -x "$s" ]; then
-            echo "$s"
-            return 0
-        fi
-    done
-    return 1
-}
-
-start_containerd() {
-    PATH="$CTRD_DIR/bin:$PATH" setsid containerd --config "$CTRD_DIR/config.toml" \
-        </dev/null >>"$CTRD_DIR/containerd.log" 2>&1 &
-    echo $! >"$CTRD_DIR/pid"
-    local i
-    for i in $(seq 100); do
-        command ctr --address "$CTRD_DIR/containerd.sock" version >/dev/null 2>&1 && return 0
-        kill -0 "$(cat "$CTRD_DIR/pid")" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "containerd did not come up:" >&2
-    tail -20 "$CTRD_DIR/containerd.log" >&2
-    return 1
-}
-
-stop_containerd() {
-    local pid i
-    pid=$(cat "$CTRD_DIR/pid")
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-}
-
 setup_file() {
     require_runtime
     is_clearbox || skip "the clearbox shim drives clearbox only (runtime: $RUNTIME_NAME)"
     require_image
-    local shim
-    shim="$(find_shim)" || {
-        echo "containerd-shim-clearbox-v2 not found (set SHIM= or build it next to $RUNTIME)" >&2
-        return 1
-    }
-    mkdir -p "$E2E_WORKDIR"
-    CTRD_DIR="$(mktemp -d "$E2E_WORKDIR/shimctrd.XXXXXX")"
-    export CTRD_DIR
-    mkdir -p "$CTRD_DIR/bin"
-    ln -s "$shim" "$CTRD_DIR/bin/containerd-shim-clearbox-v2"
-    cat >"$CTRD_DIR/config.toml" <<EOF
-version = 2
-root = "$CTRD_DIR/root"
-state = "$CTRD_DIR/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$CTRD_DIR/containerd.sock"
-[ttrpc]
-  address = "$CTRD_DIR/containerd.sock.ttrpc"
-[debug]
-  address = "$CTRD_DIR/debug.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$CTRD_DIR/opt"
-EOF
-    start_containerd
+    ctrd_prepare shimctrd --shim
+    ctrd_start
     ctr image import "$IMAGE_DIR/clearbox-test.oci.tar" >/dev/null
     ctr image ls -q | grep -qx "$IMAGE" || {
         echo "image $IMAGE not present after import: $(ctr image ls -q)" >&2
@@ -109,35 +47,10 @@ EOF
 }
 
 teardown_file() {
-    [ -n "${CTRD_DIR:-}" ] || return 0
-    local id i left
-    if command ctr --address "$CTRD_DIR/containerd.sock" version >/dev/null 2>&1; then
-        for id in $(ctr task ls -q 2>/dev/null); do
-            ctr task kill -s KILL "$id" >/dev/null 2>&1 || true
-        done
-        for id in $(ctr task ls -q 2>/dev/null); do
-            for i in $(seq 20); do
-                ctr task rm -f "$id" >/dev/null 2>&1 && break
-                sleep 0.2
-            done
-        done
-        for id in $(ctr container ls -q 2>/dev/null); do
-            ctr container rm "$id" >/dev/null 2>&1 || true
-        done
-        ctr image rm "$IMAGE" >/dev/null 2>&1 || true
-    fi
-    stop_containerd
-    left="$(procs_naming "$CTRD_DIR"; procs_naming "/run/clearbox-shim/$NS/"; procs_naming "-namespace $NS ")"
-    if [ -n "$left" ]; then
-        echo "leftover processes after containerd stop:" >&2
-        echo "$left" >&2
-        echo "$left" | awk '{print $1}' | xargs -r kill -KILL 2>/dev/null || true
-    fi
-    grep -F " $CTRD_DIR/" /proc/self/mountinfo | awk '{print $5}' | sort -r |
-        while read -r m; do umount -l "$m" 2>/dev/null || true; done
-    rm -rf "$CTRD_DIR"
+    local rc=0
+    ctrd_teardown "$NS" "$CTRD_DIR/shim-root/$NS/" "-namespace $NS " || rc=$?
     rmdir_cgroup_parents "$NS"
-    [ -z "$left" ]
+    return "$rc"
 }
 
 setup() {
@@ -147,7 +60,7 @@ setup() {
 
 # The host directory of a running container's VM (vm isolation), from its record.
 vm_base_of() {
-    jq -r '.base // empty' "/run/clearbox-shim/$NS/$1/vm-box.json" 2>/dev/null || true
+    jq -r '.base // empty' "$CTRD_DIR/shim-root/$NS/$1/vm-box.json" 2>/dev/null || true
 }
 
 # Nothing of container $1 is left: no shim serving it, no VM process of its VM base $2 (may
@@ -156,7 +69,7 @@ assert_container_gone() {
     local id="$1" base="${2:-}" left
     wait_for eval "[ -z \"\$(procs_naming ' -id $id ')\" ]" ||
         fail "shim of $id still running: $(procs_naming " -id $id ")"
-    left="$(procs_naming "/run/clearbox-shim/$NS/$id/")"
+    left="$(procs_naming "$CTRD_DIR/shim-root/$NS/$id/")"
     [ -n "$base" ] && left="$left$(procs_naming "$base/")"
     [ -z "$left" ] || fail "processes of $id left: $left"
     ! grep -qF "/$NS/$id/" /proc/self/mountinfo ||
@@ -165,8 +78,8 @@ assert_container_gone() {
         ! grep -qF " $base/" /proc/self/mountinfo || fail "VM share of $id still mounted"
         [ ! -e "$base" ] || fail "VM base $base left: $(ls -A "$base")"
     fi
-    [ ! -e "/run/clearbox-shim/$NS/$id" ] ||
-        fail "state left: $(ls -A "/run/clearbox-shim/$NS/$id")"
+    [ ! -e "$CTRD_DIR/shim-root/$NS/$id" ] ||
+        fail "state left: $(ls -A "$CTRD_DIR/shim-root/$NS/$id")"
 }
 
 @test "shim: ctr run --rm prints hi, nothing left" {
@@ -273,8 +186,8 @@ assert_container_gone() {
     run --separate-stderr ctr run -d "${RUN_ARGS[@]}" "$IMAGE" "$id" sleep 1000
     assert_status 0
     base="$(vm_base_of "$id")"
-    stop_containerd
-    start_containerd
+    ctrd_stop
+    ctrd_start
     wait_for eval 'ctr task ls | grep -q "^$id .*RUNNING"' || fail "task lost: $(ctr task ls)"
     run --separate-stderr ctr task exec --exec-id r1 "$id" echo after-restart
     assert_status 0
@@ -301,4 +214,55 @@ assert_container_gone() {
     wait_for eval '! ctr task ls | grep -q "^$id "' || fail "task still listed: $(ctr task ls)"
     ctr container rm "$id"
     assert_container_gone "$id" "$base"
+}
+
+@test "shim: ctr task kill --exec-id reaches the exec'd process (SIGKILL too, in the guest with vm)" {
+    local id=shim-xkill bg rc=0
+    run --separate-stderr ctr run -d "${RUN_ARGS[@]}" "$IMAGE" "$id" sleep 1000
+    assert_status 0
+    ctr task exec --exec-id k1 "$id" sh -c 'echo $$ >/tmp/k1.pid; exec sleep 1000' \
+        </dev/null >/dev/null 2>&1 &
+    bg=$!
+    wait_for eval "ctr task exec --exec-id p1 $id test -s /tmp/k1.pid" || fail "exec k1 never ran"
+    run --separate-stderr ctr task kill -s KILL --exec-id k1 "$id"
+    assert_status 0
+    wait "$bg" || rc=$?
+    [ "$rc" -eq 137 ] || fail "ctr task exec exited $rc after SIGKILL, want 137"
+    # The process itself is gone (with vm: in the guest, not only its host-side stand-in).
+    run --separate-stderr ctr task exec --exec-id p2 "$id" sh -c \
+        'if kill -0 "$(cat /tmp/k1.pid)" 2>/dev/null; then echo alive; else echo gone; fi'
+    assert_status 0
+    [ "$output" = gone ] || fail "the exec'd process survived SIGKILL: $output"
+    # The container lives on; an unknown exec id is NotFound.
+    run --separate-stderr ctr task kill --exec-id nope "$id"
+    [ "$status" -ne 0 ] || fail "kill of an unknown exec id succeeded"
+    [[ "$(ctr task ls)" == *"$id"*RUNNING* ]] || fail "container gone: $(ctr task ls)"
+    ctr task kill -s KILL "$id"
+    wait_for eval 'ctr task ls | grep -q "^$id .*STOPPED"'
+    ctr task rm "$id" >/dev/null
+    ctr container rm "$id"
+    assert_container_gone "$id"
+}
+
+@test "shim: a container OOM-killed in its memory cgroup gives TaskOOM (ctr events)" {
+    [ "${ISOLATION:-vm}" != fly ] || skip "fly has no cgroups: no OOM events"
+    local id=shim-oom ev rc=0
+    ev="$BATS_TEST_TMPDIR/events"
+    "${CTR_ARGV[@]}" events >"$ev" 2>&1 &
+    local evpid=$!
+    sleep 0.5
+    # 32 MiB; dd's 64 MiB buffer is filled from /dev/zero: the cgroup's OOM killer ends it.
+    run --separate-stderr ctr run --rm --memory-limit 33554432 "${RUN_ARGS[@]}" "$IMAGE" "$id" \
+        dd if=/dev/zero of=/dev/null bs=64M count=1
+    rc=$status
+    wait_for eval "grep -q '/tasks/delete.*\"$id\"' '$ev'" || true
+    kill "$evpid" 2>/dev/null || true
+    wait "$evpid" 2>/dev/null || true
+    [ "$rc" -eq 137 ] || fail "ctr run exited $rc, want 137 (OOM kill): $stderr"
+    grep -q "/tasks/oom.*\"$id\"" "$ev" || fail "no TaskOOM for $id: $(cat "$ev")"
+    # TaskOOM comes before TaskExit, as with runc.
+    [ "$(grep -n "/tasks/oom.*\"$id\"" "$ev" | head -1 | cut -d: -f1)" -lt \
+        "$(grep -n "/tasks/exit.*\"$id\"" "$ev" | head -1 | cut -d: -f1)" ] ||
+        fail "TaskOOM after TaskExit: $(cat "$ev")"
+    assert_container_gone "$id"
 }

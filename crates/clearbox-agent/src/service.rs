@@ -151,6 +151,17 @@ impl Agent for Service {
         empty()
     }
 
+    fn update_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::UpdateContainerRequest,
+    ) -> Result<pb::Empty> {
+        self.touch();
+        target::container_id(&req.container_id)?;
+        container::update(&self.state, &req.container_id, &req.resources_json)?;
+        empty()
+    }
+
     fn exec_process(&self, _ctx: &TtrpcContext, req: pb::ExecProcessRequest) -> Result<pb::Empty> {
         self.touch();
         // Said this way (not as a bad id): nothing runs outside a container.

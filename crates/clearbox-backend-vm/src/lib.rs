@@ -21,8 +21,9 @@
 //! interfaces (`net.rs`); host networking (no network namespace) is refused.
 //!
 //! # Limits
-//! * `update`, `--preserve-fds`, and the `createContainer`/`startContainer` hooks (which would
-//!   have to run inside the guest) are not supported: each gets a clear error.
+//! * `--preserve-fds` and the `createContainer`/`startContainer` hooks (which would have to run
+//!   inside the guest) are not supported: each gets a clear error. `update` changes the
+//!   container's guest cgroup, not the VM's size.
 //! * `ps` lists the host shims (init first, then one per exec), not guest pids; the host sees no
 //!   other process of the container. `cgroupsPath` is the host cgroup of the shims and the VM
 //!   (`host_cgroup.rs`); the guest applies the spec's resources in a cgroup of its own.
@@ -99,6 +100,12 @@ impl Backend for VmBackend {
         Ok(kill(c, signal, all)?)
     }
 
+    /// `pid` is the host shim of an exec'd process: the signal goes to the guest process it
+    /// stands for (a shim cannot pass on SIGKILL or SIGSTOP, which it cannot catch).
+    fn kill_exec(&self, c: &ContainerCtx<'_>, pid: i32, signal: i32) -> Result<(), BackendError> {
+        Ok(kill_exec(c, pid, signal)?)
+    }
+
     fn pause(&self, c: &ContainerCtx<'_>) -> Result<(), BackendError> {
         let (rec, agent) = connect(c)?;
         agent.pause_container(&rec.guest_id).map_err(Error::from)?;
@@ -173,10 +180,20 @@ impl Backend for VmBackend {
         }
     }
 
-    fn update(&self, _c: &ContainerCtx<'_>, _r: &LinuxResources) -> Result<(), BackendError> {
-        Err(BackendError::msg(
-            "update is not supported yet for containers with isolation vm",
-        ))
+    /// The container's cgroup in the guest gets the new limits (the agent applies them as the
+    /// namespaces backend does on the host). The VM's own size does not change: limits above
+    /// it only stop being reachable.
+    fn update(&self, c: &ContainerCtx<'_>, r: &LinuxResources) -> Result<(), BackendError> {
+        let (rec, agent) = connect(c)?;
+        if rec.is_sandbox() {
+            return Err(Error::Msg(NO_PROCESS.into()).into());
+        }
+        let json = serde_json::to_vec(r)
+            .map_err(|e| Error::Msg(format!("cannot encode the resources: {e}")))?;
+        agent
+            .update_container(&rec.guest_id, json)
+            .map_err(Error::from)?;
+        Ok(())
     }
 }
 
@@ -487,6 +504,46 @@ fn kill(c: &ContainerCtx<'_>, signal: i32, all: bool) -> Result<(), Error> {
         // No agent to talk to: the shim is the only thing left to signal.
         Err(_) => signal_shim(shim, signal),
     }
+}
+
+fn kill_exec(c: &ContainerCtx<'_>, pid: i32, signal: i32) -> Result<(), Error> {
+    let exec_id = shims_of(c.dir)
+        .into_iter()
+        .find(|(p, _)| *p == pid && Some(*p) != c.state.pid)
+        .and_then(|(p, _)| exec_id_of_shim(c.dir, p))
+        .ok_or_else(|| {
+            Error::Msg(format!(
+                "process {pid} is not an exec'd process of the container"
+            ))
+        })?;
+    let rec = record(c)?;
+    let agent = connect_record(&rec)?;
+    let process = ProcessId::container_exec(rec.guest_id.clone(), exec_id);
+    match agent.signal(&process, signal, false) {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_not_found() || e.code() == Some(ttrpc_failed_precondition()) => {
+            Err(Error::Msg("process not running".into()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The guest exec id of the exec shim `pid`, from its log file argument
+/// (`--log <dir>/shim-<exec id>.log`, see [`exec`]).
+fn exec_id_of_shim(dir: &Path, pid: i32) -> Option<String> {
+    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut args = cmd.split(|b| *b == 0);
+    let log = args.by_ref().skip_while(|a| *a != &b"--log"[..]).nth(1)?;
+    let name = Path::new(std::ffi::OsStr::from_bytes(log));
+    if name.parent() != Some(dir) {
+        return None;
+    }
+    let id = name
+        .file_name()?
+        .to_str()?
+        .strip_prefix("shim-")?
+        .strip_suffix(".log")?;
+    id.starts_with("exec-").then(|| id.to_string())
 }
 
 fn ttrpc_failed_precondition() -> clearbox_protocol::server::Code {

@@ -119,6 +119,22 @@ pub trait Backend {
 
     fn kill(&self, ctx: &ContainerCtx<'_>, signal: i32, all: bool) -> Result<(), BackendError>;
 
+    /// Sends `signal` to a process that `exec` started, known by the pid `exec` returned. The
+    /// default signals that host process (the exec'd process itself where the container's
+    /// processes are the host's); a backend whose pid stands for a process elsewhere (a VM's
+    /// guest) reaches that process.
+    fn kill_exec(
+        &self,
+        _ctx: &ContainerCtx<'_>,
+        pid: i32,
+        signal: i32,
+    ) -> Result<(), BackendError> {
+        let sig = nix::sys::signal::Signal::try_from(signal)
+            .map_err(|_| BackendError::msg(format!("invalid signal {signal}")))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+            .map_err(|e| BackendError::msg(format!("signal process {pid}: {e}")))
+    }
+
     fn pause(&self, ctx: &ContainerCtx<'_>) -> Result<(), BackendError>;
 
     fn resume(&self, ctx: &ContainerCtx<'_>) -> Result<(), BackendError>;

@@ -262,6 +262,26 @@ impl<'r> Runtime<'r> {
         Ok(())
     }
 
+    /// Sends `signal` to a process exec'd into the container (`pid`: what [`Self::exec`]
+    /// returned). [`Error::NotRunning`] when that process is gone.
+    pub fn kill_exec(&self, id: &str, pid: i32, signal: i32) -> Result<(), Error> {
+        let (locked, state) = self.open(id)?;
+        if pid <= 0 || !process::is_alive(pid, None) {
+            return Err(Error::NotRunning);
+        }
+        let backend = self.registry.get(state.isolation)?;
+        backend.kill_exec(
+            &ContainerCtx {
+                id,
+                dir: locked.dir(),
+                state: &state,
+            },
+            pid,
+            signal,
+        )?;
+        Ok(())
+    }
+
     pub fn delete(&self, id: &str, force: bool) -> Result<(), Error> {
         id::validate(id)?;
         let _sigpipe = process::SigpipeIgnored::new();

@@ -6,6 +6,7 @@
 //! cri-client --socket S runp --name p --save pod.json      # prints the pod sandbox id
 //! cri-client --socket S create --pod ID --pod-config pod.json --name c --image I -- sh -c ...
 //! cri-client --socket S start|stop|rm|status|stats ID
+//! cri-client --socket S update ID [--memory BYTES] [--cpu-quota US [--cpu-period US]]
 //! cri-client --socket S exec ID -- CMD...                  # its stdout/stderr, its exit code
 //! cri-client --socket S stopp|rmp|pod-status ID
 //! cri-client --socket S pod-start --runtime-handler H --image I --parallel 10 -- sleep 1000
@@ -128,6 +129,16 @@ enum Cmd {
     Status { id: String },
     /// ContainerStats (JSON).
     Stats { id: String },
+    /// UpdateContainerResources: new memory limit (bytes) and/or CPU quota/period.
+    Update {
+        id: String,
+        #[arg(long)]
+        memory: Option<i64>,
+        #[arg(long)]
+        cpu_quota: Option<i64>,
+        #[arg(long, default_value_t = 100_000)]
+        cpu_period: i64,
+    },
     /// ListContainers (JSON), of one pod if given.
     Ps {
         #[arg(long)]
@@ -421,6 +432,25 @@ async fn run(cli: Cli) -> Result<()> {
                 .await?
                 .into_inner();
             print_json(&r.stats)?;
+        }
+        Cmd::Update {
+            id,
+            memory,
+            cpu_quota,
+            cpu_period,
+        } => {
+            let linux = cri::LinuxContainerResources {
+                memory_limit_in_bytes: memory.unwrap_or(0),
+                cpu_quota: cpu_quota.unwrap_or(0),
+                cpu_period: if cpu_quota.is_some() { cpu_period } else { 0 },
+                ..Default::default()
+            };
+            c.update_container_resources(cri::UpdateContainerResourcesRequest {
+                container_id: id,
+                linux: Some(linux),
+                ..Default::default()
+            })
+            .await?;
         }
         Cmd::Ps { pod } => {
             let filter = pod.map(|p| cri::ContainerFilter {

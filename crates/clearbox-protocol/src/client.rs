@@ -152,6 +152,21 @@ impl AgentClient {
         Ok(())
     }
 
+    /// `UpdateContainer`: `resources_json` is an OCI LinuxResources object.
+    pub fn update_container(
+        &self,
+        container_id: &str,
+        resources_json: Vec<u8>,
+    ) -> Result<(), AgentError> {
+        let mut req = pb::UpdateContainerRequest::new();
+        req.container_id = container_id.to_string();
+        req.resources_json = resources_json;
+        self.inner
+            .update_container(ctx(self.timeout), &req)
+            .map_err(|e| AgentError::from_ttrpc("UpdateContainer", e))?;
+        Ok(())
+    }
+
     /// `ResumeContainer`.
     pub fn resume_container(&self, container_id: &str) -> Result<(), AgentError> {
         self.inner

@@ -81,6 +81,8 @@ struct Container {
     mounted_rootfs: bool,
     init: Proc,
     execs: HashMap<String, Proc>,
+    /// OOM kills in the container's cgroup already reported (TaskOOM).
+    oom_kills: u64,
 }
 
 struct Table {
@@ -120,9 +122,19 @@ pub struct Service {
     inner: Arc<Inner>,
 }
 
-/// The state root of the containers of namespace `ns` (not the CLI's /run/clearbox).
+/// Environment variable naming the directory under which the shim keeps its containers'
+/// state (one directory per containerd namespace), as runc's shim takes its `Root` option.
+/// containerd passes its own environment to the shims it starts.
+pub const ROOT_ENV: &str = "CLEARBOX_SHIM_ROOT";
+/// The default of [`ROOT_ENV`] (not the CLI's /run/clearbox).
+pub const DEFAULT_ROOT: &str = "/run/clearbox-shim";
+
+/// The state root of the containers of namespace `ns`.
 pub fn state_root(ns: &str) -> PathBuf {
-    PathBuf::from("/run/clearbox-shim").join(ns)
+    match std::env::var_os(ROOT_ENV) {
+        Some(r) if Path::new(&r).is_absolute() => PathBuf::from(r).join(ns),
+        _ => PathBuf::from(DEFAULT_ROOT).join(ns),
+    }
 }
 
 fn rpc_err(code: Code, msg: impl Into<String>) -> ttrpc::Error {
@@ -244,6 +256,13 @@ impl Service {
             Some(e) => c.execs.get_mut(e).and_then(|p| p.io.take()),
         });
         drop(t);
+        if eid.is_none() {
+            // An OOM kill that ended the init is told before its exit, as runc's shim does
+            // (the CRI then reports the container as OOMKilled).
+            if let Ok(rt) = self.runtime() {
+                self.check_oom(&rt, &cid);
+            }
+        }
         if let Some(io) = io.as_mut() {
             io.drain(DRAIN);
         }
@@ -286,33 +305,16 @@ impl Service {
         }
     }
 
-    /// Polls the container's OOM counter while it runs, when its backend reports one.
+    /// Polls the container's OOM counter (`memory.events`' oom_kill of its cgroup: the guest's
+    /// for `vm`) while it runs, when its backend reports one; [`Self::check_oom`] sends
+    /// TaskOOM when it grows. The init's exit looks once more (see [`Self::exited`]).
     fn watch_oom(&self, id: String) {
         let me = self.clone();
         std::thread::spawn(move || {
             let Ok(rt) = me.runtime() else {
                 return;
             };
-            let mut seen: Option<u64> = None;
             loop {
-                let stats = match rt.stats(&id) {
-                    Ok(s) => Some(s),
-                    Err(_) => rt.last_stats(&id),
-                };
-                let now = stats.as_ref().and_then(metrics::oom_kills);
-                let Some(now) = now else {
-                    // The backend does not count OOM kills (or the container is gone).
-                    return;
-                };
-                if let Some(before) = seen {
-                    if now > before {
-                        me.inner.events.send(TaskOOM {
-                            container_id: id.clone(),
-                            ..Default::default()
-                        });
-                    }
-                }
-                seen = Some(now);
                 let stopped = me
                     .table()
                     .map(|t| {
@@ -321,12 +323,45 @@ impl Service {
                             .is_none_or(|c| c.init.phase == Phase::Stopped)
                     })
                     .unwrap_or(true);
-                if stopped {
+                if stopped || !me.check_oom(&rt, &id) {
                     return;
                 }
                 std::thread::sleep(OOM_POLL);
             }
         });
+    }
+
+    /// Sends TaskOOM when the container's OOM kill counter grew since the last look (its cgroup
+    /// is new: the count starts at zero). A stopped container's last statistics are what the
+    /// backend kept (the guest's, written as the VM went). False when the backend counts no
+    /// OOM kills.
+    fn check_oom(&self, rt: &Runtime<'static>, id: &str) -> bool {
+        let stats = match rt.stats(id) {
+            Ok(s) => Some(s),
+            Err(_) => rt.last_stats(id),
+        };
+        let now = match &stats {
+            Some(s) => match metrics::oom_kills(s) {
+                Some(n) => n,
+                None => return false,
+            },
+            // No statistics this time (a busy guest, or already gone).
+            None => return true,
+        };
+        let Ok(mut t) = self.inner.table.lock() else {
+            return false;
+        };
+        let Some(c) = t.containers.get_mut(id) else {
+            return false;
+        };
+        if now > c.oom_kills {
+            c.oom_kills = now;
+            self.inner.events.send(TaskOOM {
+                container_id: id.to_string(),
+                ..Default::default()
+            });
+        }
+        true
     }
 
     fn status_of(p: &Proc) -> TaskStatus {
@@ -616,6 +651,7 @@ impl Task for Service {
                 mounted_rootfs: mounted,
                 init,
                 execs: HashMap::new(),
+                oom_kills: 0,
             },
         );
         self.inner.events.send(TaskCreate {
@@ -763,17 +799,13 @@ impl Task for Service {
             }
             p.pid
         };
-        // The exec'd process on the host (namespaces, fly), or the VM's host shim standing
-        // for it, which forwards the signal into the guest.
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::try_from(signal)
-                .map_err(|_| rpc_err(Code::INVALID_ARGUMENT, format!("invalid signal {signal}")))?,
-        )
-        .map_err(|e| match e {
-            nix::errno::Errno::ESRCH => not_found("process already finished"),
-            e => internal(format!("signal process {}: {e}", req.exec_id)),
-        })?;
+        nix::sys::signal::Signal::try_from(signal)
+            .map_err(|_| rpc_err(Code::INVALID_ARGUMENT, format!("invalid signal {signal}")))?;
+        // The exec'd process on the host (namespaces, fly), or in the VM's guest (the backend
+        // maps the host shim standing for it to the guest process).
+        self.runtime()?
+            .kill_exec(&req.id, pid, signal)
+            .map_err(core_err)?;
         Ok(Empty::new())
     }
 
@@ -890,6 +922,8 @@ impl Task for Service {
         if self.table()?.containers.is_empty() {
             let _ = std::fs::remove_dir(self.sockets_dir());
             let _ = std::fs::remove_dir(self.inner.root.join(".exec"));
+            // The namespace's directory, when no other shim of it keeps a container there.
+            let _ = std::fs::remove_dir(&self.inner.root);
             self.inner.exit.signal();
         }
         Ok(Empty::new())

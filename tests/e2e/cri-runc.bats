@@ -1,0 +1,1 @@
+cri.bats
