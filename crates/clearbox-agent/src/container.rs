@@ -433,15 +433,13 @@ pub fn freeze(state: &State, id: &str, frozen: bool) -> Result<()> {
 /// Applies new limits (an OCI LinuxResources object, JSON) to the container's cgroup.
 pub fn update(state: &State, id: &str, resources_json: &[u8]) -> Result<()> {
     let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(resources_json)
-        .map_err(|e| {
-            status(
-                Code::INVALID_ARGUMENT,
-                format!("update container {id:?}: invalid resources: {e}"),
-            )
+        .map_err(|source| Error::BadResources {
+            id: id.to_string(),
+            source,
         })?;
     let h = handle(state, id)?;
     running(&h, id)?;
-    ns::update(&h.state_root, id, &resources).map_err(|e| lib_err("update container", id, &e))
+    ns::update(&h.state_root, id, &resources).map_err(lib_err("update container", id))
 }
 
 pub fn stats(state: &State, id: &str) -> Result<pb::StatsResponse> {

@@ -30,6 +30,13 @@ pub enum Error {
     Process(#[source] BundleError),
     #[error("bad sysctl {0:?}")]
     BadSysctl(String),
+    /// An update's resources are not an OCI LinuxResources object.
+    #[error("update container {id:?}: invalid resources")]
+    BadResources {
+        id: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("sysctl {key}={value}")]
     Sysctl {
         key: String,
@@ -126,6 +133,7 @@ impl Error {
             | E::Spec(_)
             | E::Process(_)
             | E::BadSysctl(_)
+            | E::BadResources { .. }
             | E::Sysctl { .. }
             | E::BadSignal
             | E::BadNetwork(_) => Code::INVALID_ARGUMENT,

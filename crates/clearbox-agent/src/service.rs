@@ -157,7 +157,7 @@ impl Agent for Service {
         req: pb::UpdateContainerRequest,
     ) -> Result<pb::Empty> {
         self.touch();
-        target::container_id(&req.container_id)?;
+        target::container_id(&req.container_id).map_err(Failure::from)?;
         container::update(&self.state, &req.container_id, &req.resources_json)?;
         empty()
     }
