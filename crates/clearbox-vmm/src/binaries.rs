@@ -27,6 +27,50 @@ pub fn qemu() -> Option<PathBuf> {
     find_program("qemu-system-x86_64", &[])
 }
 
+/// `qemu --version`, started in the background so it overlaps the helpers' start-up.
+/// Dropped unread (the start failed meanwhile), it is killed and reaped.
+pub(crate) struct QemuVersionProbe(Option<std::process::Child>);
+
+impl QemuVersionProbe {
+    pub(crate) fn start(qemu: &Path) -> Option<Self> {
+        std::process::Command::new(qemu)
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()
+            .map(|c| QemuVersionProbe(Some(c)))
+    }
+
+    /// The major version, `None` when QEMU did not say.
+    pub(crate) fn major(mut self) -> Option<u32> {
+        let out = self.0.take()?.wait_with_output().ok()?;
+        parse_qemu_major(&String::from_utf8_lossy(&out.stdout))
+    }
+}
+
+impl Drop for QemuVersionProbe {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `QEMU emulator version 10.0.2 (Debian ...)` -> 10.
+pub fn parse_qemu_major(version: &str) -> Option<u32> {
+    version
+        .lines()
+        .next()?
+        .strip_prefix("QEMU emulator version ")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
 pub fn vhost_device_vsock() -> Option<PathBuf> {
     find_program("vhost-device-vsock", &["/usr/local/bin", "/usr/libexec"])
 }
@@ -51,4 +95,23 @@ pub fn virtiofsd() -> Option<(PathBuf, VirtiofsdFlavor)> {
     }
     let legacy = PathBuf::from("/usr/lib/qemu/virtiofsd");
     is_executable(&legacy).then_some((legacy, VirtiofsdFlavor::Legacy))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_major() {
+        assert_eq!(
+            parse_qemu_major("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)\nCopyright"),
+            Some(10)
+        );
+        assert_eq!(
+            parse_qemu_major("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7)"),
+            Some(7)
+        );
+        assert_eq!(parse_qemu_major("qemu-system-x86_64: bad option"), None);
+        assert_eq!(parse_qemu_major(""), None);
+    }
 }

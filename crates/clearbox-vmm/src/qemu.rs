@@ -45,8 +45,14 @@ pub(crate) struct QemuPlan {
 /// calibrates the TSC itself under TCG hangs in about one boot out of ten;
 /// `nolapic_timer` (TCG only): the local APIC timer's calibration and verification
 /// cost ~240 ms under TCG and then fail anyway (measured: boot 0.72 s -> 0.43 s;
-/// 40/40 boots and the guest feature check pass without it).
-pub(crate) fn kernel_cmdline(accel: Accel, tsc_khz: Option<u64>, extra: &[String]) -> String {
+/// 40/40 boots and the guest feature check pass without it);
+/// `fs_guard` (TCG only) adds [`TCG_VHOST_USER_FS_GUARD`].
+pub(crate) fn kernel_cmdline(
+    accel: Accel,
+    tsc_khz: Option<u64>,
+    fs_guard: bool,
+    extra: &[String],
+) -> String {
     let mut words: Vec<String> = [
         "console=ttyS0",
         "quiet",
@@ -72,9 +78,38 @@ pub(crate) fn kernel_cmdline(accel: Accel, tsc_khz: Option<u64>, extra: &[String
             words.push(format!("tsc_early_khz={khz}"));
         }
         words.push("nolapic_timer".into());
+        if fs_guard {
+            words.push(TCG_VHOST_USER_FS_GUARD.into());
+        }
     }
     words.extend(extra.iter().cloned());
     words.join(" ")
+}
+
+/// Guest kernel parameter that keeps TCG from running stale translated code on pages a
+/// vhost-user backend (virtiofsd) filled.
+///
+/// virtiofsd writes file data straight into shared guest RAM, so QEMU never sees the write
+/// and TCG's self-modifying-code detection (which only traps writes by the emulated CPU or
+/// by QEMU's own DMA) does not drop the blocks it translated from that page's previous
+/// contents. When the guest frees a page cache page that held executed code (FUSE drops an
+/// inode's cache on every open with `cache=auto`, and on memory pressure) and reuses it for
+/// another file's data, the next instruction fetch there can hit a translation of the old
+/// code: random SIGSEGV/SIGILL/"stack smashing detected" in guest programs run from
+/// virtio-fs. Measured with QEMU 10.0.2: 4-19 of 20 execs of a virtio-fs binary crash;
+/// QEMU 7.2 did not show it in the same loops (docs/ARCHITECTURE.md, "QEMU under TCG").
+/// `init_on_alloc=1` makes the guest zero every page it allocates with the CPU, which TCG
+/// does see: the stale translations are invalidated before virtiofsd refills the page
+/// (0 crashes in 120 execs on QEMU 10). Not needed under KVM (hardware fetches what is in
+/// memory).
+pub(crate) const TCG_VHOST_USER_FS_GUARD: &str = "init_on_alloc=1";
+
+/// Whether a QEMU of this major version needs [`TCG_VHOST_USER_FS_GUARD`] under TCG. 7.2
+/// (Debian 12's) never showed the crash in the same loops, and the guard costs it ~0.1 s
+/// of CPU per boot (zeroing), so it boots as before; anything newer gets the guard (10.0.2
+/// measured; 8.x and 9.x not tried).
+pub(crate) fn needs_vhost_user_fs_guard(major: u32) -> bool {
+    major >= 8
 }
 
 /// virtio-balloon on virtio-mmio, used only for free page reporting (never inflated).
@@ -245,12 +280,18 @@ mod tests {
     #[test]
     fn cmdline_tsc_only_under_tcg() {
         let extra = vec!["clearbox.debug=1".to_string()];
-        let tcg = kernel_cmdline(Accel::Tcg, Some(2_596_096), &extra);
+        let tcg = kernel_cmdline(Accel::Tcg, Some(2_596_096), true, &extra);
         assert!(tcg.contains("tsc_early_khz=2596096"));
         assert!(tcg.contains("nolapic_timer"));
         assert!(tcg.contains("reboot=t"));
+        assert!(tcg.contains(" init_on_alloc=1 "), "{tcg}");
         assert!(tcg.ends_with("clearbox.debug=1"));
-        let kvm = kernel_cmdline(Accel::Kvm, Some(2_596_096), &extra);
+        let no_fs = kernel_cmdline(Accel::Tcg, Some(2_596_096), false, &extra);
+        assert!(!no_fs.contains("init_on_alloc"));
+        let kvm = kernel_cmdline(Accel::Kvm, Some(2_596_096), true, &extra);
         assert!(!kvm.contains("tsc_early_khz"));
+        assert!(!kvm.contains("init_on_alloc"));
+        assert!(!needs_vhost_user_fs_guard(7));
+        assert!(needs_vhost_user_fs_guard(10));
     }
 }

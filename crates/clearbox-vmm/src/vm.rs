@@ -102,6 +102,11 @@ impl Vm {
         };
         let (accel, why) = KvmFacts::gather().select(config.accel)?;
         tracing::info!(%accel, reason = %why, "accelerator");
+        // Only TCG with virtio-fs needs to know (qemu::TCG_VHOST_USER_FS_GUARD); the probe
+        // runs while the helpers start.
+        let version_probe = (accel == Accel::Tcg && !config.shares.is_empty())
+            .then(|| binaries::QemuVersionProbe::start(&qemu_bin))
+            .flatten();
         let vsock = match config.vsock {
             VsockMode::Auto if Path::new("/dev/vhost-vsock").exists() => VsockMode::Kernel,
             VsockMode::Auto => VsockMode::VhostUser,
@@ -231,13 +236,18 @@ impl Vm {
             }
         }
 
+        // An unknown version gets the guard too: it only costs time.
+        let fs_guard = !fs.is_empty()
+            && version_probe
+                .and_then(binaries::QemuVersionProbe::major)
+                .is_none_or(qemu::needs_vhost_user_fs_guard);
         let plan = QemuPlan {
             accel,
             vcpus: config.vcpus,
             memory_mib: config.memory_mib,
             kernel: config.kernel.clone(),
             initrd: config.initrd.clone(),
-            cmdline: qemu::kernel_cmdline(accel, host_tsc_khz(), &config.cmdline_extra),
+            cmdline: qemu::kernel_cmdline(accel, host_tsc_khz(), fs_guard, &config.cmdline_extra),
             serial_log: console_log,
             vsock: vsock_dev,
             fs,
