@@ -51,6 +51,18 @@ impl Shim for ClearboxShim {
     /// is derived from the grouping id; a second `start` finds it in use and answers with it).
     fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
         let grouping = grouping(&self.bundle).unwrap_or_else(|| opts.id.clone());
+        if grouping != opts.id {
+            // The pod's shim is normally up already: answer with its address without starting
+            // a second process that would only find the socket taken (as runc's and Kata's
+            // Go shims do).
+            let address =
+                containerd_shim::socket_address(&opts.address, &opts.namespace, &grouping);
+            let path = address.strip_prefix("unix://").unwrap_or(&address);
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                write_address(&address)?;
+                return Ok(address);
+            }
+        }
         let (_pid, address) = spawn(opts, &grouping, Vec::new())?;
         write_address(&address)?;
         Ok(address)
