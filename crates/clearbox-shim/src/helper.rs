@@ -84,14 +84,18 @@ pub struct ChildStdio {
 /// Runs `op` in a helper process and returns the pid it reports.
 pub fn run(root: &Path, op: &Op, stdio: ChildStdio) -> Result<Option<i32>, String> {
     let request = serde_json::to_string(op).map_err(|e| format!("encode request: {e}"))?;
-    let dir = root.join(".op");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let reply_path = dir.join(format!(
-        "{}-{}.json",
+    // A directory of this operation's own: every shim of the namespace (one per pod) shares
+    // `root`, and a directory shared by their operations would be removed by one while another's
+    // helper is about to write its reply there (10 pods at once failed that way).
+    std::fs::create_dir_all(root).map_err(|e| format!("create {}: {e}", root.display()))?;
+    let dir = root.join(format!(
+        ".op-{}-{}",
         std::process::id(),
         REPLIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
-    let _ = std::fs::remove_file(&reply_path);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let reply_path = dir.join("reply.json");
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg(SUBCOMMAND).arg(root).arg(&reply_path).arg(&request);
     let fd_or_null = |fd: Option<OwnedFd>| fd.map(Stdio::from).unwrap_or_else(Stdio::null);
@@ -99,8 +103,19 @@ pub fn run(root: &Path, op: &Op, stdio: ChildStdio) -> Result<Option<i32>, Strin
         .stdout(fd_or_null(stdio.stdout))
         .stderr(fd_or_null(stdio.stderr));
     // Subscribed before the child exists: the shim's reaper reaps it and reports its exit.
-    let exits = monitor_subscribe(Topic::Pid).map_err(|e| format!("subscribe to exits: {e}"))?;
-    let child = cmd.spawn().map_err(|e| format!("start the helper: {e}"))?;
+    let spawned = monitor_subscribe(Topic::Pid)
+        .map_err(|e| format!("subscribe to exits: {e}"))
+        .and_then(|exits| {
+            let child = cmd.spawn().map_err(|e| format!("start the helper: {e}"))?;
+            Ok((exits, child))
+        });
+    let (exits, child) = match spawned {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(e);
+        }
+    };
     // Our copies of the process's stdio go now: only the process may hold them.
     drop(cmd);
     let code = wait_pid(child.id() as i32, exits);
