@@ -141,15 +141,7 @@ pub fn main(args: &[OsString]) -> u8 {
     // Operations fork the processes that enter a container: they run from a read-only view
     // of this binary (CVE-2019-5736; clearbox_core::exe_seal). The shim itself, which enters
     // nothing, stays as containerd started it.
-    let sealed = clearbox_core::exe_seal::ensure_sealed().map_err(|e| {
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(&format!(": {s}"));
-            src = s.source();
-        }
-        msg
-    });
+    let sealed = clearbox_core::exe_seal::ensure_sealed().map_err(|e| one_line(&e));
     let reply = match sealed.and_then(|()| {
         serde_json::from_str::<Op>(&request.to_string_lossy())
             .map_err(|e| format!("bad request: {e}"))
