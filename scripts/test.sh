@@ -18,10 +18,28 @@ log "cargo test"
 cargo test --workspace -- --test-threads=2
 # Every isolation through the real clients: vm (the default), then namespaces and fly.
 status=0
+failures=()
+e2e_dir="${E2E_WORKDIR:-/var/tmp/clearbox-e2e}"
+rm -f "$e2e_dir"/failed-*.tap
 for iso in vm namespaces fly; do
     log "end-to-end suites, isolation=$iso (podman, docker, containerd, network, lifecycle, bad input)"
-    ISOLATION=$iso RUNTIME="$root/target/release/clearbox" tests/e2e/run.sh || status=1
+    if ! ISOLATION=$iso RUNTIME="$root/target/release/clearbox" tests/e2e/run.sh; then
+        status=1
+        failures+=("e2e isolation=$iso")
+        cp -f "$e2e_dir/last-run.tap" "$e2e_dir/failed-$iso.tap" 2>/dev/null || true
+    fi
 done
 log "fuzzing, bounded (scripts/fuzz.sh TARGET [SECONDS] for a longer run)"
-scripts/fuzz.sh all "${FUZZ_SECONDS:-40}" || status=1
+scripts/fuzz.sh all "${FUZZ_SECONDS:-40}" || { status=1; failures+=("fuzzing"); }
+
+# CI shows only the end of the log: repeat what failed, with each failed test's diagnostics.
+if [ "$status" -ne 0 ]; then
+    log "FAILED: ${failures[*]}"
+    for iso in vm namespaces fly; do
+        tap="$e2e_dir/failed-$iso.tap"
+        [ -f "$tap" ] || continue
+        echo "== failed tests, isolation=$iso"
+        awk '/^not ok /{p=1; n=0; print; next} /^(ok |not ok )/{p=0} p && n < 25 {print; n++}' "$tap"
+    done
+fi
 exit $status
