@@ -46,7 +46,9 @@ if [ -n "$RUNTIME" ] && [ "${RUNTIME#/}" = "$RUNTIME" ]; then
     RUNTIME="$(command -v "$RUNTIME" || echo "$RUNTIME")"
 fi
 RUNTIME_NAME="${RUNTIME_NAME:-$(basename "${RUNTIME:-none}")}"
-if [ -n "${TEMPLATES:-}" ] && [ -n "$RUNTIME" ] && [ -x "$RUNTIME" ]; then
+# (Not when RUNTIME already is that wrapper: helpers.bash is sourced again per test file.)
+if [ -n "${TEMPLATES:-}" ] && [ -n "$RUNTIME" ] && [ -x "$RUNTIME" ] &&
+    [ "$RUNTIME" != "$E2E_WORKDIR/clearbox-templates-$TEMPLATES" ]; then
     mkdir -p "$E2E_WORKDIR"
     _w="$E2E_WORKDIR/clearbox-templates-$TEMPLATES"
     printf '#!/bin/sh\nCLEARBOX_TEMPLATE=%q exec %q "$@"\n' "$TEMPLATES" "$RUNTIME" >"$_w.$$"
