@@ -16,6 +16,8 @@ install -m 0755 target/release/containerd-shim-clearbox-v2 /usr/local/bin/contai
 
 log "CRI test client (tests/e2e/cri.bats)"
 cargo build --release -p clearbox-cri-test >&2
+# The host end of the virtio-serial agent channel (VM templates), found next to clearbox.
+install -m 0755 target/release/clearbox-vmux /usr/local/bin/clearbox-vmux
 
 log "guest kernel (cached)"
 scripts/build-guest-kernel.sh >&2

@@ -16,6 +16,10 @@
 #   RUNTIME_ARGS   extra global flags for direct runtime calls (word-split)
 #   E2E_WORKDIR    cache + scratch dir (default /var/tmp/clearbox-e2e)
 #   E2E_TIMEOUT    per-command timeout in seconds (default 60)
+#   TEMPLATES      on|off: clearbox restores every VM from a VM template (on) or
+#                  boots it cold (off), through a wrapper runtime that sets
+#                  CLEARBOX_TEMPLATE (reaches the runtime under every engine);
+#                  default: clearbox's default (cold boot unless configured)
 
 # Also sourced by bench/cli-run.sh (outside bats) for write_config/IMAGE_DIR.
 if declare -F bats_require_minimum_version >/dev/null; then
@@ -42,6 +46,15 @@ if [ -n "$RUNTIME" ] && [ "${RUNTIME#/}" = "$RUNTIME" ]; then
     RUNTIME="$(command -v "$RUNTIME" || echo "$RUNTIME")"
 fi
 RUNTIME_NAME="${RUNTIME_NAME:-$(basename "${RUNTIME:-none}")}"
+# (Not when RUNTIME already is that wrapper: helpers.bash is sourced again per test file.)
+if [ -n "${TEMPLATES:-}" ] && [ -n "$RUNTIME" ] && [ -x "$RUNTIME" ] &&
+    [ "$RUNTIME" != "$E2E_WORKDIR/clearbox-templates-$TEMPLATES" ]; then
+    mkdir -p "$E2E_WORKDIR"
+    _w="$E2E_WORKDIR/clearbox-templates-$TEMPLATES"
+    printf '#!/bin/sh\nCLEARBOX_TEMPLATE=%q exec %q "$@"\n' "$TEMPLATES" "$RUNTIME" >"$_w.$$"
+    chmod 0755 "$_w.$$" && mv "$_w.$$" "$_w"
+    RUNTIME="$_w"
+fi
 
 is_clearbox() { [[ "$RUNTIME_NAME" == *clearbox* ]]; }
 
@@ -462,7 +475,7 @@ assert_no_vm_processes() {
     for b in "$@"; do
         [ -n "$b" ] && pat="$pat|$b/"
     done
-    left="$(pgrep -a -f -- "$pat" | grep -E 'qemu-system|vhost-device-vsock|virtiofsd|__vm-shim' || true)"
+    left="$(pgrep -a -f -- "$pat" | grep -E 'qemu-system|vhost-device-vsock|clearbox-vmux|virtiofsd|__vm-shim' || true)"
     [ -z "$left" ] || fail "VM processes left behind: $left"
 }
 

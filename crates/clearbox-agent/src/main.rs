@@ -1,5 +1,6 @@
 //! clearbox-agent: PID 1 inside a clearbox VM. Mounts the basics, reaps orphans and serves
-//! the agent API (`clearbox-protocol`) on vsock port 1024.
+//! the agent API (`clearbox-protocol`) on vsock port 1024, or over a virtio-serial port when
+//! the host asks for it (`clearbox.channel=serial`, see `serial`).
 //!
 //! Host test mode: `clearbox-agent --no-init --listen-unix PATH [--debug] [--run-dir DIR]
 //! [--cgroup-parent NAME]` serves the same API on a Unix socket without any PID-1 duties.
@@ -21,6 +22,7 @@ mod milestones;
 mod peer;
 mod process;
 mod ps;
+mod serial;
 mod service;
 mod state;
 mod target;
@@ -100,9 +102,11 @@ fn run(is_pid1: bool) -> anyhow::Result<()> {
     let args = parse_args(std::env::args().skip(1), !is_pid1)?;
     let as_init = is_pid1 && !args.no_init;
     log::set_debug(args.debug);
+    let mut serial_channel = false;
     if as_init {
         init::mount_all().context("early mounts")?;
         let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        serial_channel = serial::requested(&cmdline);
         if init::cmdline_debug(&cmdline) {
             log::set_debug(true);
         }
@@ -159,11 +163,27 @@ fn run(is_pid1: bool) -> anyhow::Result<()> {
     )
     .context("starting reaper")?;
 
+    let mut serial_port = None;
     let (listener, channel) = match &args.listen_unix {
         Some(path) => {
             let l = unix_listener(path)?;
             host_files.socket = Some(path.clone());
             (l, peer::Channel::Unix)
+        }
+        None if serial_channel => {
+            let port = serial::find_port(Duration::from_secs(10))
+                .context("the host asked for the virtio-serial channel: no such port")?;
+            // Only this process connects here (the accept hook checks it).
+            let path = run_dir.join("agent.sock");
+            let _ = std::fs::remove_file(&path);
+            let l = unix_listener(&path)?;
+            std::fs::set_permissions(
+                &path,
+                <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+            )
+            .context("chmod agent socket")?;
+            serial_port = Some((port, path));
+            (l, peer::Channel::VirtioSerial)
         }
         None => (vsock_listener(AGENT_VSOCK_PORT)?, peer::Channel::Vsock),
     };
@@ -183,6 +203,9 @@ fn run(is_pid1: bool) -> anyhow::Result<()> {
         .accept_hook(move |fd| guard.check_fd(fd))
         .start(listener)
         .context("starting the ttrpc server")?;
+    if let Some((port, path)) = serial_port {
+        serial::start(&port, path)?;
+    }
     milestones::mark(Milestone::Listening);
     debug!("listening");
 

@@ -8,11 +8,11 @@
 //! guest. A container cannot even open an `AF_VSOCK` socket (see `guard`); this check is the
 //! second, independent layer.
 //!
-//! The decision ([`check`]) is a pure function of the channel kind and the peer address, so
-//! any later channel reuses it: a virtio-serial port (planned for templates) has no peer
-//! address, only the host can open its other end, and it is accepted through
-//! [`Channel::VirtioSerial`]; the agent must then keep the port's device node out of every
-//! container (containers get their own /dev), which is the equivalent of this check there.
+//! The decision ([`check`]) is a pure function of the channel kind and the peer address.
+//! Behind a virtio-serial port (the template-capable channel, see `serial`) the agent's own
+//! demultiplexer connects each host channel to the ttrpc server's Unix socket: there only a
+//! peer that is this very process (`SO_PEERCRED`) is served; the port itself is reachable
+//! from the host only and held open exclusively by the agent.
 //! The Unix socket of host test mode (`--listen-unix`) is guarded by its file permissions.
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -25,9 +25,8 @@ pub const HOST_CID: u32 = 2;
 pub enum Channel {
     /// AF_VSOCK: only the host's CID is served.
     Vsock,
-    /// A virtio-serial port: reachable only from the host by construction. Not served yet: the
-    /// planned template channel uses it.
-    #[allow(dead_code)]
+    /// A virtio-serial port, demultiplexed by the agent itself onto a Unix socket: only the
+    /// agent's own process is served there.
     VirtioSerial,
     /// Host test mode's Unix socket (0700 directory, the test's own).
     Unix,
@@ -41,6 +40,8 @@ pub enum Peer {
         port: u32,
     },
     Unix,
+    /// A Unix socket whose peer is this process (`SO_PEERCRED`).
+    SameProcess,
     /// Any other address family, or no address.
     Other,
 }
@@ -61,9 +62,8 @@ pub fn check(channel: Channel, peer: Peer) -> Result<(), Refused> {
     match (channel, peer) {
         (Channel::Vsock, Peer::Vsock { cid, .. }) if cid == HOST_CID => Ok(()),
         (Channel::Vsock, Peer::Vsock { cid, port }) => Err(Refused::NotHost { cid, port }),
-        (Channel::Unix, Peer::Unix) => Ok(()),
-        // virtio-serial ports are character devices: there is no socket peer to inspect.
-        (Channel::VirtioSerial, _) => Ok(()),
+        (Channel::Unix, Peer::Unix | Peer::SameProcess) => Ok(()),
+        (Channel::VirtioSerial, Peer::SameProcess) => Ok(()),
         (channel, peer) => Err(Refused::WrongFamily { channel, peer }),
     }
 }
@@ -79,6 +79,13 @@ pub fn peer_of(fd: RawFd) -> Result<Peer, Refused> {
         });
     }
     if addr.family() == Some(nix::sys::socket::AddressFamily::Unix) {
+        // SAFETY: the hook owns no descriptor; `fd` stays open for the call.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let cred = nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::PeerCredentials)
+            .map_err(Refused::Unknown)?;
+        if cred.pid() == std::process::id() as i32 {
+            return Ok(Peer::SameProcess);
+        }
         return Ok(Peer::Unix);
     }
     Ok(Peer::Other)
@@ -91,10 +98,7 @@ pub struct Guard(pub Channel);
 impl Guard {
     /// The server's accept hook: refused connections are closed before any request is read.
     pub fn check_fd(&self, fd: BorrowedFd<'_>) -> Result<(), String> {
-        let decision = match self.0 {
-            Channel::VirtioSerial => check(self.0, Peer::Other),
-            ch => peer_of(fd.as_raw_fd()).and_then(|p| check(ch, p)),
-        };
+        let decision = peer_of(fd.as_raw_fd()).and_then(|p| check(self.0, p));
         decision.map_err(|e| {
             // Debug only: a guest process must not be able to flood the console.
             crate::debug!("connection refused: {e}");
@@ -132,13 +136,18 @@ mod tests {
     fn other_channels() {
         assert_eq!(check(Channel::Unix, Peer::Unix), Ok(()));
         assert!(check(Channel::Unix, vsock(HOST_CID)).is_err());
-        assert_eq!(check(Channel::VirtioSerial, Peer::Other), Ok(()));
+        assert_eq!(check(Channel::VirtioSerial, Peer::SameProcess), Ok(()));
+        assert!(check(Channel::VirtioSerial, Peer::Unix).is_err());
+        assert!(check(Channel::VirtioSerial, Peer::Other).is_err());
+        assert!(check(Channel::VirtioSerial, vsock(HOST_CID)).is_err());
     }
 
     #[test]
     fn hook_reads_the_real_peer() {
         let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
-        assert_eq!(peer_of(a.as_raw_fd()), Ok(Peer::Unix));
+        // A socket pair in one process: its peer is this process.
+        assert_eq!(peer_of(a.as_raw_fd()), Ok(Peer::SameProcess));
+        assert!(Guard(Channel::VirtioSerial).check_fd(a.as_fd()).is_ok());
         // A Unix peer on a vsock listener is refused by the hook itself.
         assert!(Guard(Channel::Vsock).check_fd(a.as_fd()).is_err());
         assert!(Guard(Channel::Unix).check_fd(a.as_fd()).is_ok());

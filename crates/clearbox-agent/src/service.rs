@@ -342,6 +342,11 @@ impl Agent for Service {
             .map(clearbox_protocol::net::interface_from_wire)
             .collect::<std::result::Result<Vec<_>, String>>()
             .map_err(Failure::BadNetwork)?;
+        // Restored from a template: the NICs still have the template's placeholder MACs.
+        clearbox_net::apply::claim_template_nics(&ifaces, |i| {
+            clearbox_net::MacAddr(clearbox_protocol::mux::template_nic_mac(i))
+        })
+        .map_err(Failure::Network)?;
         clearbox_net::apply::configure_interfaces(&ifaces).map_err(Failure::Network)?;
         empty()
     }

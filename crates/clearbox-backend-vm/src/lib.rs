@@ -65,6 +65,48 @@ pub use host_cgroup::HOST_OVERHEAD_MIB;
 pub use sizing::{DEFAULT_MEMORY_MIB, OVERHEAD_MIB};
 pub use spawn::SHIM_SUBCOMMAND;
 
+/// Whether VM templates are on by configuration (`[vm] template`, `CLEARBOX_TEMPLATE`):
+/// `None` off, `Some(required)` on (required: asked for explicitly, no cold-boot fallback);
+/// the host's support is `clearbox check`'s and the driver's call.
+pub fn templates_enabled(defaults: &clearbox_core::config::VmDefaults) -> Option<bool> {
+    sizing::template_options(defaults, true).map(|t| t.required)
+}
+
+/// Builds (or finds) the VM template of a container without resource limits with `nics`
+/// network interfaces: what such a container's VM is restored from. An error says why when
+/// this host cannot use templates.
+pub fn build_template(
+    defaults: &clearbox_core::config::VmDefaults,
+    nics: usize,
+) -> Result<std::path::PathBuf, Error> {
+    let spec = oci_spec::runtime::Spec::default();
+    let run_dir = std::path::PathBuf::from(format!("/run/clearbox-vm/tb-{}", std::process::id()));
+    let mut vm = sizing::vm_config(&spec, defaults, run_dir)?;
+    // Asked for by name: build even where containers do not use templates (yet).
+    if vm.template.is_none() {
+        let mut opts = clearbox_vmm::TemplateOptions::default();
+        if let Some(d) = &defaults.template_dir {
+            opts.dir = d.clone();
+        }
+        vm.template = Some(opts);
+    }
+    // The same devices as a container's VM (`create`): the share, and `nics` NICs (only
+    // their count matters to the template).
+    vm.shares.push(clearbox_vmm::FsShare {
+        tag: clearbox_protocol::guest::SHARE_TAG.into(),
+        host_dir: "/".into(),
+        read_only: false,
+    });
+    vm.net = (0..nics)
+        .map(|i| clearbox_vmm::NetDevice {
+            fd: 3,
+            mac: clearbox_vmm::template_nic_mac(i),
+            mtu: 0,
+        })
+        .collect();
+    Ok(clearbox_vmm::Vm::ensure_template(&vm)?)
+}
+
 use layout::{PodPart, Record, START_FIFO};
 
 /// What operations on a pod sandbox's (absent) guest process answer.

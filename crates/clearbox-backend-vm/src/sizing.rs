@@ -117,6 +117,44 @@ pub(crate) fn memory_mib(spec: &Spec, defaults: &VmDefaults) -> u32 {
     }
 }
 
+/// Environment overrides of `[vm] template` / `template_dir` (they reach the runtime under
+/// every engine; the e2e suites' `TEMPLATES=off` uses the first).
+pub const TEMPLATE_ENV: &str = "CLEARBOX_TEMPLATE";
+pub const TEMPLATE_DIR_ENV: &str = "CLEARBOX_TEMPLATE_DIR";
+
+/// VM templates: on only with `[vm] template = true` or `CLEARBOX_TEMPLATE=on` (required:
+/// a host that cannot use them is an error) or `CLEARBOX_TEMPLATE=auto` (where the host
+/// supports them, else a cold boot); root only (the template cache is root's).
+pub fn template_options(
+    defaults: &VmDefaults,
+    root: bool,
+) -> Option<clearbox_vmm::TemplateOptions> {
+    // Off by default: templates need QEMU 10 and the Rust virtiofsd, which the default
+    // install does not have (docs/ARCHITECTURE.md, "Agent channel and VM templates").
+    let env = std::env::var(TEMPLATE_ENV).ok();
+    let env_off = env
+        .as_deref()
+        .is_some_and(|v| matches!(v, "off" | "0" | "false" | "no"));
+    let env_on = env
+        .as_deref()
+        .is_some_and(|v| matches!(v, "on" | "1" | "true" | "yes"));
+    let env_auto = env.as_deref() == Some("auto");
+    if !root || env_off || !(env_on || env_auto || defaults.template == Some(true)) {
+        return None;
+    }
+    let mut t = clearbox_vmm::TemplateOptions {
+        required: !env_auto,
+        ..Default::default()
+    };
+    if let Some(d) = &defaults.template_dir {
+        t.dir = d.clone();
+    }
+    if let Some(d) = std::env::var_os(TEMPLATE_DIR_ENV).filter(|d| !d.is_empty()) {
+        t.dir = PathBuf::from(d);
+    }
+    Some(t)
+}
+
 /// The VM of one container; `run_dir` is its VMM run directory.
 pub(crate) fn vm_config(
     spec: &Spec,
@@ -165,7 +203,9 @@ pub(crate) fn vm_config(
         jail.uid_count = n;
     }
     // Only root can hand processes another uid; a rootless clearbox runs them as the caller.
-    c.jail = nix::unistd::geteuid().is_root().then_some(jail);
+    let root = nix::unistd::geteuid().is_root();
+    c.jail = root.then_some(jail);
+    c.template = template_options(defaults, root);
     Ok(c)
 }
 

@@ -57,3 +57,7 @@ pub fn runtime(
 pub fn vm_shim_main(request: &std::path::Path, ready_fd: i32) -> i32 {
     clearbox_backend_vm::shim::main(request, ready_fd)
 }
+
+/// VM templates of the VM backend: whether the configuration turns them on, and
+/// `clearbox template build`.
+pub use clearbox_backend_vm::{build_template, templates_enabled};

@@ -17,6 +17,10 @@
 //! # (docs/SECURITY.md); keep it clear of login users and subuid ranges.
 //! jail_uid_base = 1000000000
 //! jail_uid_count = 65536
+//! # Restore VMs from a saved template instead of booting them (experimental, default off;
+//! # needs QEMU 10+, see docs/ARCHITECTURE.md); kept in template_dir.
+//! template = false
+//! template_dir = "/dev/shm/clearbox-templates"
 //!
 //! [image]                    # clearbox image / trust (all optional)
 //! store = "/var/lib/clearbox/images"
@@ -86,6 +90,10 @@ pub struct VmDefaults {
     pub max_vcpus: Option<u32>,
     /// Cap of the host-based memory default.
     pub max_memory_mib: Option<u32>,
+    /// VM templates (default on where supported); `false` boots every VM cold.
+    pub template: Option<bool>,
+    /// Where VM templates are kept.
+    pub template_dir: Option<PathBuf>,
 }
 
 impl Config {

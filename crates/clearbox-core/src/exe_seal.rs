@@ -62,8 +62,13 @@ pub fn ensure_sealed() -> Result<(), SealError> {
         }
     };
     drop(exe);
-    Err(SealError::Exec(exec_fd(sealed.as_fd())))
+    Err(SealError::Exec(exec_fd(sealed.as_fd(), &path)))
 }
+
+/// Set by the re-execution to the path of the installed binary (the sealed view's
+/// `/proc/self/exe` is not it), for finding companion programs installed beside it
+/// (`clearbox-vmux`).
+pub const ORIGINAL_EXE_ENV: &str = "CLEARBOX_EXE";
 
 /// True when writes to the file cannot happen: its mount is read-only, or it is a memfd
 /// sealed against writing.
@@ -143,11 +148,16 @@ fn sealed_copy(exe: &File) -> io::Result<OwnedFd> {
 }
 
 /// `execveat(fd, "", argv, environ, AT_EMPTY_PATH)` with this process's arguments and
-/// environment. Returns only on failure.
-fn exec_fd(fd: BorrowedFd<'_>) -> io::Error {
+/// environment, plus [`ORIGINAL_EXE_ENV`] = `original`. Returns only on failure.
+fn exec_fd(fd: BorrowedFd<'_>, original: &Path) -> io::Error {
     let cstr = |s: &OsStr| CString::new(s.as_bytes()).ok();
     let args: Option<Vec<CString>> = std::env::args_os().map(|a| cstr(&a)).collect();
     let env: Option<Vec<CString>> = std::env::vars_os()
+        .filter(|(k, _)| k != ORIGINAL_EXE_ENV)
+        .chain(std::iter::once((
+            OsString::from(ORIGINAL_EXE_ENV),
+            original.as_os_str().to_owned(),
+        )))
         .map(|(k, v)| {
             let mut kv = k;
             kv.push("=");

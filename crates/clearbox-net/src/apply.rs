@@ -14,7 +14,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::netlink::{is_errno, Netlink};
 use crate::scan::links;
-use crate::{Error, Interface, IpNet, Route};
+use crate::{Error, Interface, IpNet, MacAddr, Route};
 
 /// Sets a link's name and MTU (each when given) and its up/down state.
 pub(crate) fn set_link(
@@ -51,6 +51,36 @@ pub fn loopback_up() -> Result<(), Error> {
         .find(|l| l.loopback)
         .ok_or_else(|| Error::Invalid("no loopback interface".into()))?;
     set_link(&mut nl, lo.index, None, None, true)
+}
+
+/// A VM restored from a template has NICs whose MACs are the template's placeholders
+/// (`placeholder(i)` for the VM's NIC `i`, which carries `interfaces[i]`): each takes its
+/// interface's MAC here, before [`configure_interfaces`] finds NICs by MAC. NICs that already
+/// have their interface's MAC (a cold-booted VM) are left alone.
+pub fn claim_template_nics(
+    interfaces: &[Interface],
+    placeholder: impl Fn(usize) -> MacAddr,
+) -> Result<(), Error> {
+    let mut nl = Netlink::open()?;
+    let present = links(&mut nl)?;
+    for (i, want) in interfaces.iter().enumerate() {
+        if present.iter().any(|l| l.mac == Some(want.mac)) {
+            continue;
+        }
+        let Some(link) = present.iter().find(|l| l.mac == Some(placeholder(i))) else {
+            continue;
+        };
+        let mut m = LinkMessage::default();
+        m.header.index = link.index;
+        m.attributes
+            .push(LinkAttribute::Address(want.mac.0.to_vec()));
+        nl.request(
+            RouteNetlinkMessage::SetLink(m),
+            0,
+            &format!("give {} the MAC {}", link.name, want.mac),
+        )?;
+    }
+    Ok(())
 }
 
 /// Gives each NIC of this namespace (found by MAC) the interface's name, MTU and addresses, and

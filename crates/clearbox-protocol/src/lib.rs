@@ -58,6 +58,7 @@
 mod client;
 mod error;
 pub mod guest;
+pub mod mux;
 pub mod net;
 pub mod request;
 mod types;

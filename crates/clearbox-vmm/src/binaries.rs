@@ -97,6 +97,34 @@ pub fn virtiofsd() -> Option<(PathBuf, VirtiofsdFlavor)> {
     is_executable(&legacy).then_some((legacy, VirtiofsdFlavor::Legacy))
 }
 
+/// clearbox-core's `exe_seal::ORIGINAL_EXE_ENV` (this crate sits below clearbox-core).
+const ORIGINAL_EXE_ENV: &str = "CLEARBOX_EXE";
+
+/// `clearbox-vmux`, the host end of the virtio-serial agent channel: next to the running
+/// program first (a build tree's `target/<profile>/`, or the installed `clearbox`), then on
+/// PATH.
+pub fn vmux() -> Option<PathBuf> {
+    const NAME: &str = "clearbox-vmux";
+    // clearbox runs from a sealed view of its binary (clearbox-core's `exe_seal`), whose
+    // /proc/self/exe is not the installed file: the re-execution names that in CLEARBOX_EXE.
+    let exe = std::env::var_os(ORIGINAL_EXE_ENV)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::current_exe().ok());
+    let beside = exe
+        .as_deref()
+        .and_then(Path::parent)
+        .into_iter()
+        .flat_map(|d| {
+            // Test binaries live one level deeper (target/<profile>/deps).
+            [Some(d.join(NAME)), d.parent().map(|p| p.join(NAME))]
+        });
+    beside
+        .flatten()
+        .find(|p| is_executable(p))
+        .or_else(|| find_program(NAME, &["/usr/local/bin", "/usr/libexec/clearbox"]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,10 @@ pub struct CheckOptions {
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
     pub accel: AccelMode,
+    /// VM templates: `None` off (the default), `Some(true)` asked for explicitly (`[vm]
+    /// template = true`, `CLEARBOX_TEMPLATE=on`: VMs refuse to start without them),
+    /// `Some(false)` where supported (`CLEARBOX_TEMPLATE=auto`).
+    pub templates: Option<bool>,
 }
 
 impl Default for CheckOptions {
@@ -28,6 +32,7 @@ impl Default for CheckOptions {
             kernel: DEFAULT_KERNEL.into(),
             initramfs: DEFAULT_INITRAMFS.into(),
             accel: AccelMode::Auto,
+            templates: None,
         }
     }
 }
@@ -44,6 +49,8 @@ pub struct HostFacts {
     pub vhost_device_vsock: Option<PathBuf>,
     pub kernel: bool,
     pub initramfs: bool,
+    /// `clearbox-vmux` (the virtio-serial agent channel).
+    pub vmux: Option<PathBuf>,
 }
 
 impl HostFacts {
@@ -67,6 +74,7 @@ impl HostFacts {
             vhost_device_vsock: binaries::vhost_device_vsock(),
             kernel: opts.kernel.is_file(),
             initramfs: opts.initramfs.is_file(),
+            vmux: binaries::vmux(),
         }
     }
 }
@@ -240,6 +248,8 @@ pub fn report(f: &HostFacts, opts: &CheckOptions) -> HostReport {
         d,
         Some("run scripts/build-initramfs.sh \"$(scripts/build-agent.sh)\""),
     );
+    let (s, d, r) = templates(f, opts);
+    item("vm templates", s, d, r);
     let ok = items.iter().all(|i| i.status != Status::Missing);
     HostReport {
         accel,
@@ -248,6 +258,61 @@ pub fn report(f: &HostFacts, opts: &CheckOptions) -> HostReport {
         items,
         ok,
     }
+}
+
+/// Whether VMs are restored from templates here, and why not.
+fn templates(f: &HostFacts, opts: &CheckOptions) -> (Status, String, Option<&'static str>) {
+    let major = f
+        .qemu
+        .as_ref()
+        .and_then(|(_, v)| crate::binaries::parse_qemu_major(v));
+    let Some(required) = opts.templates else {
+        return (
+            Status::Ok,
+            "off (opt in with [vm] template = true): VMs boot cold".into(),
+            None,
+        );
+    };
+    let off = |why: String| {
+        const HOW: &str = "install QEMU 10 (bookworm-backports) and the Rust virtiofsd (cargo install virtiofsd) first on PATH, and clearbox-vmux beside clearbox";
+        if required {
+            (
+                Status::Missing,
+                format!("asked for ([vm] template = true or CLEARBOX_TEMPLATE=on) but unsupported: {why}; VMs refuse to start"),
+                Some(HOW),
+            )
+        } else {
+            (
+                Status::Degraded,
+                format!("off: {why}; VMs boot cold"),
+                Some(HOW),
+            )
+        }
+    };
+    match major {
+        Some(m) if m >= crate::template::MIN_QEMU_MAJOR => {}
+        Some(m) => {
+            return off(format!(
+                "QEMU {m} cannot migrate vhost-user-fs (templates need QEMU {}+)",
+                crate::template::MIN_QEMU_MAJOR
+            ))
+        }
+        None => return off("no QEMU version".into()),
+    }
+    if f.vmux.is_none() {
+        return off("clearbox-vmux (the virtio-serial agent channel) not found".into());
+    }
+    if !matches!(f.virtiofsd, Some((_, VirtiofsdFlavor::Rust))) {
+        return off("virtio-fs migrates only with the Rust virtiofsd".into());
+    }
+    (
+        Status::Ok,
+        format!(
+            "on: VMs are restored from saved templates ({}; experimental, see docs/ARCHITECTURE.md)",
+            crate::template::DEFAULT_TEMPLATE_DIR
+        ),
+        None,
+    )
 }
 
 impl fmt::Display for HostReport {
@@ -292,6 +357,7 @@ mod tests {
             vhost_device_vsock: Some("/root/.cargo/bin/vhost-device-vsock".into()),
             kernel: true,
             initramfs: true,
+            vmux: Some("/usr/local/bin/clearbox-vmux".into()),
         }
     }
 
@@ -364,6 +430,49 @@ mod tests {
         assert_eq!(get(&r, "vhost-vsock").status, Status::Ok);
         assert_eq!(get(&r, "vhost-device-vsock").status, Status::Ok);
         assert!(r.ok);
+    }
+
+    #[test]
+    fn templates_need_qemu_10_the_rust_virtiofsd_and_vmux() {
+        let f = pvm_host();
+        let t = |f: &HostFacts, on: bool| {
+            let opts = CheckOptions {
+                templates: on.then_some(false),
+                ..CheckOptions::default()
+            };
+            get(&report(f, &opts), "vm templates").clone()
+        };
+        // QEMU 7.2: off, with one remedy, and VMs still start.
+        let i = t(&f, true);
+        assert_eq!(i.status, Status::Degraded);
+        assert!(
+            i.detail.contains("QEMU 7") && i.detail.contains("boot cold"),
+            "{}",
+            i.detail
+        );
+        assert!(report(&f, &CheckOptions::default()).ok);
+        let mut f10 = f.clone();
+        f10.qemu = Some((
+            "/usr/bin/qemu-system-x86_64".into(),
+            "QEMU emulator version 10.0.2 (Debian)".into(),
+        ));
+        assert_eq!(t(&f10, true).status, Status::Degraded, "C virtiofsd");
+        f10.virtiofsd = Some(("/usr/local/bin/virtiofsd".into(), VirtiofsdFlavor::Rust));
+        let on = t(&f10, true);
+        assert_eq!(on.status, Status::Ok);
+        assert!(on.detail.starts_with("on"), "{}", on.detail);
+        let off = t(&f10, false);
+        assert!(off.detail.contains("template = true"), "{}", off.detail);
+        f10.vmux = None;
+        assert!(t(&f10, true).detail.contains("clearbox-vmux"));
+        // Asked for explicitly on a host without support: VMs refuse to start.
+        let required = CheckOptions {
+            templates: Some(true),
+            ..CheckOptions::default()
+        };
+        let i = get(&report(&f, &required), "vm templates").clone();
+        assert_eq!(i.status, Status::Missing);
+        assert!(i.detail.contains("refuse"), "{}", i.detail);
     }
 
     #[test]

@@ -65,6 +65,19 @@ pub enum VsockMode {
     VhostUser,
 }
 
+/// Which device carries the agent channel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentChannel {
+    /// virtio-serial when `clearbox-vmux` is installed, else vsock.
+    #[default]
+    Auto,
+    /// A virtio-serial port served by `clearbox-vmux` (migrates: VM templates need it).
+    Serial,
+    /// virtio-vsock ([`VsockMode`]).
+    Vsock,
+}
+
 /// A host directory shared into the guest with virtio-fs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsShare {
@@ -100,6 +113,9 @@ pub struct VmConfig {
     pub cmdline_extra: Vec<String>,
     pub accel: AccelMode,
     pub vsock: VsockMode,
+    /// The agent channel's device.
+    #[serde(default)]
+    pub channel: AgentChannel,
     pub shares: Vec<FsShare>,
     /// NICs, in guest order (eth0, eth1, …).
     #[serde(default)]
@@ -119,6 +135,10 @@ pub struct VmConfig {
     pub die_with_parent: bool,
     /// Bound on waiting for helper daemons to create their sockets.
     pub helper_timeout: Duration,
+    /// Restore the VM from a template of its inputs where the host supports it (see
+    /// `template.rs`); `None` boots cold.
+    #[serde(default)]
+    pub template: Option<crate::template::TemplateOptions>,
     /// Run QEMU and the vsock backend as a leased unprivileged uid in a jail, and virtiofsd
     /// with a reduced capability set (see `jail.rs`). `None` runs them as the caller. On by
     /// default when the caller is root.
@@ -141,12 +161,14 @@ impl VmConfig {
             cmdline_extra: Vec::new(),
             accel: AccelMode::Auto,
             vsock: VsockMode::Auto,
+            channel: AgentChannel::Auto,
             shares: Vec::new(),
             net: Vec::new(),
             run_dir: run_dir.into(),
             serial_log: None,
             die_with_parent: true,
             helper_timeout: Duration::from_secs(5),
+            template: None,
             // SAFETY: geteuid has no preconditions. Only root can give processes another uid.
             jail: (unsafe { libc::geteuid() } == 0).then(JailOptions::default),
         }

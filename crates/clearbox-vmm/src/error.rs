@@ -44,6 +44,10 @@ pub enum Error {
     Io(&'static str, #[source] io::Error),
     #[error("jail: {0}")]
     Jail(String),
+    #[error("QEMU monitor: {0}")]
+    Qmp(String),
+    #[error("VM template: {0}")]
+    Template(String),
     #[error("VM state {path} is corrupt")]
     State {
         path: PathBuf,

@@ -431,7 +431,7 @@ pub(crate) fn privileged_helper(keep: &[u32], limits: Limits) -> ExecJail {
     }
 }
 
-fn mkdir(d: &Path, mode: u32) -> Result<()> {
+pub(crate) fn mkdir(d: &Path, mode: u32) -> Result<()> {
     match std::fs::DirBuilder::new().mode(mode).create(d) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => Ok(()),

@@ -34,7 +34,10 @@ mod helpers;
 mod jail;
 mod proc;
 mod qemu;
+mod qmp;
 mod seccomp;
+pub mod serial;
+pub mod template;
 mod vm;
 mod vsock;
 
@@ -45,7 +48,7 @@ pub use accel::{
 pub use binaries::{find_program, VirtiofsdFlavor};
 pub use check::{check, HostReport};
 pub use config::{
-    FsShare, Hypervisor, NetDevice, QemuOptions, VmConfig, VsockMode, AGENT_PORT,
+    AgentChannel, FsShare, Hypervisor, NetDevice, QemuOptions, VmConfig, VsockMode, AGENT_PORT,
     DEFAULT_INITRAMFS, DEFAULT_KERNEL,
 };
 pub use error::{Error, Result};
@@ -53,5 +56,18 @@ pub use handle::{ProcRecord, VmHandle};
 pub use jail::{
     drop_privileges, JailIds, JailOptions, DEFAULT_LOCK_DIR, DEFAULT_UID_BASE, DEFAULT_UID_COUNT,
 };
+pub use template::{template_nic_mac, TemplateOptions, DEFAULT_TEMPLATE_DIR};
 pub use vm::Vm;
+
+/// An error and its sources on one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
 pub use vsock::AgentTransport;

@@ -16,6 +16,9 @@ pub(crate) enum VsockDevice {
     Kernel { cid: u32 },
     /// vhost-user socket served by vhost-device-vsock.
     VhostUser { socket: PathBuf },
+    /// Not vsock: a virtio-serial port ([`clearbox_protocol::mux::PORT_NAME`]) whose chardev
+    /// connects to `clearbox-vmux` at `socket`.
+    Serial { socket: PathBuf },
 }
 
 /// A fully resolved QEMU invocation.
@@ -37,6 +40,14 @@ pub(crate) struct QemuPlan {
     pub net: Vec<NetDevice>,
     /// In-kernel virtio-net datapath (`/dev/vhost-net` exists).
     pub vhost_net: bool,
+    /// Guest RAM in this file (`memory-backend-file`, shared) instead of a memfd: templates.
+    pub mem_file: Option<PathBuf>,
+    /// QMP socket (QEMU listens).
+    pub qmp: Option<PathBuf>,
+    /// Wait for `migrate-incoming` (`-incoming defer`): a restore.
+    pub incoming: bool,
+    /// NICs on unconnected hub ports with placeholder MACs (a template being built).
+    pub placeholder_nics: usize,
 }
 
 /// Kernel parameters every guest gets. Rationale for the less obvious ones:
@@ -141,9 +152,24 @@ pub(crate) fn args(plan: &QemuPlan) -> Vec<OsString> {
     push(plan.vcpus.to_string());
     push("-m".into());
     push(format!("{mem}M"));
-    // vhost-user backends map guest memory: it must be a shareable memfd.
+    // vhost-user backends map guest memory: it must be shared. A template's is a named
+    // file (x-ignore-shared leaves such RAM out of the saved state).
     push("-object".into());
-    push(format!("memory-backend-memfd,id=mem0,size={mem}M,share=on"));
+    match &plan.mem_file {
+        None => push(format!("memory-backend-memfd,id=mem0,size={mem}M,share=on")),
+        Some(p) => push(format!(
+            "memory-backend-file,id=mem0,size={mem}M,mem-path={},share=on",
+            esc(p)
+        )),
+    }
+    if let Some(q) = &plan.qmp {
+        push("-qmp".into());
+        push(format!("unix:{},server=on,wait=off", esc(q)));
+    }
+    if plan.incoming {
+        push("-incoming".into());
+        push("defer".into());
+    }
     // virtiofsd refuses legacy virtio-mmio.
     push("-global".into());
     push("virtio-mmio.force-legacy=false".into());
@@ -181,6 +207,20 @@ pub(crate) fn args(plan: &QemuPlan) -> Vec<OsString> {
             a.push("-device".into());
             a.push("vhost-user-vsock-device,chardev=vs0".into());
         }
+        Some(VsockDevice::Serial { socket }) => {
+            a.push("-device".into());
+            a.push("virtio-serial-device,max_ports=2".into());
+            a.push("-chardev".into());
+            a.push(format!("socket,id=agent0,path={}", esc(socket)).into());
+            a.push("-device".into());
+            a.push(
+                format!(
+                    "virtserialport,chardev=agent0,name={}",
+                    clearbox_protocol::mux::PORT_NAME
+                )
+                .into(),
+            );
+        }
         None => {}
     }
     for (i, (tag, socket)) in plan.fs.iter().enumerate() {
@@ -194,6 +234,18 @@ pub(crate) fn args(plan: &QemuPlan) -> Vec<OsString> {
     // the host. No inflation target is ever set: the balloon only reports.
     a.push("-device".into());
     a.push(BALLOON_DEVICE.into());
+    for i in 0..plan.placeholder_nics {
+        a.push("-netdev".into());
+        a.push(format!("hubport,id=net{i},hubid={i}").into());
+        a.push("-device".into());
+        a.push(
+            format!(
+                "virtio-net-device,netdev=net{i},mac={}",
+                crate::template::template_nic_mac(i)
+            )
+            .into(),
+        );
+    }
     for (i, n) in plan.net.iter().enumerate() {
         let vhost = if plan.vhost_net { "on" } else { "off" };
         a.push("-netdev".into());
@@ -233,6 +285,10 @@ mod tests {
                 mtu: 1400,
             }],
             vhost_net: false,
+            mem_file: None,
+            qmp: None,
+            incoming: false,
+            placeholder_nics: 0,
         }
     }
 
@@ -275,6 +331,39 @@ mod tests {
         assert!(s.contains("-device vhost-vsock-device,guest-cid=77"));
         assert!(!s.contains("-sandbox"));
         assert!(!s.contains("vhost-user-vsock"));
+    }
+
+    #[test]
+    fn serial_agent_channel() {
+        let mut p = plan(Accel::Tcg);
+        p.vsock = Some(VsockDevice::Serial {
+            socket: "/run/x/sock/serial.sock".into(),
+        });
+        let s = joined(&p);
+        assert!(s.contains("-device virtio-serial-device,max_ports=2 -chardev socket,id=agent0,path=/run/x/sock/serial.sock -device virtserialport,chardev=agent0,name=org.clearbox.agent.0"), "{s}");
+        assert!(!s.contains("vsock"), "{s}");
+    }
+
+    #[test]
+    fn template_build_and_restore() {
+        let mut p = plan(Accel::Tcg);
+        p.mem_file = Some("/t/memory".into());
+        p.qmp = Some("/r/qmp/qmp.sock".into());
+        p.net.clear();
+        p.placeholder_nics = 1;
+        let s = joined(&p);
+        assert!(
+            s.contains("memory-backend-file,id=mem0,size=128M,mem-path=/t/memory,share=on"),
+            "{s}"
+        );
+        assert!(
+            s.contains("-qmp unix:/r/qmp/qmp.sock,server=on,wait=off"),
+            "{s}"
+        );
+        assert!(s.contains("-netdev hubport,id=net0,hubid=0 -device virtio-net-device,netdev=net0,mac=02:cb:7e:00:00:00"), "{s}");
+        assert!(!s.contains("-incoming"));
+        p.incoming = true;
+        assert!(joined(&p).contains("-incoming defer"));
     }
 
     #[test]

@@ -8,15 +8,18 @@ use std::time::{Duration, Instant};
 
 use crate::accel::{host_tsc_khz, Accel, KvmFacts};
 use crate::binaries;
-use crate::config::{Hypervisor, VmConfig, VsockMode};
+use crate::config::{AgentChannel, Hypervisor, VmConfig, VsockMode};
 use crate::error::{Error, Result};
 use crate::handle::{ProcRecord, VmHandle, VmState, STATE_FILE};
 use crate::jail::{self, Bind, Jail, Limits};
 use crate::proc::{self, SpawnOpts};
 use crate::qemu::{self, QemuPlan, VsockDevice};
+use crate::qmp::Qmp;
+use crate::template::{self, KeyInputs, TemplateOptions};
 use crate::vsock::AgentTransport;
 
 pub(crate) const VSOCK_ROLE: &str = "vhost-device-vsock";
+pub(crate) const VMUX_ROLE: &str = "clearbox-vmux";
 
 /// A child process of this process, with a pidfd for event-driven waits.
 struct Proc {
@@ -76,13 +79,76 @@ pub struct Vm {
     torn_down: bool,
     /// The leased uid and jail directories (holds the lease while the VM lives).
     jail: Option<Jail>,
+    /// QEMU's monitor socket (template builds and restores only).
+    qmp: Option<PathBuf>,
 }
 
 impl Vm {
     /// Starts the helper daemons, waits for their sockets, then starts QEMU.
     /// Returns as soon as QEMU is spawned; [`Vm::connect_agent`] waits for
-    /// the guest.
-    pub fn start(config: VmConfig) -> Result<Vm> {
+    /// the guest. With [`VmConfig::template`] set, the VM is restored from its template
+    /// (built first when missing) instead of booted. A host or VM that cannot use templates,
+    /// or a failed restore, is an error when the user asked for templates explicitly
+    /// ([`TemplateOptions::required`]) and a cold boot otherwise.
+    pub fn start(mut config: VmConfig) -> Result<Vm> {
+        if let Some(opts) = config.template.take() {
+            // A cold boot after all keeps the default agent channel (vsock).
+            let mut c = config.clone();
+            c.template = Some(opts.clone());
+            match Self::from_template(&c, &opts) {
+                Ok(Ok(vm)) => return Ok(vm),
+                Ok(Err(why)) if opts.required => return Err(Error::Template(why)),
+                Ok(Err(why)) => tracing::info!(%why, "no VM template; booting cold"),
+                Err(e) if opts.required => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %crate::error_chain(&e), "VM template unusable; booting cold")
+                }
+            }
+        }
+        Self::start_mode(config, Mode::Cold)
+    }
+
+    /// Restored from the template of `config`'s inputs (built now when missing); `Ok(Err(why))`
+    /// when this host or VM cannot use templates (see `template.rs`).
+    fn from_template(
+        config: &VmConfig,
+        opts: &TemplateOptions,
+    ) -> Result<std::result::Result<Vm, String>> {
+        let inputs = match template_inputs(config)? {
+            Ok(i) => i,
+            Err(why) => return Ok(Err(why)),
+        };
+        let key = inputs.key();
+        let dir = match template::lookup(opts, &key) {
+            template::Cached::Ready(d) => d,
+            template::Cached::Unsupported(why) => return Ok(Err(why)),
+            template::Cached::Missing => match build_locked(config, opts, &key, &inputs)? {
+                Ok(d) => d,
+                Err(why) => return Ok(Err(why)),
+            },
+        };
+        let t0 = Instant::now();
+        let vm = Self::start_mode(config.clone(), Mode::Restore { dir })?;
+        tracing::debug!(elapsed = ?t0.elapsed(), "restored from the template");
+        Ok(Ok(vm))
+    }
+
+    /// Builds (or finds) the template of `config`'s inputs: `clearbox template build`.
+    /// A host or VM that cannot use templates is [`Error::Template`] with the reason.
+    pub fn ensure_template(config: &VmConfig) -> Result<PathBuf> {
+        let opts = config.template.clone().unwrap_or_default();
+        let inputs = template_inputs(config)?.map_err(Error::Template)?;
+        let key = inputs.key();
+        match template::lookup(&opts, &key) {
+            template::Cached::Ready(d) => Ok(d),
+            template::Cached::Unsupported(why) => Err(Error::Template(why)),
+            template::Cached::Missing => {
+                build_locked(config, &opts, &key, &inputs)?.map_err(Error::Template)
+            }
+        }
+    }
+
+    fn start_mode(config: VmConfig, mode: Mode) -> Result<Vm> {
         config.validate()?;
         for (what, path) in [
             ("guest kernel", &config.kernel),
@@ -107,7 +173,18 @@ impl Vm {
         let version_probe = (accel == Accel::Tcg && !config.shares.is_empty())
             .then(|| binaries::QemuVersionProbe::start(&qemu_bin))
             .flatten();
+        let serial_bin = match config.channel {
+            AgentChannel::Serial => {
+                Some(binaries::vmux().ok_or(Error::MissingBinary("clearbox-vmux"))?)
+            }
+            // The serial channel is what templates need; until they are on by default the
+            // proven vsock channel stays the default for cold boots.
+            AgentChannel::Auto if config.template.is_some() => binaries::vmux(),
+            AgentChannel::Auto => None,
+            AgentChannel::Vsock => None,
+        };
         let vsock = match config.vsock {
+            _ if serial_bin.is_some() => VsockMode::Auto,
             VsockMode::Auto if Path::new("/dev/vhost-vsock").exists() => VsockMode::Kernel,
             VsockMode::Auto => VsockMode::VhostUser,
             m => m,
@@ -140,6 +217,7 @@ impl Vm {
             last_words: String::new(),
             torn_down: false,
             jail: None,
+            qmp: None,
         };
         if console_log.starts_with(&run_dir) {
             vm.state.files.push(console_log.clone());
@@ -163,8 +241,32 @@ impl Vm {
             fsize: Some(jail::FSIZE),
         };
         let mut sockets = Vec::new();
-        let vsock_dev = match (vsock, vsock_bin) {
-            (VsockMode::VhostUser, Some(bin)) => {
+        let mut cmdline_extra = config.cmdline_extra.clone();
+        let vsock_dev = match (vsock, vsock_bin, serial_bin) {
+            (_, _, Some(bin)) => {
+                let dir = vm.jail.as_ref().map_or(&run_dir, |j| &j.sock_dir);
+                let socket = dir.join("serial.sock");
+                let uds = dir.join("vsock.sock");
+                vm.track_files([socket.clone(), uds.clone()]);
+                let mut cmd = Command::new(&bin);
+                cmd.arg("--listen").arg(&uds).arg("--serial").arg(&socket);
+                let mut o = opts.clone();
+                if let Some(j) = &vm.jail {
+                    let mut binds = jail::base_binds(&bin);
+                    binds.push(Bind::rw(&j.sock_dir));
+                    let log_only = std::env::var_os(crate::seccomp::SECCOMP_LOG_ENV).is_some();
+                    let filter =
+                        crate::seccomp::allow_list_filter(crate::seccomp::VMUX_SYSCALLS, log_only)?;
+                    let plan = j.unprivileged("vmux", &binds, &[], limits, Some(filter))?;
+                    o.jail = Some(std::sync::Arc::new(plan));
+                }
+                let idx = vm.spawn_helper(VMUX_ROLE, cmd, &o, false)?;
+                sockets.push((idx, socket.clone()));
+                vm.state.transport = Some(AgentTransport::HybridVsock { uds });
+                cmdline_extra.push("clearbox.channel=serial".into());
+                Some(VsockDevice::Serial { socket })
+            }
+            (VsockMode::VhostUser, Some(bin), None) => {
                 let dir = vm.jail.as_ref().map_or(&run_dir, |j| &j.sock_dir);
                 let socket = dir.join("vhost-vsock.sock");
                 let uds = dir.join("vsock.sock");
@@ -232,7 +334,11 @@ impl Vm {
             vm.wait_for_socket(*idx, socket, config.helper_timeout)?;
             if let Some(j) = &vm.jail {
                 // QEMU, as the jail uid, connects to it.
-                j.give(socket)?;
+                if std::fs::symlink_metadata(socket)
+                    .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) != j.ids().uid)
+                {
+                    j.give(socket)?;
+                }
             }
         }
 
@@ -241,20 +347,84 @@ impl Vm {
             && version_probe
                 .and_then(binaries::QemuVersionProbe::major)
                 .is_none_or(qemu::needs_vhost_user_fs_guard);
+        let mut net = config.net.clone();
+        let mut mem_file = None;
+        let mut state_file = None;
+        let mut placeholder_nics = 0;
+        if !matches!(mode, Mode::Cold) {
+            let qmp_dir = run_dir.join("qmp");
+            jail::mkdir(&qmp_dir, 0o700)?;
+            vm.state.dirs.push(qmp_dir.clone());
+            if let Some(j) = &vm.jail {
+                j.give(&qmp_dir)?;
+            }
+            vm.qmp = Some(qmp_dir.join("qmp.sock"));
+        }
+        match &mode {
+            Mode::Cold => {}
+            Mode::Build { dir, nics } => {
+                let (m, st) = (dir.join(template::MEMORY), dir.join(template::STATE));
+                for f in [&m, &st] {
+                    File::create(f).map_err(|e| Error::Path {
+                        op: "create",
+                        path: f.clone(),
+                        source: e,
+                    })?;
+                    if let Some(j) = &vm.jail {
+                        j.give(f)?;
+                    }
+                }
+                mem_file = Some(m);
+                state_file = Some(st);
+                placeholder_nics = *nics;
+            }
+            Mode::Restore { dir } => {
+                // The copy on tmpfs (guest RAM must not be a disk file), named after run_dir.
+                let shm = Path::new(template::CLONE_MEMORY_DIR);
+                template::private_dir(shm)?;
+                let tag: String =
+                    <sha2::Sha256 as sha2::Digest>::digest(run_dir.as_os_str().as_encoded_bytes())
+                        .iter()
+                        .take(8)
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                let m = shm.join(format!("{tag}-{}", template::MEMORY));
+                let st = run_dir.join(template::STATE);
+                let _ = std::fs::remove_file(&m);
+                vm.track_files([m.clone(), st.clone()]);
+                let t0 = Instant::now();
+                template::copy_sparse(&dir.join(template::MEMORY), &m)?;
+                template::copy_sparse(&dir.join(template::STATE), &st)?;
+                tracing::debug!(elapsed = ?t0.elapsed(), "template memory copied");
+                if let Some(j) = &vm.jail {
+                    j.give(&m)?;
+                    j.give(&st)?;
+                }
+                for (i, n) in net.iter_mut().enumerate() {
+                    n.mac = template::template_nic_mac(i);
+                }
+                mem_file = Some(m);
+                state_file = Some(st);
+            }
+        }
         let plan = QemuPlan {
             accel,
             vcpus: config.vcpus,
             memory_mib: config.memory_mib,
             kernel: config.kernel.clone(),
             initrd: config.initrd.clone(),
-            cmdline: qemu::kernel_cmdline(accel, host_tsc_khz(), fs_guard, &config.cmdline_extra),
+            cmdline: qemu::kernel_cmdline(accel, host_tsc_khz(), fs_guard, &cmdline_extra),
             serial_log: console_log,
             vsock: vsock_dev,
             fs,
             sandbox: qopts.sandbox,
             tcg_tb_size_mib: qopts.tcg_tb_size_mib,
-            net: config.net.clone(),
+            net,
             vhost_net: Path::new("/dev/vhost-net").exists(),
+            mem_file: mem_file.clone(),
+            qmp: vm.qmp.clone(),
+            incoming: matches!(mode, Mode::Restore { .. }),
+            placeholder_nics,
         };
         let mut o = opts.clone();
         if let Some(j) = &vm.jail {
@@ -265,7 +435,22 @@ impl Vm {
                 fsize: limits.fsize.map(|f| f.saturating_add(ram)),
                 ..limits
             };
-            o.jail = Some(std::sync::Arc::new(qemu_jail(j, &plan, &qemu_bin, limits)?));
+            let mut extra = Vec::new();
+            if let Some(m) = &mem_file {
+                extra.push(Bind::rw(m));
+            }
+            if let Some(st) = &state_file {
+                extra.push(match mode {
+                    Mode::Restore { .. } => Bind::ro(st),
+                    _ => Bind::rw(st),
+                });
+            }
+            if let Some(q) = vm.qmp.as_ref().and_then(|q| q.parent()) {
+                extra.push(Bind::rw(q));
+            }
+            o.jail = Some(std::sync::Arc::new(qemu_jail(
+                j, &plan, &qemu_bin, limits, extra,
+            )?));
         }
         let mut cmd = Command::new(&qemu_bin);
         cmd.args(qemu::args(&plan));
@@ -275,7 +460,40 @@ impl Vm {
         let p = vm.spawn_proc("qemu", cmd, log, &o, false)?;
         vm.qemu = Some(p);
         vm.state.save(&run_dir)?;
+        if let (Mode::Restore { .. }, Some(st)) = (&mode, &state_file) {
+            let mut q = vm.monitor()?;
+            q.ignore_shared()?;
+            q.execute(
+                "migrate-incoming",
+                serde_json::json!({ "uri": format!("file:{}", st.display()) }),
+            )?;
+            // The template was saved stopped: the state loads paused.
+            q.wait_migration(Duration::from_secs(30))
+                .map_err(|e| vm.explain(e))?;
+            q.execute("cont", serde_json::json!({}))?;
+            q.wait_running(Duration::from_secs(10))?;
+        }
         Ok(vm)
+    }
+
+    /// A QMP connection to this VM's QEMU (template builds and restores).
+    fn monitor(&self) -> Result<Qmp> {
+        let path = self
+            .qmp
+            .as_ref()
+            .ok_or_else(|| Error::InvalidConfig("VM has no monitor".into()))?;
+        let dead = self
+            .exit_fd()
+            .ok_or_else(|| Error::InvalidConfig("QEMU is not running".into()))?;
+        Qmp::connect(path, Duration::from_secs(10), dead).map_err(|e| self.explain(e))
+    }
+
+    /// Adds QEMU's last words to an error from its monitor.
+    fn explain(&self, e: Error) -> Error {
+        match e {
+            Error::Qmp(m) => Error::Qmp(format!("{m}; qemu: {}", proc::tail(&self.qemu_log, 800))),
+            other => other,
+        }
     }
 
     fn track_files(&mut self, files: impl IntoIterator<Item = PathBuf>) {
@@ -611,8 +829,15 @@ impl Drop for Vm {
 
 /// QEMU's jail: its program, kernel, initrd, console log and the sockets it connects to;
 /// `/dev/kvm` and `/dev/vhost-vsock` (and their groups) when it uses them.
-fn qemu_jail(j: &Jail, plan: &QemuPlan, bin: &Path, limits: Limits) -> Result<jail::ExecJail> {
+fn qemu_jail(
+    j: &Jail,
+    plan: &QemuPlan,
+    bin: &Path,
+    limits: Limits,
+    extra: Vec<Bind>,
+) -> Result<jail::ExecJail> {
     let mut binds = jail::base_binds(bin);
+    binds.extend(extra);
     binds.push(Bind::ro(&plan.kernel));
     binds.push(Bind::ro(&plan.initrd));
     // QEMU opens (and truncates) it as the jail uid.
@@ -623,7 +848,7 @@ fn qemu_jail(j: &Jail, plan: &QemuPlan, bin: &Path, limits: Limits) -> Result<ja
     })?;
     j.give(&plan.serial_log)?;
     binds.push(Bind::rw(&plan.serial_log));
-    if let Some(VsockDevice::VhostUser { socket }) = &plan.vsock {
+    if let Some(VsockDevice::VhostUser { socket } | VsockDevice::Serial { socket }) = &plan.vsock {
         binds.push(Bind::rw(socket));
     }
     for (_, socket) in &plan.fs {
@@ -701,4 +926,177 @@ fn pick_cid() -> u32 {
         .unwrap_or(0);
     let mixed = (std::process::id().wrapping_mul(2_654_435_761)) ^ nanos;
     3 + mixed % 0x7fff_fff0
+}
+
+/// How a VM comes up.
+#[derive(Clone, Debug)]
+pub(crate) enum Mode {
+    Cold,
+    /// Boot with RAM in `dir`'s memory file and placeholder NICs, to be saved as a template.
+    Build {
+        dir: PathBuf,
+        nics: usize,
+    },
+    /// Restore from the template in `dir`.
+    Restore {
+        dir: PathBuf,
+    },
+}
+
+/// The template key inputs of `config`, or why it cannot use one (one line).
+fn template_inputs(config: &VmConfig) -> Result<std::result::Result<KeyInputs, String>> {
+    let unsupported = |why: String| {
+        tracing::debug!(%why, "no VM template");
+        Ok(Err(why))
+    };
+    if config.channel == AgentChannel::Vsock {
+        return unsupported("templates need the virtio-serial agent channel, not vsock".into());
+    }
+    if binaries::vmux().is_none() {
+        return unsupported(
+            "templates need clearbox-vmux (the virtio-serial channel's host end), not found next to clearbox or on PATH".into(),
+        );
+    }
+    if !config.shares.is_empty()
+        && !matches!(
+            binaries::virtiofsd(),
+            Some((_, binaries::VirtiofsdFlavor::Rust))
+        )
+    {
+        return unsupported(
+            "templates need the Rust virtiofsd on PATH (the C one cannot migrate virtio-fs)".into(),
+        );
+    }
+    let Hypervisor::Qemu(qopts) = &config.hypervisor;
+    let Some(qemu_bin) = qopts.binary.clone().or_else(binaries::qemu) else {
+        return unsupported("templates need QEMU: none found".into());
+    };
+    let (accel, _) = KvmFacts::gather().select(config.accel)?;
+    KeyInputs::new(
+        &qemu_bin,
+        &config.kernel,
+        &config.initrd,
+        config.vcpus,
+        config.memory_mib,
+        accel,
+        qopts.tcg_tb_size_mib,
+        // Templates need QEMU 10 (`template::MIN_QEMU_MAJOR`), which gets the TCG virtio-fs
+        // guard whenever the VM has a share (see `qemu::needs_vhost_user_fs_guard`).
+        &qemu::kernel_cmdline(
+            accel,
+            host_tsc_khz(),
+            !config.shares.is_empty(),
+            &serial_cmdline(config),
+        ),
+        config.shares.iter().map(|s| s.tag.clone()).collect(),
+        config.net.len(),
+    )
+    .map(Ok)
+}
+
+/// The extra kernel words of a VM on the serial channel.
+fn serial_cmdline(config: &VmConfig) -> Vec<String> {
+    let mut v = config.cmdline_extra.clone();
+    v.push("clearbox.channel=serial".into());
+    v
+}
+
+/// Builds the template under its lock (a concurrent first use waits here, then finds it).
+fn build_locked(
+    config: &VmConfig,
+    opts: &TemplateOptions,
+    key: &str,
+    inputs: &KeyInputs,
+) -> Result<std::result::Result<PathBuf, String>> {
+    let _lock = template::lock(opts, key)?;
+    match template::lookup(opts, key) {
+        template::Cached::Ready(d) => return Ok(Ok(d)),
+        template::Cached::Unsupported(why) => return Ok(Err(why)),
+        template::Cached::Missing => {}
+    }
+    let Hypervisor::Qemu(qopts) = &config.hypervisor;
+    let qemu_bin = qopts
+        .binary
+        .clone()
+        .or_else(binaries::qemu)
+        .ok_or(Error::MissingBinary("qemu-system-x86_64"))?;
+    match template::qemu_major(&qemu_bin) {
+        Some(v) if v >= template::MIN_QEMU_MAJOR => {}
+        v => {
+            let why = format!(
+                "QEMU {} at {} cannot migrate vhost-user-fs; templates need QEMU {}+",
+                v.map_or("of unknown version".to_string(), |v| v.to_string()),
+                qemu_bin.display(),
+                template::MIN_QEMU_MAJOR
+            );
+            template::mark_unsupported(opts, key, &why);
+            tracing::info!(%why, "no VM templates");
+            return Ok(Err(why));
+        }
+    }
+    let t0 = Instant::now();
+    let build = template::build_dir(opts, key)?;
+    match build_in(config, &build) {
+        Ok(()) => {
+            let dir = template::commit(opts, key, &build, inputs)?;
+            tracing::info!(elapsed = ?t0.elapsed(), dir = %dir.display(), "VM template built");
+            Ok(Ok(dir))
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&build);
+            Err(e)
+        }
+    }
+}
+
+/// Boots the template VM, waits for the agent, saves it into `dir`.
+fn build_in(config: &VmConfig, dir: &Path) -> Result<()> {
+    let mut c = config.clone();
+    c.template = None;
+    c.net = Vec::new();
+    c.channel = AgentChannel::Serial;
+    c.serial_log = None;
+    c.die_with_parent = true;
+    let parent = config
+        .run_dir
+        .parent()
+        .map_or_else(|| PathBuf::from("/run"), Path::to_path_buf);
+    c.run_dir = parent.join(format!("tpl-{}", std::process::id()));
+    c.shares = Vec::new();
+    for (i, s) in config.shares.iter().enumerate() {
+        let d = dir.join(format!("share-{i}"));
+        jail::mkdir(&d, 0o755)?;
+        c.shares.push(crate::config::FsShare {
+            tag: s.tag.clone(),
+            host_dir: d,
+            read_only: false,
+        });
+    }
+    let vm = Vm::start_mode(
+        c,
+        Mode::Build {
+            dir: dir.to_path_buf(),
+            nics: config.net.len(),
+        },
+    )?;
+    let agent = vm.connect_agent(crate::AGENT_PORT, Duration::from_secs(120))?;
+    drop(agent);
+    // Let the guest see the channel close before it stops.
+    std::thread::sleep(Duration::from_millis(50));
+    let mut q = vm.monitor()?;
+    let saved = (|| {
+        q.execute("stop", serde_json::json!({}))?;
+        q.ignore_shared()?;
+        let uri = format!("file:{}", dir.join(template::STATE).display());
+        q.execute("migrate", serde_json::json!({ "uri": uri }))?;
+        q.wait_migration(Duration::from_secs(60))
+    })()
+    .map_err(|e| vm.explain(e));
+    drop(q);
+    vm.kill()?;
+    saved?;
+    for i in 0..config.shares.len() {
+        let _ = std::fs::remove_dir(dir.join(format!("share-{i}")));
+    }
+    Ok(())
 }

@@ -101,6 +101,8 @@ pub enum Command {
     Image(Image),
     /// Manage the keys trusted to sign images, per image-name prefix
     Trust(Trust),
+    /// VM templates (VMs restored from a saved, booted VM instead of booted)
+    Template(Template),
     /// Internal: the unprivileged fetch/verify/unpack worker (started by `image`)
     #[command(name = "__image-worker", hide = true)]
     ImageWorker,
@@ -126,6 +128,25 @@ pub struct Kill {
     /// Signal every process of the container
     #[arg(short, long)]
     pub all: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct Template {
+    #[command(subcommand)]
+    pub command: TemplateCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TemplateCommand {
+    /// Build the templates of the default VM size now (they are built on first use anyway)
+    Build(TemplateBuild),
+}
+
+#[derive(Args, Debug)]
+pub struct TemplateBuild {
+    /// Network interfaces of the VMs to build for (one template per count)
+    #[arg(long, value_delimiter = ',', default_values_t = [0usize, 1])]
+    pub nics: Vec<usize>,
 }
 
 #[derive(Args, Debug)]

@@ -9,7 +9,10 @@ use crate::cli::Check;
 
 pub fn run(a: Check) -> Result<u8> {
     let config = Config::load_default()?;
-    let mut opts = CheckOptions::default();
+    let mut opts = CheckOptions {
+        templates: clearbox_backends::templates_enabled(&config.vm),
+        ..CheckOptions::default()
+    };
     if let Some(k) = config.vm.kernel {
         opts.kernel = k;
     }

@@ -16,6 +16,7 @@ mod shim;
 mod spec;
 mod start;
 mod state;
+mod template;
 mod trust;
 mod update;
 
@@ -62,6 +63,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Update(a) => update::run(&runtime(g)?, a).map(|_| 0),
         Command::Image(a) => image::run(g, a),
         Command::Trust(a) => trust::run(a).map(|_| 0),
+        Command::Template(a) => template::run(a).map(|_| 0),
         Command::ImageWorker => Ok(exit_byte(clearbox_image::worker::main())),
         Command::VmShim(a) => Ok(shim::run(a)),
         Command::Checkpoint(_) => bail!(
