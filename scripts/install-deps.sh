@@ -5,8 +5,10 @@
 #   scripts/install-deps.sh
 #
 # - Debian packages (apt-get update + install, skipped when all are installed)
-# - vhost-device-vsock 0.3.x (cargo install --locked, into /usr/local/bin;
-#   skipped when `vhost-device-vsock --version` already works). Needs a Rust
+# - QEMU 10 from Debian's bookworm-backports (VM templates need it: QEMU 7.2 cannot migrate
+#   vhost-user-fs; skipped when qemu-system-x86_64 is 10 or newer)
+# - vhost-device-vsock 0.3.x and the Rust virtiofsd 1.14 (cargo install --locked, into
+#   /usr/local/bin; each skipped when its `--version` already works). Needs a Rust
 #   toolchain with cargo on PATH (or in ~/.cargo/bin).
 set -euo pipefail
 
@@ -17,8 +19,7 @@ log() { echo "install-deps: $*" >&2; }
 [[ $EUID -eq 0 ]] || die "must run as root"
 
 PACKAGES=(
-    # VMM and runtimes clearbox runs alongside / is compared with
-    qemu-system-x86 qemu-system-common
+    # runtimes clearbox runs alongside / is compared with (QEMU: below, from backports)
     podman conmon containerd docker.io runc crun runsc skopeo umoci
     # CNI plugins (bridge, host-local, loopback in /usr/lib/cni) for the CRI suite
     containernetworking-plugins
@@ -34,6 +35,8 @@ PACKAGES=(
     libseccomp-dev libcap-ng-dev pkg-config protobuf-compiler
 )
 VHOST_VSOCK_VERSION="~0.3"
+VIRTIOFSD_VERSION="~1.14"
+QEMU_MIN_MAJOR=10
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -60,19 +63,53 @@ fi
 # Debian's docker-registry package starts a registry on :5000 where an init system runs it;
 # the image tests start their own on 127.0.0.1.
 
-if vhost-device-vsock --version >/dev/null 2>&1; then
-    log "vhost-device-vsock present: $(command -v vhost-device-vsock)"
+# QEMU 10 from bookworm-backports: VM templates need it (docs/ARCHITECTURE.md, "Agent channel
+# and VM templates"); it also boots faster than Debian 12's 7.2. Only the QEMU packages come
+# from backports (apt's default keeps everything else on bookworm).
+qemu_major() { qemu-system-x86_64 --version 2>/dev/null | sed -n '1s/^QEMU emulator version \([0-9]*\)\..*/\1/p'; }
+if [[ "$(qemu_major)" -ge $QEMU_MIN_MAJOR ]] 2>/dev/null; then
+    log "QEMU $(qemu_major) present"
 else
-    CARGO=$(command -v cargo || true)
-    [[ -n $CARGO || ! -x $HOME/.cargo/bin/cargo ]] || CARGO=$HOME/.cargo/bin/cargo
-    [[ -n $CARGO ]] || die "cargo not found: install a Rust toolchain (rustup) to build vhost-device-vsock"
-    log "cargo install vhost-device-vsock $VHOST_VSOCK_VERSION into /usr/local"
-    # Own target dir: do not share (or lock) a workspace target directory.
-    tmp_target=$(mktemp -d)
-    trap 'rm -rf "$tmp_target"' EXIT
-    CARGO_TARGET_DIR=$tmp_target "$CARGO" install --locked --root /usr/local \
-        vhost-device-vsock --version "$VHOST_VSOCK_VERSION"
-    /usr/local/bin/vhost-device-vsock --version >/dev/null ||
-        die "vhost-device-vsock was installed but does not run"
-    log "installed /usr/local/bin/vhost-device-vsock"
+    src=/etc/apt/sources.list.d/bookworm-backports.sources
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        cat >"$src" <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+        log "added $src"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y -t bookworm-backports qemu-system-x86 qemu-system-common qemu-system-data
+    [[ "$(qemu_major)" -ge $QEMU_MIN_MAJOR ]] 2>/dev/null ||
+        die "QEMU from bookworm-backports is not $QEMU_MIN_MAJOR or newer: $(qemu-system-x86_64 --version | head -1)"
+    log "installed $(qemu-system-x86_64 --version | head -1)"
 fi
+
+CARGO=$(command -v cargo || true)
+[[ -n $CARGO || ! -x $HOME/.cargo/bin/cargo ]] || CARGO=$HOME/.cargo/bin/cargo
+tmp_target=""
+trap '[[ -z $tmp_target ]] || rm -rf "$tmp_target"' EXIT
+# cargo_install BINARY CRATE VERSION WHY: into /usr/local/bin unless BINARY --version works.
+cargo_install() {
+    local bin=$1 crate=$2 version=$3 why=$4
+    if "/usr/local/bin/$bin" --version >/dev/null 2>&1; then
+        log "$bin present: /usr/local/bin/$bin"
+        return
+    fi
+    [[ -n $CARGO ]] || die "cargo not found: install a Rust toolchain (rustup) to build $bin ($why)"
+    log "cargo install $crate $version into /usr/local ($why)"
+    # Own target dir: do not share (or lock) a workspace target directory.
+    [[ -n $tmp_target ]] || tmp_target=$(mktemp -d)
+    CARGO_TARGET_DIR=$tmp_target "$CARGO" install --locked --root /usr/local \
+        "$crate" --version "$version"
+    "/usr/local/bin/$bin" --version >/dev/null || die "$bin was installed but does not run"
+    log "installed /usr/local/bin/$bin"
+}
+cargo_install vhost-device-vsock vhost-device-vsock "$VHOST_VSOCK_VERSION" "the vsock backend"
+# The Rust virtiofsd: QEMU 10 has no C virtiofsd, and virtio-fs migrates (templates) only
+# with the Rust one.
+cargo_install virtiofsd virtiofsd "$VIRTIOFSD_VERSION" "virtio-fs; migrates for VM templates"

@@ -21,12 +21,17 @@ status=0
 failures=()
 e2e_dir="${E2E_WORKDIR:-/var/tmp/clearbox-e2e}"
 rm -f "$e2e_dir"/failed-*.tap
-for iso in vm namespaces fly; do
-    log "end-to-end suites, isolation=$iso (podman, docker, containerd, network, lifecycle, bad input)"
-    if ! ISOLATION=$iso RUNTIME="$root/target/release/clearbox" tests/e2e/run.sh; then
+# vm twice: VMs restored from templates (the default where the host supports them), then
+# every VM booted cold (TEMPLATES=off).
+for run in vm vm-cold namespaces fly; do
+    iso=${run%-cold}
+    templates=""
+    [[ $run != *-cold ]] || templates=off
+    log "end-to-end suites, isolation=$iso${templates:+ templates=$templates} (podman, docker, containerd, CRI, network, lifecycle, bad input)"
+    if ! ISOLATION=$iso TEMPLATES=$templates RUNTIME="$root/target/release/clearbox" tests/e2e/run.sh; then
         status=1
-        failures+=("e2e isolation=$iso")
-        cp -f "$e2e_dir/last-run.tap" "$e2e_dir/failed-$iso.tap" 2>/dev/null || true
+        failures+=("e2e $run")
+        cp -f "$e2e_dir/last-run.tap" "$e2e_dir/failed-$run.tap" 2>/dev/null || true
     fi
 done
 log "fuzzing, bounded (scripts/fuzz.sh TARGET [SECONDS] for a longer run)"
@@ -35,10 +40,10 @@ scripts/fuzz.sh all "${FUZZ_SECONDS:-40}" || { status=1; failures+=("fuzzing"); 
 # CI shows only the end of the log: repeat what failed, with each failed test's diagnostics.
 if [ "$status" -ne 0 ]; then
     log "FAILED: ${failures[*]}"
-    for iso in vm namespaces fly; do
-        tap="$e2e_dir/failed-$iso.tap"
+    for run in vm vm-cold namespaces fly; do
+        tap="$e2e_dir/failed-$run.tap"
         [ -f "$tap" ] || continue
-        echo "== failed tests, isolation=$iso"
+        echo "== failed tests, e2e $run"
         awk '/^not ok /{p=1; n=0; print; next} /^(ok |not ok )/{p=0} p && n < 25 {print; n++}' "$tap"
     done
 fi

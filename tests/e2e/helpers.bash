@@ -19,7 +19,8 @@
 #   TEMPLATES      on|off: clearbox restores every VM from a VM template (on) or
 #                  boots it cold (off), through a wrapper runtime that sets
 #                  CLEARBOX_TEMPLATE (reaches the runtime under every engine);
-#                  default: clearbox's default (cold boot unless configured)
+#                  default: clearbox's default (templates where the host supports
+#                  them, else a cold boot)
 
 # Also sourced by bench/cli-run.sh (outside bats) for write_config/IMAGE_DIR.
 if declare -F bats_require_minimum_version >/dev/null; then
@@ -55,6 +56,8 @@ if [ -n "${TEMPLATES:-}" ] && [ -n "$RUNTIME" ] && [ -x "$RUNTIME" ] &&
     chmod 0755 "$_w.$$" && mv "$_w.$$" "$_w"
     RUNTIME="$_w"
 fi
+# The shim and the daemons the suites start (containerd, dockerd) inherit it too.
+[ -z "${TEMPLATES:-}" ] || export CLEARBOX_TEMPLATE="$TEMPLATES"
 
 is_clearbox() { [[ "$RUNTIME_NAME" == *clearbox* ]]; }
 

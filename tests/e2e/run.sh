@@ -7,7 +7,7 @@
 #   ISOLATION=namespaces tests/e2e/run.sh bad-input lifecycle
 #
 # Arguments: suite names (bad-input lifecycle podman docker containerd shim cri cri-runc network
-# image; cri-runc is cri.bats through the runc shim);
+# image template; cri-runc is cri.bats through the runc shim; template only with isolation vm);
 # default all. Environment: see tests/e2e/helpers.bash (RUNTIME, RUNTIME_NAME,
 # ISOLATION, RUNTIME_ARGS, E2E_WORKDIR, E2E_TIMEOUT).
 set -uo pipefail
@@ -35,7 +35,11 @@ export RUNTIME_NAME="${RUNTIME_NAME:-$(basename "$RUNTIME")}"
 export E2E_WORKDIR="${E2E_WORKDIR:-/var/tmp/clearbox-e2e}"
 
 suites=("$@")
-[ "${#suites[@]}" -gt 0 ] || suites=(bad-input lifecycle conformance podman docker containerd shim cri cri-runc network image)
+if [ "${#suites[@]}" -eq 0 ]; then
+    suites=(bad-input lifecycle conformance podman docker containerd shim cri cri-runc network image)
+    # VM templates: isolation vm only, and once (the suite sets CLEARBOX_TEMPLATE itself).
+    if [[ "${ISOLATION:-vm}" == vm && -z "${TEMPLATES:-}" ]]; then suites+=(template); fi
+fi
 files=()
 for s in "${suites[@]}"; do
     f="$here/${s%.bats}.bats"

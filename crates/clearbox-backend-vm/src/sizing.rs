@@ -122,28 +122,36 @@ pub(crate) fn memory_mib(spec: &Spec, defaults: &VmDefaults) -> u32 {
 pub const TEMPLATE_ENV: &str = "CLEARBOX_TEMPLATE";
 pub const TEMPLATE_DIR_ENV: &str = "CLEARBOX_TEMPLATE_DIR";
 
-/// VM templates: on only with `[vm] template = true` or `CLEARBOX_TEMPLATE=on` (required:
-/// a host that cannot use them is an error) or `CLEARBOX_TEMPLATE=auto` (where the host
-/// supports them, else a cold boot); root only (the template cache is root's).
+/// VM templates: on by default where the host supports them (QEMU 10+, the Rust virtiofsd,
+/// clearbox-vmux), with a cold boot elsewhere; `[vm] template = true` or
+/// `CLEARBOX_TEMPLATE=on` requires them (a host that cannot use them is an error, never a
+/// silent cold boot); `[vm] template = false` or `CLEARBOX_TEMPLATE=off` turns them off;
+/// `CLEARBOX_TEMPLATE=auto` is the default behaviour whatever the configuration says. Root
+/// only (the template cache is root's).
 pub fn template_options(
     defaults: &VmDefaults,
     root: bool,
 ) -> Option<clearbox_vmm::TemplateOptions> {
-    // Off by default: templates need QEMU 10 and the Rust virtiofsd, which the default
-    // install does not have (docs/ARCHITECTURE.md, "Agent channel and VM templates").
     let env = std::env::var(TEMPLATE_ENV).ok();
-    let env_off = env
-        .as_deref()
-        .is_some_and(|v| matches!(v, "off" | "0" | "false" | "no"));
-    let env_on = env
-        .as_deref()
-        .is_some_and(|v| matches!(v, "on" | "1" | "true" | "yes"));
-    let env_auto = env.as_deref() == Some("auto");
-    if !root || env_off || !(env_on || env_auto || defaults.template == Some(true)) {
+    let env_is = |words: &[&str]| env.as_deref().is_some_and(|v| words.contains(&v));
+    let required = if env_is(&["off", "0", "false", "no"]) {
+        return None;
+    } else if env_is(&["on", "1", "true", "yes"]) {
+        true
+    } else if env_is(&["auto"]) {
+        false
+    } else {
+        match defaults.template {
+            Some(false) => return None,
+            Some(true) => true,
+            None => false,
+        }
+    };
+    if !root {
         return None;
     }
     let mut t = clearbox_vmm::TemplateOptions {
-        required: !env_auto,
+        required,
         ..Default::default()
     };
     if let Some(d) = &defaults.template_dir {

@@ -17,8 +17,9 @@
 //! # (docs/SECURITY.md); keep it clear of login users and subuid ranges.
 //! jail_uid_base = 1000000000
 //! jail_uid_count = 65536
-//! # Restore VMs from a saved template instead of booting them (experimental, default off;
-//! # needs QEMU 10+, see docs/ARCHITECTURE.md); kept in template_dir.
+//! # Restore VMs from a saved template instead of booting them: unset (the default) where
+//! # the host supports it (QEMU 10+, the Rust virtiofsd), else a cold boot; true requires
+//! # it; false boots every VM cold (docs/ARCHITECTURE.md); kept in template_dir.
 //! template = false
 //! template_dir = "/dev/shm/clearbox-templates"
 //!
@@ -90,7 +91,8 @@ pub struct VmDefaults {
     pub max_vcpus: Option<u32>,
     /// Cap of the host-based memory default.
     pub max_memory_mib: Option<u32>,
-    /// VM templates (default on where supported); `false` boots every VM cold.
+    /// VM templates: unset, on where the host supports them; `true` required; `false` off
+    /// (every VM boots cold).
     pub template: Option<bool>,
     /// Where VM templates are kept.
     pub template_dir: Option<PathBuf>,

@@ -20,9 +20,9 @@ pub struct CheckOptions {
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
     pub accel: AccelMode,
-    /// VM templates: `None` off (the default), `Some(true)` asked for explicitly (`[vm]
-    /// template = true`, `CLEARBOX_TEMPLATE=on`: VMs refuse to start without them),
-    /// `Some(false)` where supported (`CLEARBOX_TEMPLATE=auto`).
+    /// VM templates: `Some(false)` where supported (the default), `Some(true)` asked for
+    /// explicitly (`[vm] template = true`, `CLEARBOX_TEMPLATE=on`: VMs refuse to start
+    /// without them), `None` turned off (`[vm] template = false`, `CLEARBOX_TEMPLATE=off`).
     pub templates: Option<bool>,
 }
 
@@ -32,7 +32,7 @@ impl Default for CheckOptions {
             kernel: DEFAULT_KERNEL.into(),
             initramfs: DEFAULT_INITRAMFS.into(),
             accel: AccelMode::Auto,
-            templates: None,
+            templates: Some(false),
         }
     }
 }
@@ -269,7 +269,7 @@ fn templates(f: &HostFacts, opts: &CheckOptions) -> (Status, String, Option<&'st
     let Some(required) = opts.templates else {
         return (
             Status::Ok,
-            "off (opt in with [vm] template = true): VMs boot cold".into(),
+            "off ([vm] template = false or CLEARBOX_TEMPLATE=off): VMs boot cold".into(),
             None,
         );
     };
@@ -308,7 +308,7 @@ fn templates(f: &HostFacts, opts: &CheckOptions) -> (Status, String, Option<&'st
     (
         Status::Ok,
         format!(
-            "on: VMs are restored from saved templates ({}; experimental, see docs/ARCHITECTURE.md)",
+            "on: VMs are restored from saved templates ({}; see docs/ARCHITECTURE.md)",
             crate::template::DEFAULT_TEMPLATE_DIR
         ),
         None,
@@ -436,10 +436,12 @@ mod tests {
     fn templates_need_qemu_10_the_rust_virtiofsd_and_vmux() {
         let f = pvm_host();
         let t = |f: &HostFacts, on: bool| {
+            // The default: on where supported.
             let opts = CheckOptions {
                 templates: on.then_some(false),
                 ..CheckOptions::default()
             };
+            assert_eq!(CheckOptions::default().templates, Some(false));
             get(&report(f, &opts), "vm templates").clone()
         };
         // QEMU 7.2: off, with one remedy, and VMs still start.
@@ -462,7 +464,7 @@ mod tests {
         assert_eq!(on.status, Status::Ok);
         assert!(on.detail.starts_with("on"), "{}", on.detail);
         let off = t(&f10, false);
-        assert!(off.detail.contains("template = true"), "{}", off.detail);
+        assert!(off.detail.contains("template = false"), "{}", off.detail);
         f10.vmux = None;
         assert!(t(&f10, true).detail.contains("clearbox-vmux"));
         // Asked for explicitly on a host without support: VMs refuse to start.

@@ -15,8 +15,10 @@ use crate::jail::{self, Bind, Jail, Limits};
 use crate::proc::{self, SpawnOpts};
 use crate::qemu::{self, QemuPlan, VsockDevice};
 use crate::qmp::Qmp;
-use crate::template::{self, KeyInputs, TemplateOptions};
 use crate::vsock::AgentTransport;
+
+mod templated;
+use templated::TemplateFiles;
 
 pub(crate) const VSOCK_ROLE: &str = "vhost-device-vsock";
 pub(crate) const VMUX_ROLE: &str = "clearbox-vmux";
@@ -106,46 +108,6 @@ impl Vm {
             }
         }
         Self::start_mode(config, Mode::Cold)
-    }
-
-    /// Restored from the template of `config`'s inputs (built now when missing); `Ok(Err(why))`
-    /// when this host or VM cannot use templates (see `template.rs`).
-    fn from_template(
-        config: &VmConfig,
-        opts: &TemplateOptions,
-    ) -> Result<std::result::Result<Vm, String>> {
-        let inputs = match template_inputs(config)? {
-            Ok(i) => i,
-            Err(why) => return Ok(Err(why)),
-        };
-        let key = inputs.key();
-        let dir = match template::lookup(opts, &key) {
-            template::Cached::Ready(d) => d,
-            template::Cached::Unsupported(why) => return Ok(Err(why)),
-            template::Cached::Missing => match build_locked(config, opts, &key, &inputs)? {
-                Ok(d) => d,
-                Err(why) => return Ok(Err(why)),
-            },
-        };
-        let t0 = Instant::now();
-        let vm = Self::start_mode(config.clone(), Mode::Restore { dir })?;
-        tracing::debug!(elapsed = ?t0.elapsed(), "restored from the template");
-        Ok(Ok(vm))
-    }
-
-    /// Builds (or finds) the template of `config`'s inputs: `clearbox template build`.
-    /// A host or VM that cannot use templates is [`Error::Template`] with the reason.
-    pub fn ensure_template(config: &VmConfig) -> Result<PathBuf> {
-        let opts = config.template.clone().unwrap_or_default();
-        let inputs = template_inputs(config)?.map_err(Error::Template)?;
-        let key = inputs.key();
-        match template::lookup(&opts, &key) {
-            template::Cached::Ready(d) => Ok(d),
-            template::Cached::Unsupported(why) => Err(Error::Template(why)),
-            template::Cached::Missing => {
-                build_locked(config, &opts, &key, &inputs)?.map_err(Error::Template)
-            }
-        }
     }
 
     fn start_mode(config: VmConfig, mode: Mode) -> Result<Vm> {
@@ -348,65 +310,11 @@ impl Vm {
                 .and_then(binaries::QemuVersionProbe::major)
                 .is_none_or(qemu::needs_vhost_user_fs_guard);
         let mut net = config.net.clone();
-        let mut mem_file = None;
-        let mut state_file = None;
-        let mut placeholder_nics = 0;
-        if !matches!(mode, Mode::Cold) {
-            let qmp_dir = run_dir.join("qmp");
-            jail::mkdir(&qmp_dir, 0o700)?;
-            vm.state.dirs.push(qmp_dir.clone());
-            if let Some(j) = &vm.jail {
-                j.give(&qmp_dir)?;
-            }
-            vm.qmp = Some(qmp_dir.join("qmp.sock"));
-        }
-        match &mode {
-            Mode::Cold => {}
-            Mode::Build { dir, nics } => {
-                let (m, st) = (dir.join(template::MEMORY), dir.join(template::STATE));
-                for f in [&m, &st] {
-                    File::create(f).map_err(|e| Error::Path {
-                        op: "create",
-                        path: f.clone(),
-                        source: e,
-                    })?;
-                    if let Some(j) = &vm.jail {
-                        j.give(f)?;
-                    }
-                }
-                mem_file = Some(m);
-                state_file = Some(st);
-                placeholder_nics = *nics;
-            }
-            Mode::Restore { dir } => {
-                // The copy on tmpfs (guest RAM must not be a disk file), named after run_dir.
-                let shm = Path::new(template::CLONE_MEMORY_DIR);
-                template::private_dir(shm)?;
-                let tag: String =
-                    <sha2::Sha256 as sha2::Digest>::digest(run_dir.as_os_str().as_encoded_bytes())
-                        .iter()
-                        .take(8)
-                        .map(|b| format!("{b:02x}"))
-                        .collect();
-                let m = shm.join(format!("{tag}-{}", template::MEMORY));
-                let st = run_dir.join(template::STATE);
-                let _ = std::fs::remove_file(&m);
-                vm.track_files([m.clone(), st.clone()]);
-                let t0 = Instant::now();
-                template::copy_sparse(&dir.join(template::MEMORY), &m)?;
-                template::copy_sparse(&dir.join(template::STATE), &st)?;
-                tracing::debug!(elapsed = ?t0.elapsed(), "template memory copied");
-                if let Some(j) = &vm.jail {
-                    j.give(&m)?;
-                    j.give(&st)?;
-                }
-                for (i, n) in net.iter_mut().enumerate() {
-                    n.mac = template::template_nic_mac(i);
-                }
-                mem_file = Some(m);
-                state_file = Some(st);
-            }
-        }
+        let TemplateFiles {
+            mem_file,
+            state_file,
+            placeholder_nics,
+        } = vm.template_files(&mode, &run_dir, &mut net)?;
         let plan = QemuPlan {
             accel,
             vcpus: config.vcpus,
@@ -461,17 +369,7 @@ impl Vm {
         vm.qemu = Some(p);
         vm.state.save(&run_dir)?;
         if let (Mode::Restore { .. }, Some(st)) = (&mode, &state_file) {
-            let mut q = vm.monitor()?;
-            q.ignore_shared()?;
-            q.execute(
-                "migrate-incoming",
-                serde_json::json!({ "uri": format!("file:{}", st.display()) }),
-            )?;
-            // The template was saved stopped: the state loads paused.
-            q.wait_migration(Duration::from_secs(30))
-                .map_err(|e| vm.explain(e))?;
-            q.execute("cont", serde_json::json!({}))?;
-            q.wait_running(Duration::from_secs(10))?;
+            vm.load_state(st)?;
         }
         Ok(vm)
     }
@@ -941,162 +839,4 @@ pub(crate) enum Mode {
     Restore {
         dir: PathBuf,
     },
-}
-
-/// The template key inputs of `config`, or why it cannot use one (one line).
-fn template_inputs(config: &VmConfig) -> Result<std::result::Result<KeyInputs, String>> {
-    let unsupported = |why: String| {
-        tracing::debug!(%why, "no VM template");
-        Ok(Err(why))
-    };
-    if config.channel == AgentChannel::Vsock {
-        return unsupported("templates need the virtio-serial agent channel, not vsock".into());
-    }
-    if binaries::vmux().is_none() {
-        return unsupported(
-            "templates need clearbox-vmux (the virtio-serial channel's host end), not found next to clearbox or on PATH".into(),
-        );
-    }
-    if !config.shares.is_empty()
-        && !matches!(
-            binaries::virtiofsd(),
-            Some((_, binaries::VirtiofsdFlavor::Rust))
-        )
-    {
-        return unsupported(
-            "templates need the Rust virtiofsd on PATH (the C one cannot migrate virtio-fs)".into(),
-        );
-    }
-    let Hypervisor::Qemu(qopts) = &config.hypervisor;
-    let Some(qemu_bin) = qopts.binary.clone().or_else(binaries::qemu) else {
-        return unsupported("templates need QEMU: none found".into());
-    };
-    let (accel, _) = KvmFacts::gather().select(config.accel)?;
-    KeyInputs::new(
-        &qemu_bin,
-        &config.kernel,
-        &config.initrd,
-        config.vcpus,
-        config.memory_mib,
-        accel,
-        qopts.tcg_tb_size_mib,
-        // Templates need QEMU 10 (`template::MIN_QEMU_MAJOR`), which gets the TCG virtio-fs
-        // guard whenever the VM has a share (see `qemu::needs_vhost_user_fs_guard`).
-        &qemu::kernel_cmdline(
-            accel,
-            host_tsc_khz(),
-            !config.shares.is_empty(),
-            &serial_cmdline(config),
-        ),
-        config.shares.iter().map(|s| s.tag.clone()).collect(),
-        config.net.len(),
-    )
-    .map(Ok)
-}
-
-/// The extra kernel words of a VM on the serial channel.
-fn serial_cmdline(config: &VmConfig) -> Vec<String> {
-    let mut v = config.cmdline_extra.clone();
-    v.push("clearbox.channel=serial".into());
-    v
-}
-
-/// Builds the template under its lock (a concurrent first use waits here, then finds it).
-fn build_locked(
-    config: &VmConfig,
-    opts: &TemplateOptions,
-    key: &str,
-    inputs: &KeyInputs,
-) -> Result<std::result::Result<PathBuf, String>> {
-    let _lock = template::lock(opts, key)?;
-    match template::lookup(opts, key) {
-        template::Cached::Ready(d) => return Ok(Ok(d)),
-        template::Cached::Unsupported(why) => return Ok(Err(why)),
-        template::Cached::Missing => {}
-    }
-    let Hypervisor::Qemu(qopts) = &config.hypervisor;
-    let qemu_bin = qopts
-        .binary
-        .clone()
-        .or_else(binaries::qemu)
-        .ok_or(Error::MissingBinary("qemu-system-x86_64"))?;
-    match template::qemu_major(&qemu_bin) {
-        Some(v) if v >= template::MIN_QEMU_MAJOR => {}
-        v => {
-            let why = format!(
-                "QEMU {} at {} cannot migrate vhost-user-fs; templates need QEMU {}+",
-                v.map_or("of unknown version".to_string(), |v| v.to_string()),
-                qemu_bin.display(),
-                template::MIN_QEMU_MAJOR
-            );
-            template::mark_unsupported(opts, key, &why);
-            tracing::info!(%why, "no VM templates");
-            return Ok(Err(why));
-        }
-    }
-    let t0 = Instant::now();
-    let build = template::build_dir(opts, key)?;
-    match build_in(config, &build) {
-        Ok(()) => {
-            let dir = template::commit(opts, key, &build, inputs)?;
-            tracing::info!(elapsed = ?t0.elapsed(), dir = %dir.display(), "VM template built");
-            Ok(Ok(dir))
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&build);
-            Err(e)
-        }
-    }
-}
-
-/// Boots the template VM, waits for the agent, saves it into `dir`.
-fn build_in(config: &VmConfig, dir: &Path) -> Result<()> {
-    let mut c = config.clone();
-    c.template = None;
-    c.net = Vec::new();
-    c.channel = AgentChannel::Serial;
-    c.serial_log = None;
-    c.die_with_parent = true;
-    let parent = config
-        .run_dir
-        .parent()
-        .map_or_else(|| PathBuf::from("/run"), Path::to_path_buf);
-    c.run_dir = parent.join(format!("tpl-{}", std::process::id()));
-    c.shares = Vec::new();
-    for (i, s) in config.shares.iter().enumerate() {
-        let d = dir.join(format!("share-{i}"));
-        jail::mkdir(&d, 0o755)?;
-        c.shares.push(crate::config::FsShare {
-            tag: s.tag.clone(),
-            host_dir: d,
-            read_only: false,
-        });
-    }
-    let vm = Vm::start_mode(
-        c,
-        Mode::Build {
-            dir: dir.to_path_buf(),
-            nics: config.net.len(),
-        },
-    )?;
-    let agent = vm.connect_agent(crate::AGENT_PORT, Duration::from_secs(120))?;
-    drop(agent);
-    // Let the guest see the channel close before it stops.
-    std::thread::sleep(Duration::from_millis(50));
-    let mut q = vm.monitor()?;
-    let saved = (|| {
-        q.execute("stop", serde_json::json!({}))?;
-        q.ignore_shared()?;
-        let uri = format!("file:{}", dir.join(template::STATE).display());
-        q.execute("migrate", serde_json::json!({ "uri": uri }))?;
-        q.wait_migration(Duration::from_secs(60))
-    })()
-    .map_err(|e| vm.explain(e));
-    drop(q);
-    vm.kill()?;
-    saved?;
-    for i in 0..config.shares.len() {
-        let _ = std::fs::remove_dir(dir.join(format!("share-{i}")));
-    }
-    Ok(())
 }
