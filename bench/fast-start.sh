@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Fast start and small footprint (issue 12), every anchor measured in this one run:
-#   1. `clearbox run` of busybox `true`: cold VM vs the VM boot floor vs isolation=namespaces
-#      vs gVisor's `runsc run` (hyperfine medians);
-#   2. `podman run --rm IMG true` with clearbox (vm) vs crun;
-#   3. idle containers: N (default 20) `sleep` containers in VMs, PSS and CPU per container
-#      (all host processes of each: shim, QEMU, vhost-device-vsock, virtiofsd);
-#   4. parallel start: P (default 10) `clearbox run ... true` at once vs one alone (wall time).
+#   1. `clearbox run` of busybox `true`: VM restored from a template vs cold-booted vs the VM
+#      boot floor vs isolation=namespaces vs gVisor's `runsc run` (hyperfine medians);
+#   2. `podman run --rm IMG true` with clearbox (vm, templates and cold) vs crun;
+#   3. idle containers: N (default 20) `sleep` containers in VMs, per VM start mode, memory
+#      and CPU per container (all host processes of each: shim, QEMU, the agent channel's
+#      backend, virtiofsd; plus a restored VM's copy of the template memory on tmpfs);
+#   4. parallel start: P (default 10) `clearbox run ... true` at once vs one alone (wall
+#      time), per VM start mode.
 # Prints markdown tables with ratios and targets (paste into docs/BENCHMARKS.md). Nothing is
 # asserted: targets are printed as met/MISSED.
 #
@@ -13,11 +15,6 @@
 #   BENCH_RUNS=10 BENCH_IDLE=20 BENCH_PARALLEL=10 BENCH_ROUNDS=3 BENCH_IDLE_SECS=30 bench/fast-start.sh
 #   BENCH_SECTIONS="run idle" bench/fast-start.sh   # a subset (run podman idle parallel)
 #
-# VM templates: a second VM start mode is added as more rows in section 1 (and 3/4) through
-# the TEMPLATE HOOK below: set BENCH_TEMPLATE_ARGS to the clearbox global flags (or env
-# assignments via `env K=V`) that select a template start, e.g.
-#   BENCH_TEMPLATE_CMD="env CLEARBOX_CONFIG=/etc/clearbox/template.toml"
-# and the "clearbox run (template)" row and its ratios are printed next to the cold ones.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -34,10 +31,17 @@ IDLE_SECS="${BENCH_IDLE_SECS:-30}"
 PAR="${BENCH_PARALLEL:-10}"
 ROUNDS="${BENCH_ROUNDS:-3}"
 SECTIONS="${BENCH_SECTIONS:-run podman idle parallel}"
-# TEMPLATE HOOK: a command prefix that makes clearbox start from a VM template (empty: no
-# template rows). Cold rows always run with templates off through CLEARBOX_COLD_CMD.
-TEMPLATE_CMD="${BENCH_TEMPLATE_CMD:-}"
-COLD_CMD="${BENCH_COLD_CMD:-}"
+# The VM start modes: restored from a template (where `clearbox check` says this host can)
+# and cold-booted. Templates live in a private directory, built by the first use (warm-up).
+COLD_CMD="env CLEARBOX_TEMPLATE=off"
+TEMPLATE_CMD="env CLEARBOX_TEMPLATE=on"
+MODES=(cold)
+if CLEARBOX_TEMPLATE=on "$RUNTIME" check 2>/dev/null | grep -q 'vm templates *on'; then
+    MODES=(template cold)
+else
+    echo "fast-start: VM templates unsupported here, cold rows only: $("$RUNTIME" check 2>/dev/null | grep 'vm templates')" >&2
+fi
+mode_cmd() { if [ "$1" = template ]; then echo "$TEMPLATE_CMD"; else echo "$COLD_CMD"; fi; }
 for c in hyperfine runsc jq python3 podman crun; do
     command -v "$c" >/dev/null || die "$c not found (scripts/install-deps.sh)"
 done
@@ -56,9 +60,11 @@ cleanup() {
     for s in "$R"/*/; do
         [ -d "$s" ] && "$RUNTIME" --root "$R" delete --force "$(basename "$s")" >/dev/null 2>&1
     done
-    rm -rf "$W"
+    rm -rf "$W" "$CLEARBOX_TEMPLATE_DIR"
 }
 trap cleanup EXIT
+export CLEARBOX_TEMPLATE_DIR="/dev/shm/clearbox-faststart-templates.$$"
+mkdir -m 0700 "$CLEARBOX_TEMPLATE_DIR"
 B="$W/bundle"
 mkdir -p "$B"
 cp -a "$IMAGE_DIR/rootfs" "$B/rootfs"
@@ -83,8 +89,7 @@ if has run; then
         -n "VM boot floor" "env CLEARBOX_MEM_MIB=128 $probe floor 1"
         -n "clearbox run (namespaces)" "$RUNTIME --root $R --isolation namespaces run --bundle $B b-ns"
         -n "runsc run" "runsc --root $W/runsc --network=none --ignore-cgroups run --bundle $B b-runsc")
-    # TEMPLATE HOOK: the template row.
-    [ -z "$TEMPLATE_CMD" ] ||
+    [[ " ${MODES[*]} " != *" template "* ]] ||
         rows+=(-n "clearbox run (vm, template)" "$TEMPLATE_CMD $RUNTIME --root $R --isolation vm run --bundle $B b-tpl")
     echo "fast-start: run ($RUNS runs) ..." >&2
     hyperfine -N -i --warmup 1 --runs "$RUNS" --export-json "$W/run.json" "${rows[@]}" >&2
@@ -113,8 +118,11 @@ exec unshare -m sh -c 'umount /sys/fs/cgroup/unified; exec crun "$@"' crun "$@"
 EOF
     chmod +x "$crun_wrap"
     echo "fast-start: podman ($RUNS runs) ..." >&2
-    hyperfine -N -i --warmup 1 --runs "$RUNS" --export-json "$W/podman.json" \
-        -n "podman run --rm (clearbox vm)" "$COLD_CMD $pod --runtime $RUNTIME run --rm $IMAGE true" \
+    rows=()
+    for m in "${MODES[@]}"; do
+        rows+=(-n "podman run --rm (clearbox vm, $m)" "$(mode_cmd "$m") $pod --runtime $RUNTIME run --rm $IMAGE true")
+    done
+    hyperfine -N -i --warmup 1 --runs "$RUNS" --export-json "$W/podman.json" "${rows[@]}" \
         -n "podman run --rm (crun)" "$pod --runtime $crun_wrap run --rm $IMAGE true" >&2
     $pod rm -af -t 0 >/dev/null 2>&1 || true
 fi
@@ -129,53 +137,65 @@ tree() {
                   split(kids[p], k, " "); for (j in k) if (k[j] != "") q[++n] = k[j] } }'
 }
 pss_kib() { awk '/^Pss:/ {s += $2} END {print s + 0}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
+shmem_kib() { awk '/^Pss_Shmem:/ {s += $2} END {print s + 0}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
+# KiB allocated on tmpfs by restored VMs' memory copies (clearbox-vmm's CLONE_MEMORY_DIR).
+shm_copies_kib() { du -sk /dev/shm/clearbox-vm 2>/dev/null | cut -f1 || echo 0; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
-# --- 3. idle: PSS and CPU per idle container ----------------------------------------------
-if has idle; then
-    echo "fast-start: idle: starting $IDLE vm containers ..." >&2
-    shims=()
+# --- 3. idle: memory and CPU per idle container, per VM start mode ------------------------
+idle_mode() { # $1: mode
+    local m=$1 cmd i p s
+    cmd=$(mode_cmd "$m")
+    echo "fast-start: idle ($m): starting $IDLE vm containers ..." >&2
+    local shims=() pids=() shm0
+    shm0=$(shm_copies_kib)
     for i in $(seq "$IDLE"); do
-        $COLD_CMD "$RUNTIME" --root "$R" --isolation vm run -d --bundle "$BS" "idle$i" </dev/null >/dev/null
-        shims+=("$("$RUNTIME" --root "$R" state "idle$i" | jq -r .pid)")
+        $cmd "$RUNTIME" --root "$R" --isolation vm run -d --bundle "$BS" "idle-$m-$i" </dev/null >/dev/null
+        shims+=("$("$RUNTIME" --root "$R" state "idle-$m-$i" | jq -r .pid)")
     done
     sleep 10 # let boot-time work (page reporting, first faults) settle
-    pids=()
     for s in "${shims[@]}"; do mapfile -t -O "${#pids[@]}" pids < <(tree "$s"); done
+    local hz t0=0 t1=0 w0 w1 pss=0 shmem=0 shm1
     hz=$(getconf CLK_TCK)
-    t0=0
     for p in "${pids[@]}"; do t0=$((t0 + $(ticks "$p"))); done
     w0=$(date +%s.%N)
     sleep "$IDLE_SECS"
-    t1=0
     for p in "${pids[@]}"; do t1=$((t1 + $(ticks "$p"))); done
     w1=$(date +%s.%N)
-    pss=0
-    for p in "${pids[@]}"; do pss=$((pss + $(pss_kib "$p"))); done
+    for p in "${pids[@]}"; do
+        pss=$((pss + $(pss_kib "$p")))
+        shmem=$((shmem + $(shmem_kib "$p")))
+    done
+    shm1=$(shm_copies_kib)
     # Per role, for the "where the memory goes" table.
     for p in "${pids[@]}"; do
         echo "$(cat "/proc/$p/comm" 2>/dev/null || echo gone) $(pss_kib "$p")"
-    done | awk '{s[$1] += $2; n[$1]++} END {for (k in s) printf "%s %d %d\n", k, s[k], n[k]}' >"$W/pss-roles"
-    echo "idle $IDLE $t0 $t1 $w0 $w1 $hz $pss" >"$W/idle"
-    for i in $(seq "$IDLE"); do "$RUNTIME" --root "$R" delete --force "idle$i" >/dev/null 2>&1 || true; done
+    done | awk '{s[$1] += $2; n[$1]++} END {for (k in s) printf "%s %d %d\n", k, s[k], n[k]}' >"$W/pss-roles-$m"
+    echo "$m $IDLE $t0 $t1 $w0 $w1 $hz $pss $shmem $((shm1 - shm0))" >"$W/idle-$m"
+    for i in $(seq "$IDLE"); do "$RUNTIME" --root "$R" delete --force "idle-$m-$i" >/dev/null 2>&1 || true; done
+}
+if has idle; then
+    for m in "${MODES[@]}"; do idle_mode "$m"; done
 fi
 
-# --- 4. parallel start: P at once vs one alone ---------------------------------------------
+# --- 4. parallel start: P at once vs one alone, per VM start mode ---------------------------
 if has parallel; then
-    one() { $COLD_CMD "$RUNTIME" --root "$R" --isolation vm run --bundle "$B" "$1" </dev/null >/dev/null; }
+    one() { $2 "$RUNTIME" --root "$R" --isolation vm run --bundle "$B" "$1" </dev/null >/dev/null; }
     wall() { # wall seconds of N runs started at once
-        local n=$1 tag=$2 s e i
+        local n=$1 tag=$2 cmd=$3 s e i
         s=$(date +%s.%N)
-        for i in $(seq "$n"); do one "$tag$i" & done
+        for i in $(seq "$n"); do one "$tag$i" "$cmd" & done
         wait
         e=$(date +%s.%N)
         awk -v s="$s" -v e="$e" 'BEGIN {print e - s}'
     }
-    echo "fast-start: parallel: $ROUNDS rounds of 1 and of $PAR ..." >&2
-    : >"$W/par"
-    for r in $(seq "$ROUNDS"); do
-        echo "one $(wall 1 "p1r$r-")" >>"$W/par"
-        echo "many $(wall "$PAR" "pNr$r-")" >>"$W/par"
+    for m in "${MODES[@]}"; do
+        echo "fast-start: parallel ($m): $ROUNDS rounds of 1 and of $PAR ..." >&2
+        : >"$W/par-$m"
+        for r in $(seq "$ROUNDS"); do
+            echo "one $(wall 1 "p1$m$r-" "$(mode_cmd "$m")")" >>"$W/par-$m"
+            echo "many $(wall "$PAR" "pN$m$r-" "$(mode_cmd "$m")")" >>"$W/par-$m"
+        done
     done
 fi
 load1=$(cut -d' ' -f1 /proc/loadavg)
@@ -205,29 +225,41 @@ if rows:
             print(f"| {name} / runsc run | {rows[name] / rows['runsc run']:.2f} | | |")
         if name in rows and "clearbox run (namespaces)" in rows:
             print(f"| {name} / namespaces | {rows[name] / rows['clearbox run (namespaces)']:.1f} | | |")
-    if "podman run --rm (crun)" in rows:
-        v = rows["podman run --rm (clearbox vm)"] / rows["podman run --rm (crun)"]
-        print(f"| podman: clearbox vm / crun | {v:.2f} | | |")
-p = os.path.join(w, "idle")
-if os.path.exists(p):
-    _, n, t0, t1, w0, w1, hz, pss = open(p).read().split()
+    for k in rows:
+        if k.startswith("podman run --rm (clearbox vm") and "podman run --rm (crun)" in rows:
+            v = rows[k] / rows["podman run --rm (crun)"]
+            print(f"| {k} / podman run --rm (crun) | {v:.2f} | | |")
+for mode in ("template", "cold"):
+    p = os.path.join(w, f"idle-{mode}")
+    if not os.path.exists(p):
+        continue
+    _, n, t0, t1, w0, w1, hz, pss, shmem, copies = open(p).read().split()
     n, hz = int(n), int(hz)
     cpu = (int(t1) - int(t0)) / hz / (float(w1) - float(w0)) * 100 / n
     pss_mib = int(pss) / 1024 / n
-    print(f"\n{n} idle vm containers (`sleep`), CPU sampled over {float(w1) - float(w0):.0f} s\n")
+    # A restored VM's RAM is its copy of the template memory on tmpfs: all of it is resident
+    # whether or not a process has mapped the page yet, so it counts whole (in place of the
+    # shared-memory part of the PSS). A cold VM's RAM is a memfd, counted by the PSS.
+    real_mib = (int(pss) - int(shmem) + max(int(shmem), int(copies))) / 1024 / n
+    print(f"\n{n} idle vm containers (`sleep`, {mode}), CPU sampled over {float(w1) - float(w0):.0f} s\n")
     print("| per idle container | value | target | |\n|---|---:|---|---|")
-    print(f"| PSS (shim + QEMU + vsock + virtiofsd) | {pss_mib:.1f} MiB | <= 20 MiB | {verdict(pss_mib, 20)} |")
+    print(f"| PSS of its host processes | {pss_mib:.1f} MiB | | |")
+    print(f"| memory: PSS without shared memory + guest RAM (tmpfs copy or memfd) | {real_mib:.1f} MiB | <= 20 MiB | {verdict(real_mib, 20)} |")
     print(f"| CPU | {cpu:.2f}% of a core | <= 0.2% | {verdict(cpu, 0.2)} |")
     print("\n| process | PSS per container (MiB) |\n|---|---:|")
-    for line in sorted(open(os.path.join(w, "pss-roles")), key=lambda l: -int(l.split()[1])):
+    for line in sorted(open(os.path.join(w, f"pss-roles-{mode}")), key=lambda l: -int(l.split()[1])):
         comm, kib, cnt = line.split()
         print(f"| {comm} (x{int(cnt) // n if int(cnt) >= n else cnt}) | {int(kib) / 1024 / n:.1f} |")
-p = os.path.join(w, "par")
-if os.path.exists(p):
+    if int(copies):
+        print(f"| template memory copy on tmpfs (not all mapped) | {int(copies) / 1024 / n:.1f} |")
+for mode in ("template", "cold"):
+    p = os.path.join(w, f"par-{mode}")
+    if not os.path.exists(p):
+        continue
     one = [float(l.split()[1]) for l in open(p) if l.startswith("one")]
     many = [float(l.split()[1]) for l in open(p) if l.startswith("many")]
     o, m = statistics.median(one), statistics.median(many)
-    print(f"\n| parallel start (`run ... true`, vm) | wall (s, median of {len(one)}) |\n|---|---:|")
+    print(f"\n| parallel start (`run ... true`, vm, {mode}) | wall (s, median of {len(one)}) |\n|---|---:|")
     print(f"| 1 alone | {o:.2f} |\n| {par} at once | {m:.2f} |")
     print(f"\n| ratio | value | target | |\n|---|---:|---|---|")
     print(f"| {par} at once / 1 alone | {m / o:.1f} | <= 3 | {verdict(m / o, 3)} |")
