@@ -302,6 +302,70 @@ pub(crate) fn commit(
     Ok(dir)
 }
 
+/// Whether the template recorded in `meta` (its `template.json`) can never be looked up
+/// again: an older format, or a QEMU, kernel or initramfs that changed or is gone since.
+fn is_stale(meta: &serde_json::Value) -> bool {
+    if meta.get("format").and_then(serde_json::Value::as_u64) != Some(u64::from(FORMAT)) {
+        return true;
+    }
+    ["qemu", "kernel", "initrd"].iter().any(|k| {
+        let Some(rec) = meta.get(*k) else {
+            return true;
+        };
+        let Some(path) = rec.get("path").and_then(serde_json::Value::as_str) else {
+            return true;
+        };
+        match file_id(Path::new(path)).map(|id| serde_json::to_value(id)) {
+            Ok(Ok(now)) => &now != rec,
+            _ => true,
+        }
+    })
+}
+
+/// Removes the templates in `opts.dir` other than `keep` whose inputs changed (a rebuilt
+/// kernel or initramfs, an upgraded QEMU): their keys are never computed again, and each
+/// holds its guest's memory on tmpfs. A template being built (its lock held) is skipped;
+/// a restore that already found a stale one keeps its open file. Returns how many went.
+pub(crate) fn prune_stale(opts: &TemplateOptions, keep: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(&opts.dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(key) = name.to_str() else { continue };
+        if key == keep || key.starts_with('.') || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let stale = std::fs::read(e.path().join(META))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|m| is_stale(&m));
+        if !stale {
+            continue;
+        }
+        let lock = opts.dir.join(format!("{key}.lock"));
+        let Ok(f) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&lock)
+        else {
+            continue;
+        };
+        // SAFETY: flock on a descriptor we own; LOCK_NB never blocks.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            continue;
+        }
+        if std::fs::remove_dir_all(e.path()).is_ok() {
+            let _ = std::fs::remove_file(&lock);
+            let _ = std::fs::remove_file(opts.dir.join(format!("{key}.unsupported")));
+            removed += 1;
+            tracing::info!(template = %e.path().display(), "removed a stale VM template");
+        }
+    }
+    removed
+}
+
 /// Copies `src` to a new file `dst` (0600), skipping holes: a template's memory file is as
 /// large as the guest's RAM but holds only the pages the guest touched.
 pub(crate) fn copy_sparse(src: &Path, dst: &Path) -> Result<()> {
@@ -419,5 +483,45 @@ mod tests {
         std::fs::write(&k, b"kernel, rebuilt").unwrap();
         assert_ne!(before, key(256, 1));
         assert_eq!(template_nic_mac(1), "02:cb:7e:00:00:01");
+    }
+
+    #[test]
+    fn stale_templates_are_pruned_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = dir.path().join("k");
+        std::fs::write(&k, b"kernel").unwrap();
+        let opts = TemplateOptions {
+            dir: dir.path().join("t"),
+            required: false,
+        };
+        private_dir(&opts.dir).unwrap();
+        let inputs = |mem: u32| {
+            KeyInputs::new(&k, &k, &k, 1, mem, crate::Accel::Tcg, None, "", vec![], 0).unwrap()
+        };
+        let make = |i: &KeyInputs| {
+            let key = i.key();
+            let b = build_dir(&opts, &key).unwrap();
+            for f in [MEMORY, STATE] {
+                File::create(b.join(f)).unwrap();
+            }
+            drop(lock(&opts, &key).unwrap());
+            commit(&opts, &key, &b, i).unwrap();
+            key
+        };
+        let a = make(&inputs(256));
+        let b = make(&inputs(512));
+        // Same files: another VM size stays.
+        assert_eq!(prune_stale(&opts, &b), 0);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&k, b"kernel, rebuilt").unwrap();
+        let c = make(&inputs(256));
+        // A held lock (a build in progress) is skipped.
+        let held = lock(&opts, &a).unwrap();
+        assert_eq!(prune_stale(&opts, &c), 1);
+        assert!(opts.dir.join(&a).is_dir() && !opts.dir.join(&b).exists());
+        drop(held);
+        assert_eq!(prune_stale(&opts, &c), 1);
+        assert!(!opts.dir.join(&a).exists() && !opts.dir.join(format!("{a}.lock")).exists());
+        assert!(matches!(lookup(&opts, &c), Cached::Ready(_)));
     }
 }

@@ -152,6 +152,8 @@ fn build_locked(
     match build_in(config, &build) {
         Ok(()) => {
             let dir = template::commit(opts, key, &build, inputs)?;
+            // A new template usually means rebuilt assets: the old ones' memory goes.
+            template::prune_stale(opts, key);
             tracing::info!(elapsed = ?t0.elapsed(), dir = %dir.display(), "VM template built");
             Ok(Ok(dir))
         }
