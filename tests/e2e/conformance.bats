@@ -555,18 +555,22 @@ print(json.dumps(out))')
 
 # --- VM faults -------------------------------------------------------------------
 
-# vm_helper_pid ID ROLE-PREFIX — pid of a VM helper from the VMM's record.
+# vm_helper_pid ID ROLE-PREFIX — pid of a VM helper from the VMM's record. The role
+# "agent-channel" is the agent channel's host backend: vhost-device-vsock on a cold boot,
+# clearbox-vmux (virtio-serial) on a VM restored from a template.
 vm_helper_pid() {
     local run_dir
     run_dir="$(jq -r '.vm_run_dir' "$RT_ROOT/$1/vm-box.json")"
-    jq -r --arg r "$2" '[.processes[] | select(.role | startswith($r))][0].pid' "$run_dir/vm.json"
+    jq -r --arg r "$2" '[.processes[] | select(if $r == "agent-channel"
+        then (.role | startswith("vhost-device-vsock") or startswith("clearbox-vmux"))
+        else (.role | startswith($r)) end)][0].pid' "$run_dir/vm.json"
 }
 
 @test "vm: any host-side piece of the VM dying stops the container (137); delete --force cleans up" {
     expect_vm || skip "applies to isolation vm"
     local role id pid bg rc base
     make_bundle "$B" sleep 1000
-    for role in virtiofsd vhost-device-vsock qemu; do
+    for role in virtiofsd agent-channel qemu; do
         id=$(new_id "${role:0:5}")
         track "$id"
         rt run --bundle "$B" "$id" </dev/null >/dev/null 2>"$BATS_TEST_TMPDIR/run.err" &

@@ -59,40 +59,19 @@ setup_file() {
         : >"$DOCKER_DIR/docker0.existed"
     fi
 
-    setsid dockerd --config-file "$DOCKER_DIR/daemon.json" \
-        --data-root "$DOCKER_DIR/data" --exec-root "$DOCKER_DIR/exec" \
-        --pidfile "$DOCKER_DIR/dockerd.pid" -H "$DOCKER_HOST" \
-        </dev/null >"$DOCKER_DIR/dockerd.log" 2>&1 &
-    echo $! >"$DOCKER_DIR/dockerd.launch-pid"
-    local i
-    for i in $(seq 150); do
-        "$DOCKER_CLI" version >/dev/null 2>&1 && break
-        kill -0 "$(cat "$DOCKER_DIR/dockerd.launch-pid")" 2>/dev/null || break
-        sleep 0.2
-    done
-    "$DOCKER_CLI" version >/dev/null 2>&1 || {
-        echo "dockerd did not come up; log:" >&2
-        tail -20 "$DOCKER_DIR/dockerd.log" >&2
-        return 1
-    }
+    dockerd_start "$DOCKER_DIR" || return 1
     docker load -q -i "$IMAGE_DIR/clearbox-test.docker.tar" >/dev/null
     docker image inspect "$IMAGE" >/dev/null
 }
 
 teardown_file() {
     [ -n "${DOCKER_DIR:-}" ] || return 0
-    local pid i left
+    local i left
     if "$DOCKER_CLI" version >/dev/null 2>&1; then
         "$DOCKER_CLI" ps -aq | xargs -r timeout 30 "$DOCKER_CLI" rm -f >/dev/null 2>&1 || true
     fi
-    pid=$(cat "$DOCKER_DIR/dockerd.pid" 2>/dev/null || cat "$DOCKER_DIR/dockerd.launch-pid")
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.2
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    # dockerd's own containerd and shims: anything whose command line names our dir.
+    dockerd_stop "$DOCKER_DIR"
+    # dockerd's containerd and shims: anything whose command line names our dir.
     left=$(procs_naming "$DOCKER_DIR")
     for i in $(seq 50); do
         [ -z "$left" ] && break

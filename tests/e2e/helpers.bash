@@ -696,3 +696,70 @@ ctrd_teardown() {
     fi
     [ -z "$left" ]
 }
+
+# dockerd_start DIR — a private dockerd (DIR/daemon.json, its data and exec roots, pidfile and
+# DOCKER_HOST socket under DIR) on a private containerd under DIR/containerd. Without
+# --containerd, dockerd 20.10 takes /run/containerd/containerd.sock whenever that file exists,
+# and a stale one (left by a containerd that died) makes it fail with "context deadline
+# exceeded": the suites must not depend on the host's containerd. Fails with the log's tail.
+dockerd_start() {
+    local d="$1" c="$1/containerd" i
+    mkdir -p "$c"
+    cat >"$c/config.toml" <<EOC
+version = 2
+root = "$c/root"
+state = "$c/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$c/containerd.sock"
+[ttrpc]
+  address = "$c/containerd.sock.ttrpc"
+[debug]
+  address = "$c/debug.sock"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$c/opt"
+EOC
+    setsid containerd --config "$c/config.toml" </dev/null >"$c/containerd.log" 2>&1 &
+    echo $! >"$c/pid"
+    for i in $(seq 100); do
+        command ctr --address "$c/containerd.sock" version >/dev/null 2>&1 && break
+        kill -0 "$(cat "$c/pid")" 2>/dev/null || break
+        sleep 0.1
+    done
+    command ctr --address "$c/containerd.sock" version >/dev/null 2>&1 || {
+        echo "dockerd's containerd did not come up; log:" >&2
+        tail -20 "$c/containerd.log" >&2
+        return 1
+    }
+    setsid dockerd --config-file "$d/daemon.json" --containerd "$c/containerd.sock" \
+        --data-root "$d/data" --exec-root "$d/exec" \
+        --pidfile "$d/dockerd.pid" -H "$DOCKER_HOST" \
+        </dev/null >"$d/dockerd.log" 2>&1 &
+    echo $! >"$d/dockerd.launch-pid"
+    for i in $(seq 150); do
+        "$DOCKER_CLI" version >/dev/null 2>&1 && break
+        kill -0 "$(cat "$d/dockerd.launch-pid")" 2>/dev/null || break
+        sleep 0.2
+    done
+    "$DOCKER_CLI" version >/dev/null 2>&1 || {
+        echo "dockerd did not come up; log:" >&2
+        tail -20 "$d/dockerd.log" >&2
+        return 1
+    }
+}
+
+# dockerd_stop DIR — stops dockerd_start's dockerd (SIGTERM, SIGKILL after 20 s), then its
+# containerd (which takes the remaining shims' parent role: they exit with their tasks).
+dockerd_stop() {
+    local d="$1" pid i
+    for pid in "$(cat "$d/dockerd.pid" 2>/dev/null || cat "$d/dockerd.launch-pid" 2>/dev/null)" \
+        "$(cat "$d/containerd/pid" 2>/dev/null)"; do
+        [ -n "$pid" ] || continue
+        kill -TERM "$pid" 2>/dev/null || true
+        for i in $(seq 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+}

@@ -117,22 +117,7 @@ setup_docker() {
         "storage-driver": "overlay2",
         bridge: $br, iptables: true, "ip-forward": true, "ip-masq": true
     }' >"$NET_DIR/docker/daemon.json"
-    setsid dockerd --config-file "$NET_DIR/docker/daemon.json" \
-        --data-root "$NET_DIR/docker/data" --exec-root "$NET_DIR/docker/exec" \
-        --pidfile "$NET_DIR/docker/dockerd.pid" -H "$DOCKER_HOST" \
-        </dev/null >"$NET_DIR/docker/dockerd.log" 2>&1 &
-    echo $! >"$NET_DIR/docker/dockerd.launch-pid"
-    local i
-    for i in $(seq 150); do
-        "$DOCKER_CLI" version >/dev/null 2>&1 && break
-        kill -0 "$(cat "$NET_DIR/docker/dockerd.launch-pid")" 2>/dev/null || break
-        sleep 0.2
-    done
-    "$DOCKER_CLI" version >/dev/null 2>&1 || {
-        echo "dockerd did not come up; log:" >&2
-        tail -20 "$NET_DIR/docker/dockerd.log" >&2
-        return 1
-    }
+    dockerd_start "$NET_DIR/docker" || return 1
     docker load -q -i "$IMAGE_DIR/clearbox-test.docker.tar" >/dev/null
 }
 
@@ -148,15 +133,7 @@ teardown_file() {
         if "$DOCKER_CLI" version >/dev/null 2>&1; then
             "$DOCKER_CLI" ps -aq | xargs -r timeout 30 "$DOCKER_CLI" rm -f >/dev/null 2>&1 || true
         fi
-        pid=$(cat "$NET_DIR/docker/dockerd.pid" 2>/dev/null || cat "$NET_DIR/docker/dockerd.launch-pid" 2>/dev/null)
-        if [ -n "$pid" ]; then
-            kill -TERM "$pid" 2>/dev/null || true
-            for i in $(seq 100); do
-                kill -0 "$pid" 2>/dev/null || break
-                sleep 0.2
-            done
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
+        dockerd_stop "$NET_DIR/docker"
         for i in $(seq 50); do
             left=$(procs_naming "$NET_DIR")
             [ -z "$left" ] && break
