@@ -129,10 +129,39 @@ pub(crate) fn remove(path: &Path, shared: bool) {
         }
         return;
     }
+    // The container library's remove kills and retries rmdir for about 100 ms; a QEMU whose
+    // guest RAM is large takes longer to exit after SIGKILL (unmapping it), so wait for the
+    // cgroup to be empty first (bounded).
+    drain(
+        &clearbox_container::namespaces::cgroup_dirs(path),
+        std::time::Duration::from_secs(5),
+    );
     match manager(path).map(|m| m.remove()) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(path = %path.display(), error = %e, "remove host cgroup"),
         Err(e) => tracing::warn!(error = %e.one_line(), "remove host cgroup"),
+    }
+}
+
+/// SIGKILLs the processes in `dirs` (one cgroup's directories, every hierarchy) until none is
+/// left or `timeout` passed.
+fn drain(dirs: &[PathBuf], timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut any = false;
+        for d in dirs {
+            let Ok(procs) = std::fs::read_to_string(d.join("cgroup.procs")) else {
+                continue;
+            };
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                any = true;
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            }
+        }
+        if !any || std::time::Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
