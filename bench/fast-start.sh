@@ -36,10 +36,11 @@ SECTIONS="${BENCH_SECTIONS:-run podman idle parallel}"
 COLD_CMD="env CLEARBOX_TEMPLATE=off"
 TEMPLATE_CMD="env CLEARBOX_TEMPLATE=on"
 MODES=(cold)
-if CLEARBOX_TEMPLATE=on "$RUNTIME" check 2>/dev/null | grep -q 'vm templates *on'; then
+tpl_line=$(CLEARBOX_TEMPLATE=on "$RUNTIME" check 2>/dev/null | grep 'vm templates' || true)
+if [[ "$tpl_line" =~ vm\ templates\ +on ]]; then
     MODES=(template cold)
 else
-    echo "fast-start: VM templates unsupported here, cold rows only: $("$RUNTIME" check 2>/dev/null | grep 'vm templates')" >&2
+    echo "fast-start: VM templates unsupported here, cold rows only: $tpl_line" >&2
 fi
 mode_cmd() { if [ "$1" = template ]; then echo "$TEMPLATE_CMD"; else echo "$COLD_CMD"; fi; }
 for c in hyperfine runsc jq python3 podman crun; do
@@ -120,7 +121,10 @@ EOF
     echo "fast-start: podman ($RUNS runs) ..." >&2
     rows=()
     for m in "${MODES[@]}"; do
-        rows+=(-n "podman run --rm (clearbox vm, $m)" "$(mode_cmd "$m") $pod --runtime $RUNTIME run --rm $IMAGE true")
+        # podman does not pass its environment to the runtime: a wrapper sets the mode.
+        printf '#!/bin/sh\nexec %s %q "$@"\n' "$(mode_cmd "$m")" "$RUNTIME" >"$W/clearbox-$m"
+        chmod +x "$W/clearbox-$m"
+        rows+=(-n "podman run --rm (clearbox vm, $m)" "$pod --runtime $W/clearbox-$m run --rm $IMAGE true")
     done
     hyperfine -N -i --warmup 1 --runs "$RUNS" --export-json "$W/podman.json" "${rows[@]}" \
         -n "podman run --rm (crun)" "$pod --runtime $crun_wrap run --rm $IMAGE true" >&2
