@@ -406,11 +406,14 @@ done
 load1=$(cut -d' ' -f1 /proc/loadavg)
 
 python3 - "$W" "$PAR" "$load0" "$load1" "${run_handlers[*]}" <<'EOF'
-import json, glob, statistics as st, sys
+import json, glob, os, re, statistics as st, sys
 w, par, load0, load1, handlers = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5].split()
 med = st.median
 def reports(kind, h):
-    return [json.load(open(f)) for f in sorted(glob.glob(f"{w}/r-{kind}-{h}-*.json"))]
+    # Exactly handler h: "r-par-clearbox-*" would also match clearbox-v2's files.
+    pat = re.compile(rf"r-{kind}-{re.escape(h)}-\d+\.json")
+    return [json.load(open(f)) for f in sorted(glob.glob(f"{w}/r-{kind}-{h}-*.json"))
+            if pat.fullmatch(os.path.basename(f))]
 names = {"runc": "runc", "clearbox": "clearbox (runc.v2 + BinaryName)",
          "clearbox-v2": "clearbox (io.containerd.clearbox.v2)"}
 print(f"load average {load0} at start, {load1} at end\n")
