@@ -315,7 +315,7 @@ fn is_stale(meta: &serde_json::Value) -> bool {
         let Some(path) = rec.get("path").and_then(serde_json::Value::as_str) else {
             return true;
         };
-        match file_id(Path::new(path)).map(|id| serde_json::to_value(id)) {
+        match file_id(Path::new(path)).map(serde_json::to_value) {
             Ok(Ok(now)) => &now != rec,
             _ => true,
         }
