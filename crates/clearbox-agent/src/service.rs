@@ -29,16 +29,7 @@ impl From<Failure> for Error {
 }
 
 /// Formats an error with its whole `source()` chain on one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use clearbox_protocol::error_chain as chain;
 
 pub struct Service {
     pub state: Arc<State>,

@@ -66,7 +66,7 @@ fn emulated(defaults: &VmDefaults) -> bool {
         .and_then(|a| a.parse::<AccelMode>().ok())
         .unwrap_or(AccelMode::Auto);
     !matches!(
-        clearbox_vmm::KvmFacts::gather().select(mode),
+        clearbox_vmm::KvmFacts::host().select(mode),
         Ok((clearbox_vmm::Accel::Kvm, _))
     )
 }

@@ -51,3 +51,16 @@ impl AgentError {
         self.code() == Some(Code::NOT_FOUND)
     }
 }
+
+/// An error and its whole `source()` chain on one line (`outer: inner: root`): the one
+/// formatting both sides of the host/guest contract use for logs and ttrpc messages.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -64,7 +64,7 @@ pub mod request;
 mod types;
 
 pub use client::AgentClient;
-pub use error::AgentError;
+pub use error::{error_chain, AgentError};
 pub use guest::{ContainerId, ShareDir};
 pub use request::{GuestProcess, GuestSpec, Stdio};
 pub use types::{ExitStatus, Output, ProcessId, ProcessSpec, ReadChunk, RootfsLocation, Stream};

@@ -94,6 +94,13 @@ pub enum KvmKind {
 
 impl KvmFacts {
     /// Reads the facts from this host.
+    /// This host's facts, gathered once per process (they cannot change while it runs): a
+    /// VM start asks for them while sizing the VM, for its template key and to start QEMU.
+    pub fn host() -> &'static KvmFacts {
+        static FACTS: std::sync::OnceLock<KvmFacts> = std::sync::OnceLock::new();
+        FACTS.get_or_init(KvmFacts::gather)
+    }
+
     pub fn gather() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         KvmFacts {

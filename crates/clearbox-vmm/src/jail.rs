@@ -115,17 +115,8 @@ impl Lease {
                 continue;
             }
             let path = dir.join(uid.to_string());
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-                .open(&path)
-                .map_err(|e| path_err("open", &path, e))?;
-            // SAFETY: flock on a descriptor we own.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let file = open_lock_file(&path)?;
+            if !flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
                 continue;
             }
             // The holder of an earlier lease may have removed the file between our open and
@@ -198,6 +189,26 @@ fn uids_in_use() -> std::collections::HashSet<u32> {
         }
     }
     out
+}
+
+/// Opens (creating it 0600, never through a symlink) a file held with `flock`: a uid lease,
+/// a VM template's build lock.
+pub(crate) fn open_lock_file(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| path_err("open", path, e))
+}
+
+/// `flock(op)` on `file`; false when it failed (with `LOCK_NB`: another holder).
+pub(crate) fn flock(file: &std::fs::File, op: libc::c_int) -> bool {
+    // SAFETY: flock on a descriptor `file` owns for the duration of the call.
+    unsafe { libc::flock(file.as_raw_fd(), op) == 0 }
 }
 
 fn path_err(op: &'static str, path: &Path, source: io::Error) -> Error {

@@ -59,15 +59,4 @@ pub use jail::{
 pub use template::{template_nic_mac, TemplateOptions, DEFAULT_TEMPLATE_DIR};
 pub use vm::Vm;
 
-/// An error and its sources on one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
 pub use vsock::AgentTransport;

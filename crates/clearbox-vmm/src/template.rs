@@ -229,23 +229,9 @@ pub(crate) struct BuildLock(#[allow(dead_code)] File);
 
 pub(crate) fn lock(opts: &TemplateOptions, key: &str) -> Result<BuildLock> {
     private_dir(&opts.dir)?;
-    let path = opts.dir.join(format!("{key}.lock"));
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|e| Error::Path {
-            op: "open",
-            path: path.clone(),
-            source: e,
-        })?;
+    let f = crate::jail::open_lock_file(&opts.dir.join(format!("{key}.lock")))?;
     // Blocks while another process builds the same template (seconds).
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+    if !crate::jail::flock(&f, libc::LOCK_EX) {
         return Err(Error::Io("lock template", std::io::Error::last_os_error()));
     }
     Ok(BuildLock(f))
@@ -345,15 +331,10 @@ pub(crate) fn prune_stale(opts: &TemplateOptions, keep: &str) -> usize {
             continue;
         }
         let lock = opts.dir.join(format!("{key}.lock"));
-        let Ok(f) = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&lock)
-        else {
+        let Ok(f) = crate::jail::open_lock_file(&lock) else {
             continue;
         };
-        // SAFETY: flock on a descriptor we own; LOCK_NB never blocks.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if !crate::jail::flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
             continue;
         }
         if std::fs::remove_dir_all(e.path()).is_ok() {

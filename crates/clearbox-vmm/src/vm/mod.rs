@@ -103,7 +103,7 @@ impl Vm {
                 Ok(Err(why)) => tracing::info!(%why, "no VM template; booting cold"),
                 Err(e) if opts.required => return Err(e),
                 Err(e) => {
-                    tracing::warn!(error = %crate::error_chain(&e), "VM template unusable; booting cold")
+                    tracing::warn!(error = %clearbox_protocol::error_chain(&e), "VM template unusable; booting cold")
                 }
             }
         }
@@ -128,7 +128,7 @@ impl Vm {
             Some(p) => p.clone(),
             None => binaries::qemu().ok_or(Error::MissingBinary("qemu-system-x86_64"))?,
         };
-        let (accel, why) = KvmFacts::gather().select(config.accel)?;
+        let (accel, why) = KvmFacts::host().select(config.accel)?;
         tracing::info!(%accel, reason = %why, "accelerator");
         // Only TCG with virtio-fs needs to know (qemu::TCG_VHOST_USER_FS_GUARD); the probe
         // runs while the helpers start.

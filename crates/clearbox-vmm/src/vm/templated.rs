@@ -84,7 +84,7 @@ fn template_inputs(config: &VmConfig) -> Result<std::result::Result<KeyInputs, S
     let Some(qemu_bin) = qopts.binary.clone().or_else(binaries::qemu) else {
         return unsupported("templates need QEMU: none found".into());
     };
-    let (accel, _) = KvmFacts::gather().select(config.accel)?;
+    let (accel, _) = KvmFacts::host().select(config.accel)?;
     KeyInputs::new(
         &qemu_bin,
         &config.kernel,
