@@ -56,7 +56,7 @@ impl Shared {
     }
 }
 
-/// Serves until QEMU disconnects. Binds `listen` (clients) first, then `serial` (QEMU's
+/// Serves until QEMU disconnects, then returns. Binds `listen` (clients) first, then `serial` (QEMU's
 /// chardev connects there): once `serial` exists, both are ready.
 pub fn serve(listen: &Path, serial: &Path) -> io::Result<()> {
     let clients = UnixListener::bind(listen)?;
@@ -74,19 +74,19 @@ pub fn serve(listen: &Path, serial: &Path) -> io::Result<()> {
     shared.send(Kind::Hello, 0, &hello()?.encode())?;
     let s = Arc::clone(&shared);
     std::thread::Builder::new()
-        .name("from-guest".into())
+        .name("clients".into())
         .spawn(move || {
-            from_guest(&s, reader);
-            // QEMU is gone: so is the VM.
-            std::process::exit(0);
+            for client in clients.incoming() {
+                let Ok(client) = client else { continue };
+                let s = Arc::clone(&s);
+                let _ = std::thread::Builder::new()
+                    .name("client".into())
+                    .spawn(move || serve_client(&s, client));
+            }
         })?;
-    for client in clients.incoming() {
-        let Ok(client) = client else { continue };
-        let s = Arc::clone(&shared);
-        let _ = std::thread::Builder::new()
-            .name("client".into())
-            .spawn(move || serve_client(&s, client));
-    }
+    from_guest(&shared, reader);
+    // QEMU is gone: so is the VM. The caller returns (the daemon exits with its threads);
+    // never `process::exit` here, which also ended a test binary's other tests, unreported.
     Ok(())
 }
 
