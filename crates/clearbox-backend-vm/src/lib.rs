@@ -69,7 +69,11 @@ pub use spawn::SHIM_SUBCOMMAND;
 /// `None` off, `Some(required)` on (required: asked for explicitly, no cold-boot fallback);
 /// the host's support is `clearbox check`'s and the driver's call.
 pub fn templates_enabled(defaults: &clearbox_core::config::VmDefaults) -> Option<bool> {
-    sizing::template_options(defaults, true).map(|t| t.required)
+    // As root, never an error.
+    sizing::template_options(defaults, true)
+        .ok()
+        .flatten()
+        .map(|t| t.required)
 }
 
 /// Builds (or finds) the VM template of a container without resource limits with `nics`

@@ -131,24 +131,29 @@ pub const TEMPLATE_DIR_ENV: &str = "CLEARBOX_TEMPLATE_DIR";
 pub fn template_options(
     defaults: &VmDefaults,
     root: bool,
-) -> Option<clearbox_vmm::TemplateOptions> {
+) -> Result<Option<clearbox_vmm::TemplateOptions>, Error> {
     let env = std::env::var(TEMPLATE_ENV).ok();
     let env_is = |words: &[&str]| env.as_deref().is_some_and(|v| words.contains(&v));
     let required = if env_is(&["off", "0", "false", "no"]) {
-        return None;
+        return Ok(None);
     } else if env_is(&["on", "1", "true", "yes"]) {
         true
     } else if env_is(&["auto"]) {
         false
     } else {
         match defaults.template {
-            Some(false) => return None,
+            Some(false) => return Ok(None),
             Some(true) => true,
             None => false,
         }
     };
+    if !root && required {
+        return Err(Error::Msg(
+            "VM templates were asked for ([vm] template = true or CLEARBOX_TEMPLATE=on) but need root (the template cache is root's)".into(),
+        ));
+    }
     if !root {
-        return None;
+        return Ok(None);
     }
     let mut t = clearbox_vmm::TemplateOptions {
         required,
@@ -160,7 +165,7 @@ pub fn template_options(
     if let Some(d) = std::env::var_os(TEMPLATE_DIR_ENV).filter(|d| !d.is_empty()) {
         t.dir = PathBuf::from(d);
     }
-    Some(t)
+    Ok(Some(t))
 }
 
 /// The VM of one container; `run_dir` is its VMM run directory.
@@ -213,7 +218,7 @@ pub(crate) fn vm_config(
     // Only root can hand processes another uid; a rootless clearbox runs them as the caller.
     let root = nix::unistd::geteuid().is_root();
     c.jail = root.then_some(jail);
-    c.template = template_options(defaults, root);
+    c.template = template_options(defaults, root)?;
     Ok(c)
 }
 
@@ -227,6 +232,31 @@ mod tests {
             "linux": {"resources": resources}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn templates_default_auto_required_needs_root() {
+        assert!(
+            std::env::var_os(TEMPLATE_ENV).is_none(),
+            "run without CLEARBOX_TEMPLATE set"
+        );
+        let d = |t: Option<bool>| VmDefaults {
+            template: t,
+            ..Default::default()
+        };
+        let auto = template_options(&d(None), true).unwrap().unwrap();
+        assert!(!auto.required);
+        assert!(
+            template_options(&d(Some(true)), true)
+                .unwrap()
+                .unwrap()
+                .required
+        );
+        assert!(template_options(&d(Some(false)), true).unwrap().is_none());
+        // Rootless: cold boots where templates are optional, a clear error where required.
+        assert!(template_options(&d(None), false).unwrap().is_none());
+        let e = template_options(&d(Some(true)), false).unwrap_err();
+        assert!(e.to_string().contains("need root"), "{e}");
     }
 
     #[test]
