@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Build the clearbox guest kernel (PVH vmlinux for QEMU microvm) from Debian's
-# linux-source-6.1 with guest/kernel/clearbox.config applied on tinyconfig.
+# linux-source-6.1 with guest/kernel/clearbox.config applied on tinyconfig and the
+# patches in guest/kernel/patches/ (applied in name order; each says why it exists).
 #
 # Usage: scripts/build-guest-kernel.sh
 #
 # Result is cached under ${CLEARBOX_CACHE:-/var/cache/clearbox}/kernel/<hash>/
-# where <hash> = sha256(fragment, linux-source package version, this script);
+# where <hash> = sha256(fragment, patches, linux-source package version, this script);
 # a rerun with the same inputs only re-installs. The vmlinux is installed
 # (atomic replace) to ${CLEARBOX_SHARE:-/usr/share/clearbox}/vmlinux and that
 # path is printed on stdout. The kernel tree's usr/gen_init_cpio is kept next
@@ -30,6 +31,9 @@ SHARE=${CLEARBOX_SHARE:-/usr/share/clearbox}
 JOBS=${JOBS:-$(nproc)}
 
 [[ -f $FRAGMENT ]] || die "fragment not found: $FRAGMENT"
+shopt -s nullglob
+PATCHES=("$REPO"/guest/kernel/patches/*.patch)
+shopt -u nullglob
 PKG_VERSION=$(dpkg-query -W -f='${Version}' "$PKG" 2>/dev/null) ||
     die "package $PKG is not installed (run scripts/install-deps.sh)"
 [[ -f $TARBALL ]] || die "kernel source tarball missing: $TARBALL (reinstall $PKG)"
@@ -37,6 +41,9 @@ PKG_VERSION=$(dpkg-query -W -f='${Version}' "$PKG" 2>/dev/null) ||
 HASH=$(
     {
         printf 'fragment\0'; sha256sum <"$FRAGMENT"
+        for p in "${PATCHES[@]}"; do
+            printf 'patch\0%s\0' "$(basename "$p")"; sha256sum <"$p"
+        done
         printf 'package\0%s=%s\0' "$PKG" "$PKG_VERSION"
         printf 'script\0'; sha256sum <"$SCRIPT"
     } | sha256sum | cut -d' ' -f1
@@ -83,6 +90,25 @@ else
         tar -xJf "$TARBALL" -C "$KDIR/src/$PKG_VERSION"
         [[ -f $SRC/Makefile ]] || die "unexpected tarball layout: no $SRC/Makefile"
         touch "$KDIR/src/$PKG_VERSION/.complete"
+    fi
+
+    # Patched builds get their own tree: hard links of the pristine one, with every file a
+    # patch touches copied first (so that the pristine tree stays pristine).
+    if ((${#PATCHES[@]})); then
+        PSRC=$KDIR/src/$PKG_VERSION/patched-$HASH
+        if [[ ! -f $PSRC.complete ]]; then
+            rm -rf "$PSRC"
+            cp -al "$SRC" "$PSRC"
+            for p in "${PATCHES[@]}"; do
+                while IFS= read -r f; do
+                    [[ -f $PSRC/$f ]] && cp "$PSRC/$f" "$PSRC/$f.unlinked" && mv -f "$PSRC/$f.unlinked" "$PSRC/$f"
+                done < <(sed -n 's#^+++ b/\([^[:space:]]*\).*#\1#p' "$p")
+                patch -s -p1 -d "$PSRC" --no-backup-if-mismatch <"$p" ||
+                    die "patch $(basename "$p") does not apply to $PKG $PKG_VERSION"
+            done
+            touch "$PSRC.complete"
+        fi
+        SRC=$PSRC
     fi
 
     BUILD=$KDIR/build-$HASH

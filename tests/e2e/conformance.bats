@@ -184,6 +184,23 @@ start_sleeper() {
     [ "$(rt_status "$id")" = "running" ] || fail "not running after start"
 }
 
+@test "a relative --root works for every command, from another directory too (runc makes it absolute)" {
+    local id
+    id=$(new_id)
+    make_bundle "$B" sleep 1000
+    track "$id"
+    cd "$BATS_TEST_TMPDIR"
+    run --separate-stderr t "$RUNTIME" --root rt-root "${RUNTIME_GLOBAL_ARGS[@]}" run -d --bundle bundle "$id" </dev/null
+    assert_status 0
+    run --separate-stderr t "$RUNTIME" --root rt-root "${RUNTIME_GLOBAL_ARGS[@]}" exec "$id" echo relative-root
+    assert_status 0
+    assert_output_contains "relative-root"
+    [ "$(rt_status "$id")" = "running" ] || fail "the absolute --root does not see it"
+    run --separate-stderr t "$RUNTIME" --root rt-root "${RUNTIME_GLOBAL_ARGS[@]}" delete --force "$id"
+    assert_status 0
+    [ -z "$(rt_status "$id")" ] || fail "still listed after delete"
+}
+
 @test "exec --process without user runs as root" {
     local id
     id=$(new_id)

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = match cli::Cli::try_parse() {
+    let mut cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
@@ -27,6 +27,15 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // A relative --root is taken from the working directory once, here, as runc does: the
+    // helper processes that keep a container (the VM shim) do not run from it.
+    match std::path::absolute(&cli.global.root) {
+        Ok(root) => cli.global.root = root,
+        Err(e) => {
+            eprintln!("clearbox: --root {}: {e}", cli.global.root.display());
+            return ExitCode::from(1);
+        }
+    }
     // Commands that make a process enter a container run from a read-only view of this binary,
     // so that the container cannot overwrite it through /proc/PID/exe (CVE-2019-5736; see
     // clearbox_core::exe_seal). Refused, as runc refuses, when that view cannot be made.
