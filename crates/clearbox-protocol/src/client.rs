@@ -1,15 +1,19 @@
-//! Typed synchronous client for the agent API.
+//! Typed synchronous client for the agent API, over ttrpc's async client (see `runtime.rs`:
+//! the sync one polls every 10 ms while idle).
 
-use std::os::fd::{IntoRawFd, OwnedFd};
+use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use tokio::runtime::Handle;
 use ttrpc::context::{self, Context};
 
 use crate::error::AgentError;
 use crate::pb::agent as pb;
 use crate::pb::agent_ttrpc;
 use crate::request::{CreateContainer, ExecProcess, GuestProcess, GuestSpec, Stdio};
+use crate::runtime::{self, FdStream};
 use crate::types::{ExitStatus, Output, ProcessId, ProcessSpec, ReadChunk, RootfsLocation, Stream};
 
 /// Extra client-side time granted to calls that carry their own server-side timeout, so the
@@ -22,7 +26,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connection to a clearbox agent.
 ///
 /// Cheap to clone; clones share the connection and may issue calls concurrently from
-/// several threads (e.g. one thread per output stream plus one waiting).
+/// several threads (e.g. one thread per output stream plus one waiting). The connection is
+/// closed when the last clone is dropped.
+///
+/// Calls block the calling thread; they must not be made from a thread of an async runtime's
+/// executor. The connection is served by one tokio runtime thread per process
+/// (`agent-client`, every signal blocked in it), which sleeps while no call is in flight.
 ///
 /// Control calls use the client timeout ([`AgentClient::with_timeout`], default 30 s).
 /// `wait` and the stream reads take their own optional timeout which the agent enforces,
@@ -30,6 +39,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct AgentClient {
     inner: agent_ttrpc::AgentClient,
+    rt: Handle,
     timeout: Duration,
 }
 
@@ -39,6 +49,14 @@ impl std::fmt::Debug for AgentClient {
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
+}
+
+/// One unary call: `ctx` and `req` are evaluated here, then owned by the call's future.
+macro_rules! rpc {
+    ($self:ident, $method:ident, $name:literal, $ctx:expr, $req:expr) => {{
+        let (ctx, req) = ($ctx, $req);
+        $self.call($name, move |c| async move { c.$method(ctx, &req).await })
+    }};
 }
 
 fn ctx(timeout: Duration) -> Context {
@@ -56,15 +74,47 @@ fn millis(d: Option<Duration>) -> u64 {
 }
 
 impl AgentClient {
-    /// Takes ownership of a connected byte-stream fd (Unix socket, vsock, hybrid vsock after
+    /// Takes ownership of a connected stream socket (Unix socket, vsock, hybrid vsock after
     /// the `CONNECT` handshake, ...). The fd is closed when the last clone is dropped.
     pub fn new(fd: OwnedFd) -> Result<Self, AgentError> {
-        let client = ttrpc::Client::new(fd.into_raw_fd())
-            .map_err(|e| AgentError::from_ttrpc("connect", e))?;
+        let io = |e: std::io::Error| {
+            AgentError::from_ttrpc(
+                "connect",
+                ttrpc::Error::Others(format!("agent client: {e}")),
+            )
+        };
+        let rt = runtime::handle().map_err(io)?;
+        // The stream registers with the runtime's reactor and the client spawns its
+        // connection's tasks there.
+        let _in_runtime = rt.enter();
+        let stream = FdStream::new(fd).map_err(io)?;
+        let client = ttrpc::r#async::Client::new(ttrpc::r#async::transport::Socket::new(stream));
         Ok(Self {
             inner: agent_ttrpc::AgentClient::new(client),
+            rt: rt.clone(),
             timeout: DEFAULT_TIMEOUT,
         })
+    }
+
+    /// Runs one call on the runtime and waits for it; `call` gets a clone of the generated
+    /// client (the future owns what it uses). Errors map through [`AgentError::from_ttrpc`].
+    fn call<T, F>(
+        &self,
+        method: &'static str,
+        call: impl FnOnce(agent_ttrpc::AgentClient) -> F,
+    ) -> Result<T, AgentError>
+    where
+        T: Send + 'static,
+        F: Future<Output = ttrpc::Result<T>> + Send + 'static,
+    {
+        let fut = call(self.inner.clone());
+        runtime::block_on(&self.rt, fut)
+            .unwrap_or_else(|| {
+                Err(ttrpc::Error::Others(
+                    "agent client runtime dropped the call".into(),
+                ))
+            })
+            .map_err(|e| AgentError::from_ttrpc(method, e))
     }
 
     /// Same as [`AgentClient::new`] for a connected [`UnixStream`].
@@ -88,18 +138,19 @@ impl AgentClient {
 
     /// `Check`: true when the agent serves requests.
     pub fn check(&self) -> Result<bool, AgentError> {
-        let r = self
-            .inner
-            .check(ctx(self.timeout), &pb::Empty::new())
-            .map_err(|e| AgentError::from_ttrpc("Check", e))?;
+        let r = rpc!(self, check, "Check", ctx(self.timeout), pb::Empty::new())?;
         Ok(r.serving)
     }
 
     /// `Version`: agent version, API revision, guest kernel release, boot milestones.
     pub fn version(&self) -> Result<pb::VersionResponse, AgentError> {
-        self.inner
-            .version(ctx(self.timeout), &pb::Empty::new())
-            .map_err(|e| AgentError::from_ttrpc("Version", e))
+        rpc!(
+            self,
+            version,
+            "Version",
+            ctx(self.timeout),
+            pb::Empty::new()
+        )
     }
 
     /// `CreateContainer`: `spec` is the container's config.json as rewritten for the guest
@@ -113,9 +164,13 @@ impl AgentClient {
         stdin: bool,
     ) -> Result<(), AgentError> {
         let req = CreateContainer::to_wire(container_id, spec, rootfs, Stdio { terminal, stdin });
-        self.inner
-            .create_container(ctx(self.timeout), &req)
-            .map_err(|e| AgentError::from_ttrpc("CreateContainer", e))?;
+        rpc!(
+            self,
+            create_container,
+            "CreateContainer",
+            ctx(self.timeout),
+            req
+        )?;
         Ok(())
     }
 
@@ -127,9 +182,13 @@ impl AgentClient {
 
     /// `StartContainer`: runs the container's init process.
     pub fn start_container(&self, container_id: &str) -> Result<(), AgentError> {
-        self.inner
-            .start_container(ctx(self.timeout), &Self::container_req(container_id))
-            .map_err(|e| AgentError::from_ttrpc("StartContainer", e))?;
+        rpc!(
+            self,
+            start_container,
+            "StartContainer",
+            ctx(self.timeout),
+            Self::container_req(container_id)
+        )?;
         Ok(())
     }
 
@@ -138,17 +197,25 @@ impl AgentClient {
         let mut req = pb::RemoveContainerRequest::new();
         req.container_id = container_id.to_string();
         req.force = force;
-        self.inner
-            .remove_container(ctx(self.timeout), &req)
-            .map_err(|e| AgentError::from_ttrpc("RemoveContainer", e))?;
+        rpc!(
+            self,
+            remove_container,
+            "RemoveContainer",
+            ctx(self.timeout),
+            req
+        )?;
         Ok(())
     }
 
     /// `PauseContainer` (cgroup freezer).
     pub fn pause_container(&self, container_id: &str) -> Result<(), AgentError> {
-        self.inner
-            .pause_container(ctx(self.timeout), &Self::container_req(container_id))
-            .map_err(|e| AgentError::from_ttrpc("PauseContainer", e))?;
+        rpc!(
+            self,
+            pause_container,
+            "PauseContainer",
+            ctx(self.timeout),
+            Self::container_req(container_id)
+        )?;
         Ok(())
     }
 
@@ -161,17 +228,25 @@ impl AgentClient {
         let mut req = pb::UpdateContainerRequest::new();
         req.container_id = container_id.to_string();
         req.resources_json = resources_json;
-        self.inner
-            .update_container(ctx(self.timeout), &req)
-            .map_err(|e| AgentError::from_ttrpc("UpdateContainer", e))?;
+        rpc!(
+            self,
+            update_container,
+            "UpdateContainer",
+            ctx(self.timeout),
+            req
+        )?;
         Ok(())
     }
 
     /// `ResumeContainer`.
     pub fn resume_container(&self, container_id: &str) -> Result<(), AgentError> {
-        self.inner
-            .resume_container(ctx(self.timeout), &Self::container_req(container_id))
-            .map_err(|e| AgentError::from_ttrpc("ResumeContainer", e))?;
+        rpc!(
+            self,
+            resume_container,
+            "ResumeContainer",
+            ctx(self.timeout),
+            Self::container_req(container_id)
+        )?;
         Ok(())
     }
 
@@ -197,9 +272,7 @@ impl AgentClient {
         stdio: Stdio,
     ) -> Result<(), AgentError> {
         let req = ExecProcess::to_wire(&id.container_id, &id.exec_id, process, stdio);
-        self.inner
-            .exec_process(ctx(self.timeout), &req)
-            .map_err(|e| AgentError::from_ttrpc("ExecProcess", e))?;
+        rpc!(self, exec_process, "ExecProcess", ctx(self.timeout), req)?;
         Ok(())
     }
 
@@ -211,9 +284,13 @@ impl AgentClient {
         req.exec_id = exec_id;
         req.signal = u32::try_from(signal).unwrap_or(0);
         req.all = all;
-        self.inner
-            .signal_process(ctx(self.timeout), &req)
-            .map_err(|e| AgentError::from_ttrpc("SignalProcess", e))?;
+        rpc!(
+            self,
+            signal_process,
+            "SignalProcess",
+            ctx(self.timeout),
+            req
+        )?;
         Ok(())
     }
 
@@ -230,10 +307,13 @@ impl AgentClient {
         req.container_id = container_id;
         req.exec_id = exec_id;
         req.timeout_ms = millis(timeout);
-        let r = self
-            .inner
-            .wait_process(self.blocking_ctx(timeout), &req)
-            .map_err(|e| AgentError::from_ttrpc("WaitProcess", e))?;
+        let r = rpc!(
+            self,
+            wait_process,
+            "WaitProcess",
+            self.blocking_ctx(timeout),
+            req
+        )?;
         Ok(ExitStatus {
             code: r.exit_code,
             signal: (r.signal != 0).then_some(r.signal),
@@ -251,10 +331,7 @@ impl AgentClient {
             req.container_id = id.container_id.clone();
             req.exec_id = id.exec_id.clone();
             req.data = chunk.to_vec();
-            let r = self
-                .inner
-                .write_stdin(ctx(self.timeout), &req)
-                .map_err(|e| AgentError::from_ttrpc("WriteStdin", e))?;
+            let r = rpc!(self, write_stdin, "WriteStdin", ctx(self.timeout), req)?;
             let n = usize::try_from(r.len).unwrap_or(usize::MAX);
             total += n;
             if n < chunk.len() {
@@ -270,9 +347,7 @@ impl AgentClient {
         let mut req = pb::ProcessRequest::new();
         req.container_id = container_id;
         req.exec_id = exec_id;
-        self.inner
-            .close_stdin(ctx(self.timeout), &req)
-            .map_err(|e| AgentError::from_ttrpc("CloseStdin", e))?;
+        rpc!(self, close_stdin, "CloseStdin", ctx(self.timeout), req)?;
         Ok(())
     }
 
@@ -293,14 +368,8 @@ impl AgentClient {
         req.wait_timeout_ms = millis(wait);
         let c = self.blocking_ctx(wait);
         let r = match stream {
-            Stream::Stdout => self
-                .inner
-                .read_stdout(c, &req)
-                .map_err(|e| AgentError::from_ttrpc("ReadStdout", e))?,
-            Stream::Stderr => self
-                .inner
-                .read_stderr(c, &req)
-                .map_err(|e| AgentError::from_ttrpc("ReadStderr", e))?,
+            Stream::Stdout => rpc!(self, read_stdout, "ReadStdout", c, req)?,
+            Stream::Stderr => rpc!(self, read_stderr, "ReadStderr", c, req)?,
         };
         if r.eof {
             // The agent never sends data with eof (see the proto).
@@ -329,46 +398,57 @@ impl AgentClient {
         req.exec_id = exec_id;
         req.rows = rows;
         req.cols = cols;
-        self.inner
-            .tty_win_resize(ctx(self.timeout), &req)
-            .map_err(|e| AgentError::from_ttrpc("TtyWinResize", e))?;
+        rpc!(self, tty_win_resize, "TtyWinResize", ctx(self.timeout), req)?;
         Ok(())
     }
 
     /// `ListProcesses`: guest pids of the container ("" = all guest processes).
     pub fn list_processes(&self, container_id: &str) -> Result<Vec<i32>, AgentError> {
-        let r = self
-            .inner
-            .list_processes(ctx(self.timeout), &Self::container_req(container_id))
-            .map_err(|e| AgentError::from_ttrpc("ListProcesses", e))?;
+        let r = rpc!(
+            self,
+            list_processes,
+            "ListProcesses",
+            ctx(self.timeout),
+            Self::container_req(container_id)
+        )?;
         Ok(r.pids)
     }
 
     /// `ListProcesses` with each process's `ps -ef` columns (empty from an agent that predates
     /// them).
     pub fn process_table(&self, container_id: &str) -> Result<Vec<pb::ProcessInfo>, AgentError> {
-        let r = self
-            .inner
-            .list_processes(ctx(self.timeout), &Self::container_req(container_id))
-            .map_err(|e| AgentError::from_ttrpc("ListProcesses", e))?;
+        let r = rpc!(
+            self,
+            list_processes,
+            "ListProcesses",
+            ctx(self.timeout),
+            Self::container_req(container_id)
+        )?;
         Ok(r.processes)
     }
 
     /// `Stats` of a container ("" = the whole guest).
     pub fn stats(&self, container_id: &str) -> Result<pb::StatsResponse, AgentError> {
-        self.inner
-            .stats(ctx(self.timeout), &Self::container_req(container_id))
-            .map_err(|e| AgentError::from_ttrpc("Stats", e))
+        rpc!(
+            self,
+            stats,
+            "Stats",
+            ctx(self.timeout),
+            Self::container_req(container_id)
+        )
     }
 
     /// `Shutdown`: powers the VM off. A connection closed before the reply counts as success.
     pub fn shutdown(&self) -> Result<(), AgentError> {
-        match self.inner.shutdown(ctx(self.timeout), &pb::Empty::new()) {
-            Ok(_) => Ok(()),
-            Err(e) => match AgentError::from_ttrpc("Shutdown", e) {
-                AgentError::Transport(_) => Ok(()),
-                other => Err(other),
-            },
+        match rpc!(
+            self,
+            shutdown,
+            "Shutdown",
+            ctx(self.timeout),
+            pb::Empty::new()
+        ) {
+            Ok(_) | Err(AgentError::Transport(_)) => Ok(()),
+            Err(other) => Err(other),
         }
     }
 
@@ -376,9 +456,13 @@ impl AgentClient {
     pub fn update_interfaces(&self, interfaces: Vec<pb::Interface>) -> Result<(), AgentError> {
         let mut r = pb::UpdateInterfacesRequest::new();
         r.interfaces = interfaces;
-        self.inner
-            .update_interfaces(ctx(self.timeout), &r)
-            .map_err(|e| AgentError::from_ttrpc("UpdateInterfaces", e))?;
+        rpc!(
+            self,
+            update_interfaces,
+            "UpdateInterfaces",
+            ctx(self.timeout),
+            r
+        )?;
         Ok(())
     }
 
@@ -386,9 +470,7 @@ impl AgentClient {
     pub fn update_routes(&self, routes: Vec<pb::Route>) -> Result<(), AgentError> {
         let mut r = pb::UpdateRoutesRequest::new();
         r.routes = routes;
-        self.inner
-            .update_routes(ctx(self.timeout), &r)
-            .map_err(|e| AgentError::from_ttrpc("UpdateRoutes", e))?;
+        rpc!(self, update_routes, "UpdateRoutes", ctx(self.timeout), r)?;
         Ok(())
     }
 
@@ -414,5 +496,211 @@ impl AgentClient {
             stdout: stdout?,
             stderr: stderr?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::unix::net::UnixListener;
+    use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
+
+    use super::*;
+    use crate::server::{create_agent, get_status, Agent, Code, Server, TtrpcContext};
+
+    /// Check answers; SignalProcess says NOT_FOUND; WaitProcess answers with the length of
+    /// the exec id as exit code.
+    struct Fake;
+
+    impl Agent for Fake {
+        fn check(&self, _: &TtrpcContext, _: pb::Empty) -> ttrpc::Result<pb::CheckResponse> {
+            let mut r = pb::CheckResponse::new();
+            r.serving = true;
+            Ok(r)
+        }
+
+        fn signal_process(
+            &self,
+            _: &TtrpcContext,
+            _: pb::SignalProcessRequest,
+        ) -> ttrpc::Result<pb::Empty> {
+            Err(ttrpc::Error::RpcStatus(get_status(
+                Code::NOT_FOUND,
+                "no such process",
+            )))
+        }
+
+        fn wait_process(
+            &self,
+            _: &TtrpcContext,
+            req: pb::WaitProcessRequest,
+        ) -> ttrpc::Result<pb::WaitProcessResponse> {
+            let mut r = pb::WaitProcessResponse::new();
+            r.exit_code = i32::try_from(req.exec_id.len()).unwrap();
+            Ok(r)
+        }
+    }
+
+    /// The tests share the process's client runtime, whose thread one of them watches.
+    fn serial() -> MutexGuard<'static, ()> {
+        static LOCK: Mutex<()> = Mutex::new(());
+        LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn served() -> (tempfile::TempDir, AgentClient) {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        Server::new(create_agent(Arc::new(Fake)))
+            .start(listener.into())
+            .unwrap();
+        let c = AgentClient::from_unix_stream(UnixStream::connect(&socket).unwrap()).unwrap();
+        (dir, c.with_timeout(Duration::from_secs(10)))
+    }
+
+    #[test]
+    fn calls_answers_and_statuses_from_several_threads() {
+        let _serial = serial();
+        let (_dir, c) = served();
+        assert!(c.check().unwrap());
+        let e = c.signal(&ProcessId::container("c1"), 9, false).unwrap_err();
+        assert!(e.is_not_found(), "{e:?}");
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    let id = ProcessId::container_exec("c1", "x".repeat(i + 1));
+                    for _ in 0..50 {
+                        assert_eq!(
+                            c.wait(&id, None).unwrap().code,
+                            i32::try_from(i + 1).unwrap()
+                        );
+                        assert!(c.check().unwrap());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn the_client_timeout_is_a_timeout_and_a_closed_connection_a_transport_error() {
+        let _serial = serial();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let c = AgentClient::from_unix_stream(ours)
+            .unwrap()
+            .with_timeout(Duration::from_millis(100));
+        assert!(matches!(c.check(), Err(AgentError::Timeout("Check"))));
+        // No client timeout for a wait without one: it ends with the connection.
+        let waiter = {
+            let c = c.clone();
+            std::thread::spawn(move || c.wait(&ProcessId::container("c1"), None))
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!waiter.is_finished());
+        drop(theirs);
+        assert!(matches!(
+            waiter.join().unwrap(),
+            Err(AgentError::Transport(_))
+        ));
+        // Shutdown counts a closed connection as done.
+        c.shutdown().unwrap();
+    }
+
+    #[test]
+    fn the_last_clone_closes_the_connection() {
+        let _serial = serial();
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let c = AgentClient::from_unix_stream(ours).unwrap();
+        let c2 = c.clone();
+        drop(c);
+        theirs
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        let e = theirs.read(&mut b).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "closed too early");
+        drop(c2);
+        theirs
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(theirs.read(&mut b).unwrap(), 0);
+    }
+
+    /// Context switches (voluntary and not) of one thread of this process.
+    fn switches(tid: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/self/task/{tid}/status"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .map(|l| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap())
+            .sum()
+    }
+
+    /// An idle connection (calls without timeout waiting for an agent that does not answer, as
+    /// the VM shim's waiter and stream readers do) wakes no thread: ttrpc's sync client woke
+    /// its receiver thread every 10 ms (~30 switches in the 300 ms watched here).
+    #[test]
+    fn an_idle_client_does_not_wake_up() {
+        let _serial = serial();
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let c = AgentClient::from_unix_stream(ours).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let blocked: Vec<_> = [Stream::Stdout, Stream::Stderr]
+            .into_iter()
+            .map(|stream| {
+                let (c, tx) = (c.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    tx.send(nix::unistd::gettid().to_string()).unwrap();
+                    c.read(&ProcessId::container("c1"), stream, 0, None)
+                })
+            })
+            .collect();
+        let mut tids: Vec<String> = (0..2).map(|_| rx.recv().unwrap()).collect();
+        // Both calls arrived: the readers and the runtime's thread are going to sleep.
+        theirs
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        for _ in 0..2 {
+            let mut header = [0u8; 10];
+            theirs.read_exact(&mut header).unwrap();
+            let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+            let mut body = vec![0u8; len as usize];
+            theirs.read_exact(&mut body).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        let runtime_thread = loop {
+            // The thread names itself once it runs.
+            let found = std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .find(|tid| {
+                    std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+                        .is_ok_and(|n| n.trim() == runtime::THREAD_NAME)
+                });
+            match found {
+                Some(tid) => break tid,
+                None if std::time::Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                None => panic!("no {} thread", runtime::THREAD_NAME),
+            }
+        };
+        tids.push(runtime_thread);
+        let before: Vec<u64> = tids.iter().map(|t| switches(t)).collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let after: Vec<u64> = tids.iter().map(|t| switches(t)).collect();
+        let woke: u64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+        assert!(
+            woke <= 2,
+            "idle threads woke up: {before:?} -> {after:?} (readers, runtime)"
+        );
+        drop(theirs);
+        for t in blocked {
+            assert!(matches!(t.join().unwrap(), Err(AgentError::Transport(_))));
+        }
     }
 }

@@ -22,6 +22,7 @@ pub enum AgentError {
 }
 
 impl AgentError {
+    #[cfg(feature = "client")]
     pub(crate) fn from_ttrpc(method: &'static str, err: ttrpc::Error) -> Self {
         match err {
             ttrpc::Error::RpcStatus(s) if s.code() == Code::DEADLINE_EXCEEDED => {
@@ -32,8 +33,13 @@ impl AgentError {
                 code: s.code(),
                 message: s.message().to_string(),
             },
-            // The sync ttrpc client reports its own timeout as `Others("... timeout ...")`.
-            ttrpc::Error::Others(ref m) if m.contains("timeout") => AgentError::Timeout(method),
+            // ttrpc's clients report their own deadline as `Others`: "Request deadline elapsed"
+            // (async), "... timeout ..." (sync).
+            ttrpc::Error::Others(ref m)
+                if m.contains("deadline elapsed") || m.contains("timeout") =>
+            {
+                AgentError::Timeout(method)
+            }
             other => AgentError::Transport(other),
         }
     }

@@ -3,10 +3,11 @@
 //!
 //! * [`pb`] holds the generated protobuf messages and ttrpc bindings of `proto/agent.proto`
 //!   (package `clearbox.agent.v1`); read that file for the full contract.
-//! * [`AgentClient`] wraps the generated client: construct it from any connected byte-stream
-//!   fd ([`AgentClient::new`], [`AgentClient::from_unix_stream`]) — a vsock hybrid socket
-//!   after the `CONNECT 1024` handshake, or a Unix socket to a host-mode agent
-//!   (`clearbox-agent --no-init --listen-unix PATH`).
+//! * [`AgentClient`] (feature `client`, on by default; the host crates enable it, the guest
+//!   agent builds without it) wraps the generated client: construct it from any connected
+//!   stream socket ([`AgentClient::new`], [`AgentClient::from_unix_stream`]) — a vsock hybrid
+//!   socket after the `CONNECT 1024` handshake, a vsock socket, or a Unix socket to a host-mode
+//!   agent (`clearbox-agent --no-init --listen-unix PATH`).
 //! * [`server`] re-exports what the agent needs to serve the API.
 //!
 //! # Output contract
@@ -55,14 +56,18 @@
 // Tests may unwrap: a panic is the failure report there.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+#[cfg(feature = "client")]
 mod client;
 mod error;
 pub mod guest;
 pub mod mux;
 pub mod net;
 pub mod request;
+#[cfg(feature = "client")]
+mod runtime;
 mod types;
 
+#[cfg(feature = "client")]
 pub use client::AgentClient;
 pub use error::{error_chain, AgentError};
 pub use guest::{ContainerId, ShareDir};
@@ -87,7 +92,8 @@ pub mod pb {
     pub mod agent {
         include!(concat!(env!("OUT_DIR"), "/agent.rs"));
     }
-    /// ttrpc client, server trait (`Agent`) and `create_agent` registration.
+    /// ttrpc client (async with the `client` feature), sync server trait (`Agent`) and
+    /// `create_agent` registration.
     #[allow(clippy::all, clippy::pedantic, clippy::restriction)]
     #[allow(dead_code, missing_docs, nonstandard_style, unused_results)]
     #[allow(unused_imports, unsafe_code, trivial_casts, unknown_lints)]
