@@ -190,8 +190,10 @@ start_sleeper() {
     make_bundle "$B" sleep 1000
     track "$id"
     cd "$BATS_TEST_TMPDIR"
-    run --separate-stderr t "$RUNTIME" --root rt-root "${RUNTIME_GLOBAL_ARGS[@]}" run -d --bundle bundle "$id" </dev/null
-    assert_status 0
+    # Detached: the container keeps the caller's stdio, so no capture (as rt_detached).
+    t "$RUNTIME" --root rt-root "${RUNTIME_GLOBAL_ARGS[@]}" run -d --bundle bundle "$id" \
+        </dev/null >/dev/null 2>"$BATS_TEST_TMPDIR/run.err" ||
+        fail "run -d with a relative --root: $(cat "$BATS_TEST_TMPDIR/run.err")"
     run --separate-stderr t "$RUNTIME" --root rt-root "${RUNTIME_GLOBAL_ARGS[@]}" exec "$id" echo relative-root
     assert_status 0
     assert_output_contains "relative-root"
