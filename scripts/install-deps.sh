@@ -29,7 +29,7 @@ PACKAGES=(
     # tests and benchmarks
     bats hyperfine busybox-static jq file time python3 util-linux curl iperf3
     # guest kernel build (scripts/build-guest-kernel.sh) and initramfs
-    linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev
+    linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev patch
     cpio xz-utils
     # Rust crates: seccomp/capabilities (youki libcontainer), protobuf codegen
     libseccomp-dev libcap-ng-dev pkg-config protobuf-compiler
