@@ -248,11 +248,14 @@ assert_unwired() {
     [ "$output" = "no-ether" ] || fail "devices/routes with --network none: $output"
 }
 
-@test "podman --network host and --network container:VM are refused with one line (vm)" {
+@test "podman --network host, --pid host and --network container:VM are refused with one line (vm)" {
     expect_vm || skip "isolation is not vm"
     run --separate-stderr prun run --rm --network host "$IMAGE" true
     [ "$status" -ne 0 ] || fail "--network host started"
     [[ "$stderr" == *"cannot share the host's network"* ]] || fail "stderr: $stderr"
+    run --separate-stderr prun run --rm --network "$PNET" --pid host "$IMAGE" true
+    [ "$status" -ne 0 ] || fail "--pid host started"
+    [[ "$stderr" == *"cannot share the host's pid namespace"* ]] || fail "stderr: $stderr"
     run --separate-stderr prun run -d --name first --network "$PNET" "$IMAGE" sleep 1000
     assert_status 0
     run --separate-stderr prun run --rm --network container:first "$IMAGE" true

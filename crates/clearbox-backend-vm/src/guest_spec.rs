@@ -9,6 +9,9 @@
 //!   replaced by a fresh one in the guest, with a warning: nothing is shared with the other
 //!   containers. A pid, mount, user, cgroup or time namespace with a path is refused with a
 //!   clear error, since the container would silently not see what it asked for.
+//! * no pid namespace at all (`--pid host`, a `hostPID` pod) asks for the host's processes,
+//!   which a VM cannot show; the nearest thing, the guest's root pid namespace, holds the agent
+//!   and its helpers, which a container must not see or signal. Refused with a clear error.
 //! * `cgroupsPath` → a guest-local path; hooks are removed (they run on the host).
 //!
 //! This is the only place the host changes the spec for the guest, and the only place it
@@ -84,6 +87,13 @@ pub(crate) fn rewrite(spec: &Spec, record: &Record) -> Result<ForGuest, Error> {
             )));
         }
         if let Some(ns) = linux.namespaces().clone() {
+            if !ns.iter().any(|n| n.typ() == LinuxNamespaceType::Pid) {
+                return Err(Error::Msg(
+                    "isolation vm cannot share the host's pid namespace (the spec has no pid \
+                     namespace, e.g. --pid host): use a pid namespace, or isolation namespaces"
+                        .into(),
+                ));
+            }
             let ns = ns
                 .into_iter()
                 // In a pod, joining the sandbox's IPC or UTS namespace means sharing the VM's
@@ -161,7 +171,7 @@ mod tests {
             "hooks": {"prestart": [{"path": "/bin/true"}]},
             "linux": {
                 "cgroupsPath": "machine.slice:libpod:abc",
-                "namespaces": [{"type": "ipc", "path": "/proc/1/ns/ipc"}, {"type": "network", "path": "/run/netns/cni-1"}]
+                "namespaces": [{"type": "ipc", "path": "/proc/1/ns/ipc"}, {"type": "network", "path": "/run/netns/cni-1"}, {"type": "pid"}]
             }
         }))
         .unwrap();
@@ -196,6 +206,17 @@ mod tests {
         .unwrap();
         let e = rewrite(&pid_path, &record("c1")).unwrap_err().to_string();
         assert!(e.contains("cannot join the host's pid namespace"), "{e}");
+        // No pid namespace: the container would share the guest's with the agent.
+        let host_pid: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "linux": {"namespaces": [{"type": "network"}, {"type": "mount"}]}
+        }))
+        .unwrap();
+        let e = rewrite(&host_pid, &record("c1")).unwrap_err().to_string();
+        assert!(
+            e.contains("cannot share the host's pid namespace") && !e.contains('\n'),
+            "{e}"
+        );
     }
 
     fn record(id: &str) -> Record {
@@ -215,7 +236,8 @@ mod tests {
                     {"type": "ipc", "path": "/proc/7/ns/ipc"},
                     {"type": "uts", "path": "/proc/7/ns/uts"},
                     {"type": "mount"},
-                    {"type": "network", "path": "/proc/7/ns/net"}
+                    {"type": "network", "path": "/proc/7/ns/net"},
+                    {"type": "pid"}
                 ]
             }
         }))
@@ -229,13 +251,13 @@ mod tests {
         );
         let ns = out["linux"]["namespaces"].as_array().unwrap();
         let types: Vec<&str> = ns.iter().map(|n| n["type"].as_str().unwrap()).collect();
-        assert_eq!(types, ["mount", "network"]);
+        assert_eq!(types, ["mount", "network", "pid"]);
         assert_eq!(ns[1]["path"], guest::ROOT_NETNS);
         // Outside a pod the namespaces stay (fresh ones in the guest).
         let single: serde_json::Value =
             serde_json::from_slice(rewrite(&spec, &record("app1")).unwrap().spec.as_bytes())
                 .unwrap();
-        assert_eq!(single["linux"]["namespaces"].as_array().unwrap().len(), 4);
+        assert_eq!(single["linux"]["namespaces"].as_array().unwrap().len(), 5);
     }
 
     #[test]
