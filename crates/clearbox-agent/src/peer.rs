@@ -99,6 +99,9 @@ impl Guard {
     /// The server's accept hook: refused connections are closed before any request is read.
     pub fn check_fd(&self, fd: BorrowedFd<'_>) -> Result<(), String> {
         let decision = peer_of(fd.as_raw_fd()).and_then(|p| check(self.0, p));
+        if decision.is_ok() {
+            crate::debug!("connection accepted");
+        }
         decision.map_err(|e| {
             // Debug only: a guest process must not be able to flood the console.
             crate::debug!("connection refused: {e}");

@@ -129,7 +129,10 @@ impl Demux {
                 }
                 Self::send(&self.port, Kind::Ready, 0, &[]);
             }
-            Kind::Open => self.open(f.channel),
+            Kind::Open => {
+                crate::debug!("serial channel {}: open", f.channel);
+                self.open(f.channel)
+            }
             Kind::Data => {
                 let s = crate::process::lock(&self.channels)
                     .get(&f.channel)

@@ -101,13 +101,16 @@ impl Agent for Service {
         req: pb::CreateContainerRequest,
     ) -> Result<pb::Empty> {
         self.touch();
+        crate::debug!("create {}: request received", req.container_id);
         let req = CreateContainer::from_wire(&req).map_err(Failure::from)?;
+        crate::debug!("create {}: request decoded", req.id.as_str());
         container::create(&self.state, req)?;
         empty()
     }
 
     fn start_container(&self, _ctx: &TtrpcContext, req: pb::ContainerRequest) -> Result<pb::Empty> {
         self.touch();
+        crate::debug!("start {}: request received", req.container_id);
         target::container_id(&req.container_id).map_err(Failure::from)?;
         container::start(&self.state, &req.container_id)?;
         empty()

@@ -36,9 +36,14 @@ pub struct QemuOptions {
     pub binary: Option<PathBuf>,
     /// Run QEMU under its seccomp sandbox (`-sandbox on,...`).
     pub sandbox: bool,
-    /// TCG translation-cache size; smaller means less host memory. Measured
-    /// here (bench/vm-boot.sh): 16 MiB boots as fast as 32 with ~10 MiB less
-    /// PSS; 8 MiB costs ~25% boot time (cache flushes).
+    /// TCG translation-cache size; smaller means less host memory, but a full cache is
+    /// flushed whole and everything is translated again. 16 MiB boots as fast as 32
+    /// (bench/vm-boot.sh), but boot plus one container create fill 16 MiB several times
+    /// over (HMP `info jit`: 7 flushes for three creates in one VM): a create in a warm VM
+    /// took 650-750 ms with 16 MiB and 135-170 ms with 32 or 64, and `clearbox run` from a
+    /// template 1.16-1.39 s vs 0.84-0.92 s, for ~13 MiB more QEMU PSS per VM
+    /// (docs/BENCHMARKS.md, "TCG translation cache"). 32 keeps the speed with half the
+    /// worst-case memory of 64.
     pub tcg_tb_size_mib: Option<u32>,
 }
 
@@ -47,7 +52,7 @@ impl Default for QemuOptions {
         QemuOptions {
             binary: None,
             sandbox: true,
-            tcg_tb_size_mib: Some(16),
+            tcg_tb_size_mib: Some(32),
         }
     }
 }
