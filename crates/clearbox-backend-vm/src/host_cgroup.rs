@@ -26,8 +26,8 @@ use clearbox_core::BackendError;
 use crate::Error;
 
 /// Host memory of a VM beyond its guest RAM, measured (docs/SECURITY.md): QEMU under TCG
-/// ~31 MiB anonymous (its 16 MiB translation cache and heap), virtiofsd ~9 MiB,
-/// vhost-device-vsock ~4 MiB, the shim ~8 MiB: ~52 MiB, plus headroom for the page cache of
+/// ~47 MiB anonymous (its 32 MiB translation cache and heap), virtiofsd ~9 MiB,
+/// vhost-device-vsock ~4 MiB, the shim ~8 MiB: ~68 MiB, plus headroom for the page cache of
 /// the files virtiofsd reads and writes (reclaimable, charged here too).
 pub const HOST_OVERHEAD_MIB: u64 = 128;
 

@@ -27,7 +27,6 @@
 //!   remembered in `<key>.unsupported` so it is checked once.
 
 use std::fs::File;
-use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -350,24 +349,78 @@ pub(crate) fn prune_stale(opts: &TemplateOptions, keep: &str) -> usize {
 /// Copies `src` to a new file `dst` (0600), skipping holes: a template's memory file is as
 /// large as the guest's RAM but holds only the pages the guest touched.
 pub(crate) fn copy_sparse(src: &Path, dst: &Path) -> Result<()> {
-    let err = |op: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |e: std::io::Error| Error::Path {
-            op,
-            path: path.clone(),
-            source: e,
+    let (s, d, len) = open_sparse_copy(src, dst)?;
+    copy_data(&s, &d, len, src, dst)
+}
+
+/// A [`copy_sparse`] running on its own thread: `dst` exists with its full size (holes) when
+/// this is returned, its data arrives in the background. A restore starts QEMU meanwhile:
+/// QEMU maps the file at start-up but does not touch guest RAM before `migrate-incoming`, and
+/// page-cache writes show in its shared mapping, so the copy and QEMU's start-up overlap.
+/// [`SparseCopy::finish`] waits for the data; dropping it waits too (no writer outlives it).
+pub(crate) struct SparseCopy(Option<std::thread::JoinHandle<Result<()>>>);
+
+impl SparseCopy {
+    pub(crate) fn start(src: &Path, dst: &Path) -> Result<SparseCopy> {
+        let (s, d, len) = open_sparse_copy(src, dst)?;
+        let (src, dst) = (src.to_path_buf(), dst.to_path_buf());
+        let h = std::thread::Builder::new()
+            .name("template-copy".into())
+            .spawn(move || copy_data(&s, &d, len, &src, &dst))
+            .map_err(|e| Error::Io("start the template memory copy", e))?;
+        Ok(SparseCopy(Some(h)))
+    }
+
+    /// Waits until every byte is in `dst`.
+    pub(crate) fn finish(mut self) -> Result<()> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<()> {
+        match self.0.take().map(std::thread::JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(Error::Io(
+                "copy the template memory",
+                std::io::Error::other("the copy thread panicked"),
+            )),
         }
-    };
-    let mut s = File::open(src).map_err(err("open", src))?;
-    let len = s.metadata().map_err(err("stat", src))?.len();
-    let mut d = std::fs::OpenOptions::new()
+    }
+}
+
+impl Drop for SparseCopy {
+    fn drop(&mut self) {
+        let _ = self.join();
+    }
+}
+
+fn path_err(op: &'static str, path: &Path) -> impl Fn(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |e: std::io::Error| Error::Path {
+        op,
+        path: path.clone(),
+        source: e,
+    }
+}
+
+/// Opens `src` and creates `dst` (0600) with `src`'s size, all holes.
+fn open_sparse_copy(src: &Path, dst: &Path) -> Result<(File, File, u64)> {
+    let s = File::open(src).map_err(path_err("open", src))?;
+    let len = s.metadata().map_err(path_err("stat", src))?.len();
+    let d = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_CLOEXEC)
         .open(dst)
-        .map_err(err("create", dst))?;
-    d.set_len(len).map_err(err("size", dst))?;
+        .map_err(path_err("create", dst))?;
+    d.set_len(len).map_err(path_err("size", dst))?;
+    Ok((s, d, len))
+}
+
+/// Copies the data extents of `s` (`len` bytes) to the same offsets of `d`.
+fn copy_data(s: &File, d: &File, len: u64, src: &Path, dst: &Path) -> Result<()> {
+    use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; 1 << 20];
     let mut off: i64 = 0;
     let end = i64::try_from(len).unwrap_or(i64::MAX);
@@ -379,28 +432,26 @@ pub(crate) fn copy_sparse(src: &Path, dst: &Path) -> Result<()> {
             if e.raw_os_error() == Some(libc::ENXIO) {
                 break; // only a hole left
             }
-            return Err(err("seek", src)(e));
+            return Err(path_err("seek", src)(e));
         }
         // SAFETY: as above.
         let hole = unsafe { libc::lseek(s.as_raw_fd(), data, libc::SEEK_HOLE) };
         if hole < 0 {
-            return Err(err("seek", src)(std::io::Error::last_os_error()));
+            return Err(path_err("seek", src)(std::io::Error::last_os_error()));
         }
         let mut at = data;
-        use std::io::{Seek, SeekFrom};
-        s.seek(SeekFrom::Start(at as u64))
-            .map_err(err("seek", src))?;
-        d.seek(SeekFrom::Start(at as u64))
-            .map_err(err("seek", dst))?;
         while at < hole {
             let want = usize::try_from(hole - at)
                 .unwrap_or(usize::MAX)
                 .min(buf.len());
-            let n = s.read(&mut buf[..want]).map_err(err("read", src))?;
+            let n = s
+                .read_at(&mut buf[..want], at as u64)
+                .map_err(path_err("read", src))?;
             if n == 0 {
                 break;
             }
-            d.write_all(&buf[..n]).map_err(err("write", dst))?;
+            d.write_all_at(&buf[..n], at as u64)
+                .map_err(path_err("write", dst))?;
             at += n as i64;
         }
         off = hole;
@@ -433,6 +484,28 @@ mod tests {
         );
         // Exists already: refused.
         assert!(copy_sparse(&src, &dst).is_err());
+    }
+
+    #[test]
+    fn a_background_copy_is_sized_at_once_and_whole_when_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let f = File::create(&src).unwrap();
+        f.set_len(32 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&vec![9u8; 5 << 20], 3 << 20).unwrap();
+        f.write_all_at(b"tail", (32 << 20) - 4).unwrap();
+        let dst = dir.path().join("dst");
+        let copy = SparseCopy::start(&src, &dst).unwrap();
+        // Full size before any data: QEMU can map it now.
+        assert_eq!(std::fs::metadata(&dst).unwrap().len(), 32 << 20);
+        copy.finish().unwrap();
+        assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
+        // Dropped unfinished: the drop waits for the writer.
+        let dst2 = dir.path().join("dst2");
+        drop(SparseCopy::start(&src, &dst2).unwrap());
+        assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst2).unwrap());
+        assert!(SparseCopy::start(&src, &dst2).is_err());
     }
 
     #[test]

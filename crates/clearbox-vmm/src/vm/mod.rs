@@ -314,6 +314,7 @@ impl Vm {
             mem_file,
             state_file,
             placeholder_nics,
+            mem_copy,
         } = vm.template_files(&mode, &run_dir, &mut net)?;
         let plan = QemuPlan {
             accel,
@@ -369,7 +370,7 @@ impl Vm {
         vm.qemu = Some(p);
         vm.state.save(&run_dir)?;
         if let (Mode::Restore { .. }, Some(st)) = (&mode, &state_file) {
-            vm.load_state(st)?;
+            vm.load_state(st, mem_copy)?;
         }
         Ok(vm)
     }

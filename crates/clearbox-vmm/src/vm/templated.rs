@@ -225,6 +225,8 @@ pub(super) struct TemplateFiles {
     pub(super) state_file: Option<PathBuf>,
     /// NICs of a template build: unconnected, placeholder MACs.
     pub(super) placeholder_nics: usize,
+    /// A restore's memory copy, still running: finished before the state is loaded.
+    pub(super) mem_copy: Option<template::SparseCopy>,
 }
 
 impl Vm {
@@ -279,10 +281,13 @@ impl Vm {
                 let st = run_dir.join(template::STATE);
                 let _ = std::fs::remove_file(&m);
                 self.track_files([m.clone(), st.clone()]);
-                let t0 = Instant::now();
-                template::copy_sparse(&dir.join(template::MEMORY), &m)?;
+                // The memory's data arrives while QEMU starts (see `SparseCopy`); the device
+                // state (small) is copied now.
+                out.mem_copy = Some(template::SparseCopy::start(
+                    &dir.join(template::MEMORY),
+                    &m,
+                )?);
                 template::copy_sparse(&dir.join(template::STATE), &st)?;
-                tracing::debug!(elapsed = ?t0.elapsed(), "template memory copied");
                 if let Some(j) = &self.jail {
                     j.give(&m)?;
                     j.give(&st)?;
@@ -299,8 +304,17 @@ impl Vm {
 
     /// Loads a restored VM's device state from `state` (QEMU started with `-incoming
     /// defer`) and lets it run.
-    pub(super) fn load_state(&self, state: &Path) -> Result<()> {
+    pub(super) fn load_state(
+        &self,
+        state: &Path,
+        mem_copy: Option<template::SparseCopy>,
+    ) -> Result<()> {
         let mut q = self.monitor()?;
+        if let Some(c) = mem_copy {
+            let t0 = Instant::now();
+            c.finish()?;
+            tracing::debug!(waited = ?t0.elapsed(), "template memory copied");
+        }
         q.ignore_shared()?;
         q.execute(
             "migrate-incoming",
