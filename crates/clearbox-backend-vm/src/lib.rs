@@ -45,7 +45,7 @@ mod sizing;
 mod spawn;
 
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -57,6 +57,7 @@ use clearbox_core::{
     Backend, BackendError, Config, ContainerCtx, CreateOpts, ExecOpts, Isolation, Status,
 };
 use clearbox_protocol::{AgentClient, ProcessId};
+use clearbox_util::proc::pidfd_verified;
 use clearbox_vmm::{VmHandle, AGENT_PORT};
 use oci_spec::runtime::{LinuxResources, Spec};
 
@@ -622,33 +623,8 @@ fn signal_shim(shim: Option<(i32, Option<u64>)>, signal: i32) -> Result<(), Erro
     pidfd_signal(&fd, signal).map_err(|e| Error::io("signal the container's shim", e))
 }
 
-fn pidfd_verified(pid: i32, start: Option<u64>) -> Option<std::os::fd::OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the syscall returned a fresh descriptor that nothing else owns.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
-    // Opened first, verified second: the pidfd pins the process we checked.
-    clearbox_core::process::is_alive(pid, start).then_some(fd)
-}
-
 fn pidfd_signal(fd: &std::os::fd::OwnedFd, signal: i32) -> std::io::Result<()> {
-    // SAFETY: pidfd_send_signal on a valid pidfd, null siginfo, no flags.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    clearbox_util::proc::pidfd_send_signal(std::os::fd::AsFd::as_fd(fd), signal)
 }
 
 /// Kills the shim (when it still is the recorded process) and everything of the VM, unmounts
@@ -864,6 +840,4 @@ fn req_exec_id(req: &shim::Request) -> &str {
     }
 }
 
-pub(crate) fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
-    clearbox_container::one_line(e)
-}
+pub(crate) use clearbox_util::error::chain as one_line;

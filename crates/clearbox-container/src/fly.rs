@@ -328,11 +328,7 @@ fn child<'a>(
 
 /// True when `pid` exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with(['Z', 'X'])))
-        .map(|zombie| !zombie)
-        .unwrap_or(false)
+    clearbox_util::proc::is_alive(pid, None)
 }
 
 /// `pid` and all its descendants, found through `/proc/*/stat` parent links.
@@ -343,14 +339,8 @@ pub fn process_tree(pid: i32) -> Vec<i32> {
             let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                 continue;
             };
-            if let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) {
-                if let Some(ppid) = stat
-                    .rfind(')')
-                    .and_then(|i| stat[i + 2..].split_whitespace().nth(1))
-                    .and_then(|s| s.parse().ok())
-                {
-                    parents.push((p, ppid));
-                }
+            if let Some(s) = clearbox_util::proc::stat(p) {
+                parents.push((p, s.ppid));
             }
         }
     }

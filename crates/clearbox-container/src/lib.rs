@@ -61,19 +61,7 @@ impl Error {
 }
 
 /// An error and its causes as one line, skipping a cause whose text is already there.
-pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        src = s.source();
-    }
-    msg
-}
+pub use clearbox_util::error::chain as one_line;
 
 /// Container status as the setup library sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -328,14 +328,10 @@ pub fn start(state_root: &Path, id: &str) -> Result<(), Error> {
 fn wait_until_idle(pid: i32, limit: std::time::Duration) {
     let deadline = std::time::Instant::now() + limit;
     while std::time::Instant::now() < deadline {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Some(stat) = clearbox_util::proc::stat(pid) else {
             return;
         };
-        let state = stat
-            .rfind(')')
-            .and_then(|i| stat.get(i + 2..i + 3))
-            .unwrap_or("Z");
-        if state != "R" && state != "D" {
+        if !matches!(stat.state, 'R' | 'D') {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(1));

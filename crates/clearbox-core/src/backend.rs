@@ -30,17 +30,7 @@ impl BackendError {
     /// One line from an error and its causes, skipping a cause whose text the message already
     /// holds (libcontainer's messages often repeat their source's).
     pub fn flatten(e: &(dyn std::error::Error + 'static)) -> Self {
-        let mut msg = e.to_string();
-        let mut src = e.source();
-        while let Some(s) = src {
-            let text = s.to_string();
-            if !msg.contains(&text) {
-                msg.push_str(": ");
-                msg.push_str(&text);
-            }
-            src = s.source();
-        }
-        Self::msg(msg)
+        Self::msg(clearbox_util::error::chain(e))
     }
 
     pub fn with(

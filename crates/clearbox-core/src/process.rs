@@ -1,28 +1,8 @@
 //! Host process liveness, robust against pid reuse.
 
-/// Start time of `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`), or `None` if
-/// the process is gone or a zombie (a zombie has exited; only its parent's wait is missing).
-pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may itself contain spaces or parentheses.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    // `rest` starts at field 3 (state); start time is field 22.
-    fields.nth(18)?.parse().ok()
-}
-
-/// True when `pid` runs and, if `expected_start` is known, is the same process that was recorded.
-pub fn is_alive(pid: i32, expected_start: Option<u64>) -> bool {
-    match (start_time(pid), expected_start) {
-        (Some(now), Some(then)) => now == then,
-        (Some(_), None) => true,
-        (None, _) => false,
-    }
-}
+/// Start time and liveness of a host process, robust against pid reuse (the shared
+/// implementation, re-exported for the core's users).
+pub use clearbox_util::proc::{is_alive, start_time};
 
 /// Ignores SIGPIPE while it lives, then restores the previous disposition.
 ///

@@ -92,19 +92,7 @@ pub fn main() -> i32 {
 }
 
 /// An error and its sources, in one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
+pub use clearbox_util::error::chain;
 
 fn serve(input: &mut dyn BufRead) -> Result<Response> {
     let mut line = String::new();

@@ -120,16 +120,7 @@ pub fn configure_interfaces(interfaces: &[Interface]) -> Result<(), Error> {
     Ok(())
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
+use clearbox_util::error::chain;
 
 fn family(ip: &IpAddr) -> AddressFamily {
     match ip {

@@ -60,13 +60,4 @@ impl AgentError {
 
 /// An error and its whole `source()` chain on one line (`outer: inner: root`): the one
 /// formatting both sides of the host/guest contract use for logs and ttrpc messages.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use clearbox_util::error::chain as error_chain;

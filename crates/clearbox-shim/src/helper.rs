@@ -271,7 +271,5 @@ pub fn runtime(root: &Path) -> Result<clearbox_core::Runtime<'static>, String> {
     clearbox_backends::runtime(root, config, isolation, false).map_err(|e| one_line(&e))
 }
 
-/// One line from an error and its causes (the core's error-chain flattener).
-pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
-    clearbox_core::BackendError::flatten(e).message
-}
+/// One line from an error and its causes.
+pub use clearbox_util::error::chain as one_line;

@@ -2,7 +2,7 @@
 //! process (a later `clearbox exec` or `clearbox delete`) can reach the agent
 //! or tear the VM down.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -234,28 +234,14 @@ impl VmHandle {
 
 /// pidfd of `p` if it is still the recorded process.
 fn open_verified(p: &ProcRecord) -> Option<OwnedFd> {
-    // Open first, then verify: the pidfd pins the process, so a pid reused
-    // after the check cannot be signalled by mistake.
-    let fd = proc::pidfd_open(p.pid).ok()?;
-    proc::is_same_live_process(p.pid, p.start_time).then_some(fd)
+    clearbox_util::proc::pidfd_verified(p.pid, Some(p.start_time))
 }
 
 pub(crate) fn kill_verified(p: &ProcRecord) {
     let Some(fd) = open_verified(p) else {
         return;
     };
-    // SAFETY: pidfd_send_signal on a valid pidfd with a null siginfo and no flags.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
+    if let Err(e) = clearbox_util::proc::pidfd_send_signal(fd.as_fd(), libc::SIGKILL) {
         tracing::warn!(role = %p.role, pid = p.pid, error = %e, "cannot kill");
         return;
     }

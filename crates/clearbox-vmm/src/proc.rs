@@ -3,13 +3,14 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use clearbox_util::proc::stat as proc_stat;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 /// How a helper is detached from (or tied to) the process starting it.
@@ -85,17 +86,9 @@ pub(crate) fn spawn(cmd: &mut Command, opts: &SpawnOpts) -> io::Result<Child> {
     cmd.spawn()
 }
 
-/// `pidfd_open(2)`: readable once the process has exited; works for
-/// processes that are not our children too.
-pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the syscall returned a fresh fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
+/// `pidfd_open(2)`: readable once the process has exited; works for processes that are not
+/// our children too.
+pub(crate) use clearbox_util::proc::pidfd_open;
 
 /// Waits until `fd` is readable or `timeout` passes; `None` waits forever.
 /// Returns whether it became readable.
@@ -128,36 +121,17 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io
 /// Start time (field 22 of /proc/PID/stat, clock ticks since boot): with the
 /// pid it identifies a process even after the pid is reused.
 pub(crate) fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_start_time(&stat)
+    proc_stat(pid).map(|s| s.start_time)
 }
 
-fn parse_start_time(stat: &str) -> Option<u64> {
-    // comm may contain spaces and parens: fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // rest starts at field 3 (state); start time is field 22.
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// True when `pid` exists, has `start`, and is not a zombie.
+/// True when `pid` exists, has `start`, and has not exited.
 pub(crate) fn is_same_live_process(pid: i32, start: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next());
-    parse_start_time(&stat) == Some(start) && state != Some("Z")
+    proc_stat(pid).is_some_and(|s| s.start_time == start && !s.has_exited())
 }
 
 /// Parent pid of `pid` (also of a zombie).
 pub(crate) fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    proc_stat(pid).map(|s| s.ppid)
 }
 
 /// Live descendants of `root` (children first found, then theirs), from a
@@ -170,16 +144,8 @@ pub(crate) fn descendants(root: i32) -> Vec<(i32, u64)> {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
                 continue;
             };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let Some(close) = stat.rfind(')') else {
-                continue;
-            };
-            let mut fields = stat[close + 1..].split_whitespace();
-            let ppid = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
-            if let (Some(ppid), Some(start)) = (ppid, parse_start_time(&stat)) {
-                table.push((pid, ppid, start));
+            if let Some(s) = proc_stat(pid) {
+                table.push((pid, s.ppid, s.start_time));
             }
         }
     }
@@ -208,13 +174,6 @@ pub(crate) fn tail(path: &Path, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_parsing_handles_odd_comm() {
-        let stat = "1234 (we ird) name)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
-        assert_eq!(parse_start_time(stat), Some(987654));
-        assert_eq!(parse_start_time("garbage"), None);
-    }
 
     #[test]
     fn own_start_time_is_stable() {

@@ -1,0 +1,167 @@
+//! Processes through `/proc` and pidfds: the fields of `/proc/<pid>/stat` clearbox reads, and
+//! a process identity that survives pid reuse (the pid plus its start time).
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// The fields of `/proc/<pid>/stat` clearbox uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    /// Field 3: `R`, `S`, `D`, `Z`, `T`, …
+    pub state: char,
+    /// Field 4.
+    pub ppid: i32,
+    /// Field 22: clock ticks after boot; with the pid, an identity that survives pid reuse.
+    pub start_time: u64,
+}
+
+impl Stat {
+    /// Exited: a zombie (only its parent's wait is missing) or dead.
+    pub fn has_exited(&self) -> bool {
+        matches!(self.state, 'Z' | 'X')
+    }
+}
+
+/// Parses the text of a `/proc/<pid>/stat`. The command name (field 2) is in parentheses and
+/// may itself hold spaces and parentheses: the fields start after the last `)`.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = text.get(text.rfind(')')? + 2..)?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    // `fields` is at field 5 now; the start time is field 22.
+    let start_time = fields.nth(17)?.parse().ok()?;
+    Some(Stat {
+        state,
+        ppid,
+        start_time,
+    })
+}
+
+/// `/proc/<pid>/stat` of `pid`, `None` when there is no such process.
+pub fn stat(pid: i32) -> Option<Stat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Start time of `pid` (clock ticks after boot), `None` when it is gone or has exited.
+pub fn start_time(pid: i32) -> Option<u64> {
+    stat(pid).filter(|s| !s.has_exited()).map(|s| s.start_time)
+}
+
+/// True when `pid` runs and, if `expected_start` is known, is the process that was recorded.
+pub fn is_alive(pid: i32, expected_start: Option<u64>) -> bool {
+    match (start_time(pid), expected_start) {
+        (Some(now), Some(then)) => now == then,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+/// `pidfd_open(2)`: a descriptor of `pid` that is readable once the process has exited, and
+/// names this process only (not a later one with the same pid).
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A pidfd of `pid` if it is (still) the process that started at `expected_start` (any, when
+/// `None`) and has not exited. Opened first, verified second: the descriptor pins the process
+/// that was checked, so a pid reused after the check cannot be signalled by mistake.
+pub fn pidfd_verified(pid: i32, expected_start: Option<u64>) -> Option<OwnedFd> {
+    let fd = pidfd_open(pid).ok()?;
+    is_alive(pid, expected_start).then_some(fd)
+}
+
+/// `pidfd_send_signal(2)` of `signal` to the process of `fd` (no siginfo, no flags).
+pub fn pidfd_send_signal(fd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal on a descriptor borrowed for the call, a null siginfo and no
+    // flags; the kernel reads nothing else of ours.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_command_names_parse() {
+        let text = "123 (a) b (c)) S 7 123 123 0 -1 4194304 1 0 0 0 0 0 0 0 20 0 1 0 4242 1 2 3";
+        assert_eq!(
+            parse_stat(text),
+            Some(Stat {
+                state: 'S',
+                ppid: 7,
+                start_time: 4242
+            })
+        );
+        assert_eq!(parse_stat("123 (x"), None);
+        assert_eq!(parse_stat("123 (x) R"), None);
+    }
+
+    #[test]
+    fn this_process_is_alive_with_a_stable_identity() {
+        let me = i32::try_from(std::process::id()).unwrap();
+        let s = stat(me).unwrap();
+        assert!(!s.has_exited());
+        assert_eq!(start_time(me), Some(s.start_time));
+        assert!(is_alive(me, Some(s.start_time)));
+        assert!(!is_alive(me, Some(s.start_time + 1)));
+        assert!(!is_alive(i32::MAX, None));
+    }
+
+    #[test]
+    fn a_pidfd_turns_readable_when_the_process_exits() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.2")
+            .spawn()
+            .unwrap();
+        let fd = pidfd_open(i32::try_from(child.id()).unwrap()).unwrap();
+        let mut p = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one valid pollfd for at most 5 s.
+        let n = unsafe { libc::poll(&mut p, 1, 5000) };
+        assert_eq!(n, 1);
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_verified_pidfd_signals_only_the_recorded_process() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let start = start_time(pid).unwrap();
+        assert!(pidfd_verified(pid, Some(start + 1)).is_none());
+        let fd = pidfd_verified(pid, Some(start)).unwrap();
+        pidfd_send_signal(std::os::fd::AsFd::as_fd(&fd), libc::SIGKILL).unwrap();
+        let st = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&st),
+            Some(libc::SIGKILL)
+        );
+        // Reaped: gone.
+        assert!(pidfd_verified(pid, Some(start)).is_none());
+    }
+}
