@@ -145,7 +145,7 @@ pub struct VmConfig {
     #[serde(default)]
     pub template: Option<crate::template::TemplateOptions>,
     /// Run QEMU and the vsock backend as a leased unprivileged uid in a jail, and virtiofsd
-    /// with a reduced capability set (see `jail.rs`). `None` runs them as the caller. On by
+    /// with a reduced capability set (see `jail/`). `None` runs them as the caller. On by
     /// default when the caller is root.
     pub jail: Option<JailOptions>,
 }

@@ -21,7 +21,7 @@ pub(crate) struct SpawnOpts {
     /// Run the child in a private mount namespace where this directory is
     /// bind-mounted read-only onto itself (for read-only virtio-fs shares).
     pub readonly_bind: Option<std::path::PathBuf>,
-    /// Least privilege entered right before exec (see `jail.rs`).
+    /// Least privilege entered right before exec (see `jail/`).
     pub jail: Option<std::sync::Arc<crate::jail::ExecJail>>,
 }
 

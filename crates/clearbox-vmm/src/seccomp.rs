@@ -1,5 +1,5 @@
 //! The allow-list seccomp filter clearbox loads into vhost-device-vsock (which has none of its
-//! own) between fork and exec; see `jail.rs` and docs/SECURITY.md.
+//! own) between fork and exec; see `jail/` and docs/SECURITY.md.
 
 use std::fs::File;
 use std::io;

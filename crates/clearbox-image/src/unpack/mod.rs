@@ -35,6 +35,7 @@ use crate::digest::{Digest, Hashing};
 use crate::error::{Error, Result};
 
 mod materialize;
+mod whiteout;
 pub use materialize::{load_meta, materialize};
 
 /// The file that records ownership and modes next to `rootfs/`.
@@ -476,93 +477,6 @@ impl Unpacker {
         rel.to_str()
             .map(str::to_string)
             .ok_or_else(|| self.refuse(shown, "path is not valid UTF-8"))
-    }
-
-    /// Removes `name` (in `parent`, physical path `phys`) from disk and from the metadata.
-    fn remove_existing(&mut self, parent: BorrowedFd<'_>, name: &str, phys: &str) -> Result<()> {
-        let st = match nix::sys::stat::fstatat(
-            Some(parent.as_raw_fd()),
-            name,
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        ) {
-            Ok(st) => st,
-            Err(Errno::ENOENT) => {
-                self.forget(phys);
-                return Ok(());
-            }
-            Err(e) => {
-                return Err(Error::io(
-                    "cannot stat",
-                    self.root_path.join(phys),
-                    errno_io(e),
-                ))
-            }
-        };
-        let is_dir = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR;
-        let full = self.root_path.join(phys);
-        let res = if is_dir {
-            // `full` is physical (no symlink in it) and only this process writes the tree;
-            // std's remove_dir_all does not follow symlinks inside it.
-            std::fs::remove_dir_all(&full)
-        } else {
-            nix::unistd::unlinkat(
-                Some(parent.as_raw_fd()),
-                name,
-                nix::unistd::UnlinkatFlags::NoRemoveDir,
-            )
-            .map_err(errno_io)
-        };
-        res.map_err(|e| Error::io("cannot remove", &full, e))?;
-        self.forget(phys);
-        Ok(())
-    }
-
-    fn forget(&mut self, phys: &str) {
-        self.meta.entries.remove(phys);
-        let prefix = format!("{phys}/");
-        let doomed: Vec<String> = self
-            .meta
-            .entries
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in doomed {
-            self.meta.entries.remove(&k);
-        }
-    }
-
-    /// `.wh..wh..opq`: removes what lower layers put in `dir`.
-    fn opaque(&mut self, dir: &str) -> Result<()> {
-        let prefix = if dir.is_empty() {
-            String::new()
-        } else {
-            format!("{dir}/")
-        };
-        let children: Vec<String> = self
-            .meta
-            .entries
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .map(|(k, _)| k.clone())
-            .filter(|k| !k.is_empty() && !k[prefix.len()..].contains('/'))
-            .filter(|k| !self.this_layer.contains(k))
-            .collect();
-        if children.is_empty() {
-            return Ok(());
-        }
-        let dfd = open_beneath(
-            self.root.as_fd(),
-            dir,
-            OFlag::O_PATH | OFlag::O_DIRECTORY,
-            ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS,
-        )
-        .map_err(|e| Error::io("cannot open", self.root_path.join(dir), errno_io(e)))?;
-        for c in children {
-            let name = c[prefix.len()..].to_string();
-            self.remove_existing(dfd.as_fd(), &name, &c)?;
-        }
-        Ok(())
     }
 
     /// Writes `meta.json` next to the rootfs directory.
