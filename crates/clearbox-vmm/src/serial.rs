@@ -59,8 +59,8 @@ impl Shared {
 /// Serves until QEMU disconnects, then returns. Binds `listen` (clients) first, then `serial` (QEMU's
 /// chardev connects there): once `serial` exists, both are ready.
 pub fn serve(listen: &Path, serial: &Path) -> io::Result<()> {
-    let clients = UnixListener::bind(listen)?;
-    let qemu_listener = UnixListener::bind(serial)?;
+    let clients = listening_at(listen)?;
+    let qemu_listener = listening_at(serial)?;
     let (qemu, _) = qemu_listener.accept()?;
     drop(qemu_listener);
     let _ = std::fs::remove_file(serial);
@@ -88,6 +88,23 @@ pub fn serve(listen: &Path, serial: &Path) -> io::Result<()> {
     // QEMU is gone: so is the VM. The caller returns (the daemon exits with its threads);
     // never `process::exit` here, which also ended a test binary's other tests, unreported.
     Ok(())
+}
+
+/// A listener whose path appears only once it listens: bound under a temporary name and renamed
+/// into place. A socket file exists from `bind(2)` on, but refuses connections until
+/// `listen(2)`; whoever waits for the path (the VM driver, then QEMU's chardev) must not see it
+/// in between.
+fn listening_at(path: &Path) -> io::Result<UnixListener> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let l = UnixListener::bind(&tmp)?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(l)
 }
 
 fn hello() -> io::Result<Hello> {
