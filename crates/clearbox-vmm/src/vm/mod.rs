@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::accel::{host_tsc_khz, Accel, KvmFacts};
 use crate::binaries;
-use crate::config::{AgentChannel, Hypervisor, VmConfig, VsockMode};
+use crate::config::{Hypervisor, VmConfig};
 use crate::error::{Error, Result};
 use crate::handle::{VmHandle, VmState, STATE_FILE};
 use crate::jail::{self, Bind, Jail, Limits};
@@ -17,10 +17,10 @@ use crate::qemu::{self, QemuPlan, VsockDevice};
 use crate::qmp::Qmp;
 use crate::vsock::AgentTransport;
 
+mod attach;
 mod procs;
 mod templated;
 use procs::Proc;
-use templated::TemplateFiles;
 
 pub(crate) const VSOCK_ROLE: &str = "vhost-device-vsock";
 pub(crate) const VMUX_ROLE: &str = "clearbox-vmux";
@@ -69,6 +69,10 @@ impl Vm {
         Self::start_mode(config, Mode::Cold)
     }
 
+    /// Boot recipe, one step each: find the programs, own the run directory, enter the jail,
+    /// start the agent channel's backend and the virtio-fs daemons, wait for their sockets,
+    /// then start QEMU (and, for a restore, load the template's state). From `Vm::owned` on,
+    /// an error drops `vm`, which kills what was started and removes the files.
     fn start_mode(config: VmConfig, mode: Mode) -> Result<Vm> {
         config.validate()?;
         for (what, path) in [
@@ -94,33 +98,44 @@ impl Vm {
         let version_probe = (accel == Accel::Tcg && !config.shares.is_empty())
             .then(|| binaries::QemuVersionProbe::start(&qemu_bin))
             .flatten();
-        let serial_bin = match config.channel {
-            AgentChannel::Serial => {
-                Some(binaries::vmux().ok_or(Error::MissingBinary("clearbox-vmux"))?)
-            }
-            // The serial channel is what templates need; until they are on by default the
-            // proven vsock channel stays the default for cold boots.
-            AgentChannel::Auto if config.template.is_some() => binaries::vmux(),
-            AgentChannel::Auto => None,
-            AgentChannel::Vsock => None,
-        };
-        let vsock = match config.vsock {
-            _ if serial_bin.is_some() => VsockMode::Auto,
-            VsockMode::Auto if Path::new("/dev/vhost-vsock").exists() => VsockMode::Kernel,
-            VsockMode::Auto => VsockMode::VhostUser,
-            m => m,
-        };
-        let vsock_bin = match vsock {
-            VsockMode::VhostUser => Some(
-                binaries::vhost_device_vsock().ok_or(Error::MissingBinary("vhost-device-vsock"))?,
-            ),
-            _ => None,
-        };
+        let channel = attach::ChannelProgram::find(&config)?;
         let virtiofsd = match config.shares.is_empty() {
             true => None,
             false => Some(binaries::virtiofsd().ok_or(Error::MissingBinary("virtiofsd"))?),
         };
 
+        let mut vm = Vm::owned(&config, accel)?;
+        let opts = SpawnOpts {
+            die_with_parent: config.die_with_parent,
+            ..Default::default()
+        };
+        if let Some(o) = &config.jail {
+            vm.enter_jail(o)?;
+        }
+        let mut boot = attach::Boot::new(&config);
+        let vsock_dev = vm.attach_agent_channel(channel, &opts, &mut boot)?;
+        let fs = match &virtiofsd {
+            Some((bin, flavor)) => vm.attach_shares(&config, bin, *flavor, &opts, &mut boot)?,
+            None => Vec::new(),
+        };
+        vm.state.save(&vm.run_dir.clone())?;
+        vm.wait_for_sockets(&boot, config.helper_timeout)?;
+        // An unknown version gets the guard too: it only costs time.
+        let fs_guard = !fs.is_empty()
+            && version_probe
+                .and_then(binaries::QemuVersionProbe::major)
+                .is_none_or(qemu::needs_vhost_user_fs_guard);
+        let devices = attach::Devices {
+            cmdline: qemu::kernel_cmdline(accel, host_tsc_khz(), fs_guard, &boot.cmdline_extra),
+            vsock: vsock_dev,
+            fs,
+        };
+        vm.launch_qemu(&config, (qopts, &qemu_bin), &mode, devices, &opts)?;
+        Ok(vm)
+    }
+
+    /// This process's VM in `config.run_dir` (created or taken over), nothing started yet.
+    fn owned(config: &VmConfig, accel: Accel) -> Result<Vm> {
         let run_dir = config.run_dir.clone();
         let created = prepare_run_dir(&run_dir)?;
         let console_log = config
@@ -141,197 +156,19 @@ impl Vm {
             qmp: None,
         };
         if console_log.starts_with(&run_dir) {
-            vm.state.files.push(console_log.clone());
-        }
-        // From here on, an error drops `vm`, which kills what was started and
-        // removes the files.
-        let opts = SpawnOpts {
-            die_with_parent: config.die_with_parent,
-            ..Default::default()
-        };
-        if let Some(o) = &config.jail {
-            let j = Jail::new(o, &run_dir)?;
-            vm.state.jail = Some(j.ids().clone());
-            vm.state.dirs = vec![j.dir.clone(), j.sock_dir.clone(), j.fs_dir.clone()];
-            vm.jail = Some(j);
-            vm.state.save(&run_dir)?;
-        }
-        let limits = Limits {
-            nofile: Some(jail::NOFILE),
-            nproc: Some(jail::NPROC),
-            fsize: Some(jail::FSIZE),
-        };
-        let mut sockets = Vec::new();
-        let mut cmdline_extra = config.cmdline_extra.clone();
-        let vsock_dev = match (vsock, vsock_bin, serial_bin) {
-            (_, _, Some(bin)) => {
-                let dir = vm.jail.as_ref().map_or(&run_dir, |j| &j.sock_dir);
-                let socket = dir.join("serial.sock");
-                let uds = dir.join("vsock.sock");
-                vm.track_files([socket.clone(), uds.clone()]);
-                let mut cmd = Command::new(&bin);
-                cmd.arg("--listen").arg(&uds).arg("--serial").arg(&socket);
-                let mut o = opts.clone();
-                if let Some(j) = &vm.jail {
-                    let mut binds = jail::base_binds(&bin);
-                    binds.push(Bind::rw(&j.sock_dir));
-                    let log_only = std::env::var_os(crate::seccomp::SECCOMP_LOG_ENV).is_some();
-                    let filter =
-                        crate::seccomp::allow_list_filter(crate::seccomp::VMUX_SYSCALLS, log_only)?;
-                    let plan = j.unprivileged("vmux", &binds, &[], limits, Some(filter))?;
-                    o.jail = Some(std::sync::Arc::new(plan));
-                }
-                let idx = vm.spawn_helper(VMUX_ROLE, cmd, &o, false)?;
-                sockets.push((idx, socket.clone()));
-                vm.state.transport = Some(AgentTransport::HybridVsock { uds });
-                cmdline_extra.push("clearbox.channel=serial".into());
-                Some(VsockDevice::Serial { socket })
-            }
-            (VsockMode::VhostUser, Some(bin), None) => {
-                let dir = vm.jail.as_ref().map_or(&run_dir, |j| &j.sock_dir);
-                let socket = dir.join("vhost-vsock.sock");
-                let uds = dir.join("vsock.sock");
-                vm.track_files([socket.clone(), uds.clone()]);
-                let cmd = crate::helpers::vhost_device_vsock(&bin, &socket, &uds);
-                let mut o = opts.clone();
-                if let Some(j) = &vm.jail {
-                    let mut binds = jail::base_binds(&bin);
-                    binds.push(Bind::rw(&j.sock_dir));
-                    let log_only = std::env::var_os(crate::seccomp::SECCOMP_LOG_ENV).is_some();
-                    if log_only {
-                        tracing::warn!("vhost-device-vsock's seccomp filter only logs");
-                    }
-                    let filter = crate::seccomp::allow_list_filter(
-                        crate::seccomp::VSOCK_SYSCALLS,
-                        log_only,
-                    )?;
-                    let plan = j.unprivileged("vsock", &binds, &[], limits, Some(filter))?;
-                    o.jail = Some(std::sync::Arc::new(plan));
-                }
-                let idx = vm.spawn_helper(VSOCK_ROLE, cmd, &o, false)?;
-                sockets.push((idx, socket.clone()));
-                vm.state.transport = Some(AgentTransport::HybridVsock { uds });
-                Some(VsockDevice::VhostUser { socket })
-            }
-            _ => {
-                let cid = pick_cid();
-                vm.state.transport = Some(AgentTransport::VhostVsock { cid });
-                Some(VsockDevice::Kernel { cid })
-            }
-        };
-        let mut fs = Vec::new();
-        if let Some((bin, flavor)) = &virtiofsd {
-            for (i, share) in config.shares.iter().enumerate() {
-                let dir = vm.jail.as_ref().map_or(&run_dir, |j| &j.fs_dir);
-                let socket = dir.join(format!("fs-{i}.sock"));
-                vm.track_files([socket.clone()]);
-                let cmd = crate::helpers::virtiofsd(
-                    bin,
-                    *flavor,
-                    &socket,
-                    &share.host_dir,
-                    share.read_only,
-                );
-                let mut o = opts.clone();
-                if share.read_only && *flavor == binaries::VirtiofsdFlavor::Legacy {
-                    o.readonly_bind = Some(share.host_dir.clone());
-                }
-                if vm.jail.is_some() {
-                    let no_growth = Limits {
-                        nofile: None,
-                        nproc: None,
-                        fsize: None,
-                    };
-                    let plan = jail::privileged_helper(jail::VIRTIOFSD_CAPS, no_growth);
-                    o.jail = Some(std::sync::Arc::new(plan));
-                }
-                let idx = vm.spawn_helper(&format!("virtiofsd-{i}"), cmd, &o, true)?;
-                sockets.push((idx, socket.clone()));
-                fs.push((share.tag.clone(), socket));
-            }
-        }
-        vm.state.save(&run_dir)?;
-        for (idx, socket) in &sockets {
-            vm.wait_for_socket(*idx, socket, config.helper_timeout)?;
-            if let Some(j) = &vm.jail {
-                // QEMU, as the jail uid, connects to it.
-                if std::fs::symlink_metadata(socket)
-                    .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) != j.ids().uid)
-                {
-                    j.give(socket)?;
-                }
-            }
-        }
-
-        // An unknown version gets the guard too: it only costs time.
-        let fs_guard = !fs.is_empty()
-            && version_probe
-                .and_then(binaries::QemuVersionProbe::major)
-                .is_none_or(qemu::needs_vhost_user_fs_guard);
-        let mut net = config.net.clone();
-        let TemplateFiles {
-            mem_file,
-            state_file,
-            placeholder_nics,
-            mem_copy,
-        } = vm.template_files(&mode, &run_dir, &mut net)?;
-        let plan = QemuPlan {
-            accel,
-            vcpus: config.vcpus,
-            memory_mib: config.memory_mib,
-            kernel: config.kernel.clone(),
-            initrd: config.initrd.clone(),
-            cmdline: qemu::kernel_cmdline(accel, host_tsc_khz(), fs_guard, &cmdline_extra),
-            serial_log: console_log,
-            vsock: vsock_dev,
-            fs,
-            sandbox: qopts.sandbox,
-            tcg_tb_size_mib: qopts.tcg_tb_size_mib,
-            net,
-            vhost_net: Path::new("/dev/vhost-net").exists(),
-            mem_file: mem_file.clone(),
-            qmp: vm.qmp.clone(),
-            incoming: matches!(mode, Mode::Restore { .. }),
-            placeholder_nics,
-        };
-        let mut o = opts.clone();
-        if let Some(j) = &vm.jail {
-            // Guest RAM is a memfd QEMU sizes with ftruncate, which RLIMIT_FSIZE also bounds:
-            // QEMU's file limit is its RAM plus the usual allowance for logs.
-            let ram = u64::from(config.memory_mib) << 20;
-            let limits = Limits {
-                fsize: limits.fsize.map(|f| f.saturating_add(ram)),
-                ..limits
-            };
-            let mut extra = Vec::new();
-            if let Some(m) = &mem_file {
-                extra.push(Bind::rw(m));
-            }
-            if let Some(st) = &state_file {
-                extra.push(match mode {
-                    Mode::Restore { .. } => Bind::ro(st),
-                    _ => Bind::rw(st),
-                });
-            }
-            if let Some(q) = vm.qmp.as_ref().and_then(|q| q.parent()) {
-                extra.push(Bind::rw(q));
-            }
-            o.jail = Some(std::sync::Arc::new(qemu_jail(
-                j, &plan, &qemu_bin, limits, extra,
-            )?));
-        }
-        let mut cmd = Command::new(&qemu_bin);
-        cmd.args(qemu::args(&plan));
-        keep_fds(&mut cmd, config.net.iter().map(|n| n.fd).collect());
-        tracing::debug!(?cmd, "starting QEMU");
-        let log = vm.open_log("qemu.log")?;
-        let p = vm.spawn_proc("qemu", cmd, log, &o, false)?;
-        vm.qemu = Some(p);
-        vm.state.save(&run_dir)?;
-        if let (Mode::Restore { .. }, Some(st)) = (&mode, &state_file) {
-            vm.load_state(st, mem_copy)?;
+            vm.state.files.push(console_log);
         }
         Ok(vm)
+    }
+
+    /// Leases the VM's uid and builds its jail directories (recorded at once, so that any
+    /// later process can tear them down).
+    fn enter_jail(&mut self, o: &crate::jail::JailOptions) -> Result<()> {
+        let j = Jail::new(o, &self.run_dir)?;
+        self.state.jail = Some(j.ids().clone());
+        self.state.dirs = vec![j.dir.clone(), j.sock_dir.clone(), j.fs_dir.clone()];
+        self.jail = Some(j);
+        self.state.save(&self.run_dir)
     }
 
     /// A QMP connection to this VM's QEMU (template builds and restores).
