@@ -353,44 +353,34 @@ pub(crate) fn copy_sparse(src: &Path, dst: &Path) -> Result<()> {
     copy_data(&s, &d, len, src, dst)
 }
 
-/// A [`copy_sparse`] running on its own thread: `dst` exists with its full size (holes) when
-/// this is returned, its data arrives in the background. A restore starts QEMU meanwhile:
-/// QEMU maps the file at start-up but does not touch guest RAM before `migrate-incoming`, and
-/// page-cache writes show in its shared mapping, so the copy and QEMU's start-up overlap.
-/// [`SparseCopy::finish`] waits for the data; dropping it waits too (no writer outlives it).
-pub(crate) struct SparseCopy(Option<std::thread::JoinHandle<Result<()>>>);
-
-impl SparseCopy {
-    pub(crate) fn start(src: &Path, dst: &Path) -> Result<SparseCopy> {
-        let (s, d, len) = open_sparse_copy(src, dst)?;
-        let (src, dst) = (src.to_path_buf(), dst.to_path_buf());
-        let h = std::thread::Builder::new()
-            .name("template-copy".into())
-            .spawn(move || copy_data(&s, &d, len, &src, &dst))
-            .map_err(|e| Error::Io("start the template memory copy", e))?;
-        Ok(SparseCopy(Some(h)))
-    }
-
-    /// Waits until every byte is in `dst`.
-    pub(crate) fn finish(mut self) -> Result<()> {
-        self.join()
-    }
-
-    fn join(&mut self) -> Result<()> {
-        match self.0.take().map(std::thread::JoinHandle::join) {
-            None => Ok(()),
-            Some(Ok(r)) => r,
-            Some(Err(_)) => Err(Error::Io(
-                "copy the template memory",
-                std::io::Error::other("the copy thread panicked"),
-            )),
-        }
-    }
+/// A [`copy_sparse`] in two steps: [`PendingCopy::prepare`] creates `dst` with its full size
+/// (all holes), [`PendingCopy::finish`] copies the data. A restore starts QEMU in between: QEMU
+/// maps the file at start-up but touches no guest RAM before `migrate-incoming`, and page-cache
+/// writes show in its shared mapping, so QEMU's start-up (its own process) and the copy overlap
+/// without a second thread here (the VM shim must stay single-threaded to drop its privileges).
+pub(crate) struct PendingCopy {
+    s: File,
+    d: File,
+    len: u64,
+    src: PathBuf,
+    dst: PathBuf,
 }
 
-impl Drop for SparseCopy {
-    fn drop(&mut self) {
-        let _ = self.join();
+impl PendingCopy {
+    pub(crate) fn prepare(src: &Path, dst: &Path) -> Result<PendingCopy> {
+        let (s, d, len) = open_sparse_copy(src, dst)?;
+        Ok(PendingCopy {
+            s,
+            d,
+            len,
+            src: src.to_path_buf(),
+            dst: dst.to_path_buf(),
+        })
+    }
+
+    /// Copies every data extent into `dst`.
+    pub(crate) fn finish(self) -> Result<()> {
+        copy_data(&self.s, &self.d, self.len, &self.src, &self.dst)
     }
 }
 
@@ -487,7 +477,7 @@ mod tests {
     }
 
     #[test]
-    fn a_background_copy_is_sized_at_once_and_whole_when_finished() {
+    fn a_pending_copy_is_sized_at_once_and_whole_when_finished() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         let f = File::create(&src).unwrap();
@@ -496,16 +486,13 @@ mod tests {
         f.write_all_at(&vec![9u8; 5 << 20], 3 << 20).unwrap();
         f.write_all_at(b"tail", (32 << 20) - 4).unwrap();
         let dst = dir.path().join("dst");
-        let copy = SparseCopy::start(&src, &dst).unwrap();
+        let copy = PendingCopy::prepare(&src, &dst).unwrap();
         // Full size before any data: QEMU can map it now.
         assert_eq!(std::fs::metadata(&dst).unwrap().len(), 32 << 20);
+        assert!(std::fs::metadata(&dst).unwrap().blocks() == 0);
         copy.finish().unwrap();
         assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
-        // Dropped unfinished: the drop waits for the writer.
-        let dst2 = dir.path().join("dst2");
-        drop(SparseCopy::start(&src, &dst2).unwrap());
-        assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst2).unwrap());
-        assert!(SparseCopy::start(&src, &dst2).is_err());
+        assert!(PendingCopy::prepare(&src, &dst).is_err());
     }
 
     #[test]

@@ -225,8 +225,8 @@ pub(super) struct TemplateFiles {
     pub(super) state_file: Option<PathBuf>,
     /// NICs of a template build: unconnected, placeholder MACs.
     pub(super) placeholder_nics: usize,
-    /// A restore's memory copy, still running: finished before the state is loaded.
-    pub(super) mem_copy: Option<template::SparseCopy>,
+    /// A restore's memory copy, prepared: finished while QEMU starts, before the state loads.
+    pub(super) mem_copy: Option<template::PendingCopy>,
 }
 
 impl Vm {
@@ -281,9 +281,9 @@ impl Vm {
                 let st = run_dir.join(template::STATE);
                 let _ = std::fs::remove_file(&m);
                 self.track_files([m.clone(), st.clone()]);
-                // The memory's data arrives while QEMU starts (see `SparseCopy`); the device
-                // state (small) is copied now.
-                out.mem_copy = Some(template::SparseCopy::start(
+                // The memory's data is copied once QEMU is starting (see `PendingCopy`); the
+                // device state (small) now.
+                out.mem_copy = Some(template::PendingCopy::prepare(
                     &dir.join(template::MEMORY),
                     &m,
                 )?);
@@ -307,14 +307,15 @@ impl Vm {
     pub(super) fn load_state(
         &self,
         state: &Path,
-        mem_copy: Option<template::SparseCopy>,
+        mem_copy: Option<template::PendingCopy>,
     ) -> Result<()> {
-        let mut q = self.monitor()?;
+        // QEMU was just started: the copy runs while it starts up.
         if let Some(c) = mem_copy {
             let t0 = Instant::now();
             c.finish()?;
-            tracing::debug!(waited = ?t0.elapsed(), "template memory copied");
+            tracing::debug!(elapsed = ?t0.elapsed(), "template memory copied");
         }
+        let mut q = self.monitor()?;
         q.ignore_shared()?;
         q.execute(
             "migrate-incoming",
