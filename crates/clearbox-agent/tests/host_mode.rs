@@ -408,11 +408,7 @@ fn children_named(pid: u32, comm: &str) -> Vec<i32> {
     rd.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|p| {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            let ppid = stat
-                .rfind(')')
-                .and_then(|i| stat[i + 2..].split_whitespace().nth(1))
-                .and_then(|s| s.parse::<u32>().ok());
+            let ppid = clearbox_util::proc::stat(*p).and_then(|s| u32::try_from(s.ppid).ok());
             ppid == Some(pid)
                 && std::fs::read_to_string(format!("/proc/{p}/comm"))
                     .is_ok_and(|c| c.trim() == comm)

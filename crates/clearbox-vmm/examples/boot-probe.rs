@@ -126,12 +126,10 @@ fn pss_tree(pids: &[u32]) -> (u64, Vec<(u32, String, u64)>) {
             if all.contains(&pid) {
                 continue;
             }
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            let Some(stat) = i32::try_from(pid).ok().and_then(clearbox_util::proc::stat) else {
                 continue;
             };
-            let after = &stat[stat.rfind(')').unwrap() + 1..];
-            let ppid: u32 = after.split_whitespace().nth(1).unwrap().parse().unwrap();
-            if all.contains(&ppid) {
+            if u32::try_from(stat.ppid).is_ok_and(|ppid| all.contains(&ppid)) {
                 all.push(pid);
                 changed = true;
             }

@@ -45,11 +45,10 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
             continue;
         };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        let zombie = std::fs::read_to_string(e.path().join("stat"))
-            .ok()
-            .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
-            .unwrap_or(true);
-        if cmd.contains(needle) && !zombie {
+        let live = name
+            .parse()
+            .is_ok_and(|pid| clearbox_util::proc::is_alive(pid, None));
+        if cmd.contains(needle) && live {
             out.push(format!("{name}: {cmd}"));
         }
     }

@@ -171,17 +171,7 @@ pub fn in_container(exec_id: &str) -> clearbox_protocol::ProcessId {
 
 /// True when `pid` still exists (zombies count as gone: they hold nothing).
 pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat[stat.rfind(')').unwrap() + 1..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_string();
-            state != "Z"
-        }
-        Err(_) => false,
-    }
+    i32::try_from(pid).is_ok_and(|pid| clearbox_util::proc::is_alive(pid, None))
 }
 
 /// Pids of live processes whose command line mentions `needle`.
