@@ -55,16 +55,19 @@ impl Unpacker {
         Ok(())
     }
 
+    /// The metadata's paths that start with `prefix` (a range of the sorted map).
+    fn paths_under<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a String> + 'a {
+        self.meta
+            .entries
+            .range(prefix.to_owned()..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k)
+    }
+
     fn forget(&mut self, phys: &str) {
         self.meta.entries.remove(phys);
         let prefix = format!("{phys}/");
-        let doomed: Vec<String> = self
-            .meta
-            .entries
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let doomed: Vec<String> = self.paths_under(&prefix).cloned().collect();
         for k in doomed {
             self.meta.entries.remove(&k);
         }
@@ -78,13 +81,10 @@ impl Unpacker {
             format!("{dir}/")
         };
         let children: Vec<String> = self
-            .meta
-            .entries
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .map(|(k, _)| k.clone())
+            .paths_under(&prefix)
             .filter(|k| !k.is_empty() && !k[prefix.len()..].contains('/'))
-            .filter(|k| !self.this_layer.contains(k))
+            .filter(|k| !self.this_layer.contains(*k))
+            .cloned()
             .collect();
         if children.is_empty() {
             return Ok(());
