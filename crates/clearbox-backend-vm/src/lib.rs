@@ -58,7 +58,7 @@ use clearbox_core::{
     Backend, BackendError, Config, ContainerCtx, CreateOpts, ExecOpts, Isolation, Status,
 };
 use clearbox_protocol::{AgentClient, ProcessId};
-use clearbox_util::proc::pidfd_verified;
+use clearbox_util::proc::{pidfd_send_signal, pidfd_verified};
 use clearbox_vmm::{VmHandle, AGENT_PORT};
 use oci_spec::runtime::{LinuxResources, Spec};
 
@@ -622,11 +622,7 @@ fn signal_shim(shim: Option<(i32, Option<u64>)>, signal: i32) -> Result<(), Erro
     let Some(fd) = pidfd_verified(pid, start) else {
         return Err(Error::Msg("container not running".into()));
     };
-    pidfd_signal(&fd, signal).map_err(|e| Error::io("signal the container's shim", e))
-}
-
-fn pidfd_signal(fd: &std::os::fd::OwnedFd, signal: i32) -> std::io::Result<()> {
-    clearbox_util::proc::pidfd_send_signal(std::os::fd::AsFd::as_fd(fd), signal)
+    pidfd_send_signal(fd.as_fd(), signal).map_err(|e| Error::io("signal the container's shim", e))
 }
 
 fn delete(c: &ContainerCtx<'_>) -> Result<(), Error> {

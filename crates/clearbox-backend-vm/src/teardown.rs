@@ -7,11 +7,11 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use clearbox_util::proc::pidfd_verified;
+use clearbox_util::proc::{pidfd_send_signal, pidfd_verified};
 use clearbox_vmm::VmHandle;
 
 use crate::layout::Record;
-use crate::{connect_record, host_cgroup, net, pidfd_signal, share, SHIM_SUBCOMMAND};
+use crate::{connect_record, host_cgroup, net, share, SHIM_SUBCOMMAND};
 
 /// Kills the shim (when it still is the recorded process) and everything of the VM, unmounts
 /// the share and removes its files. Idempotent; works from any process.
@@ -84,7 +84,7 @@ fn teardown_member(rec: &Record, dir: Option<&Path>, shim: Option<(i32, Option<u
 /// it to be gone.
 fn kill_and_wait(pid: i32, start: Option<u64>) {
     if let Some(fd) = pidfd_verified(pid, start) {
-        if pidfd_signal(&fd, libc::SIGKILL).is_ok() {
+        if pidfd_send_signal(fd.as_fd(), libc::SIGKILL).is_ok() {
             let mut fds = [nix::poll::PollFd::new(
                 fd.as_fd(),
                 nix::poll::PollFlags::POLLIN,

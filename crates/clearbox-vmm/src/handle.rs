@@ -168,7 +168,7 @@ impl VmHandle {
     /// QEMU is alive (same pid and start time, not a zombie).
     pub fn is_running(&self) -> bool {
         self.qemu()
-            .is_some_and(|q| proc::is_same_live_process(q.pid, q.start_time))
+            .is_some_and(|q| clearbox_util::proc::is_alive(q.pid, Some(q.start_time)))
     }
 
     /// A pidfd of QEMU, readable once it exits; `None` when it is gone.
@@ -212,7 +212,7 @@ impl VmHandle {
         // workers get reparented out of sight.
         let mut all = self.state.processes.clone();
         for p in &self.state.processes {
-            if proc::is_same_live_process(p.pid, p.start_time) {
+            if clearbox_util::proc::is_alive(p.pid, Some(p.start_time)) {
                 all.extend(
                     proc::descendants(p.pid)
                         .into_iter()

@@ -86,10 +86,6 @@ pub(crate) fn spawn(cmd: &mut Command, opts: &SpawnOpts) -> io::Result<Child> {
     cmd.spawn()
 }
 
-/// `pidfd_open(2)`: readable once the process has exited; works for processes that are not
-/// our children too.
-pub(crate) use clearbox_util::proc::pidfd_open;
-
 /// Waits until `fd` is readable or `timeout` passes; `None` waits forever.
 /// Returns whether it became readable.
 pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
@@ -116,17 +112,6 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io
             Err(e) => return Err(e.into()),
         }
     }
-}
-
-/// Start time (field 22 of /proc/PID/stat, clock ticks since boot): with the
-/// pid it identifies a process even after the pid is reused.
-pub(crate) fn start_time(pid: i32) -> Option<u64> {
-    proc_stat(pid).map(|s| s.start_time)
-}
-
-/// True when `pid` exists, has `start`, and has not exited.
-pub(crate) fn is_same_live_process(pid: i32, start: u64) -> bool {
-    proc_stat(pid).is_some_and(|s| s.start_time == start && !s.has_exited())
 }
 
 /// Parent pid of `pid` (also of a zombie).
@@ -178,9 +163,9 @@ mod tests {
     #[test]
     fn own_start_time_is_stable() {
         let me = std::process::id() as i32;
-        let st = start_time(me).unwrap();
-        assert!(is_same_live_process(me, st));
-        assert!(!is_same_live_process(me, st + 1));
+        let st = clearbox_util::proc::start_time(me).unwrap();
+        assert!(clearbox_util::proc::is_alive(me, Some(st)));
+        assert!(!clearbox_util::proc::is_alive(me, Some(st + 1)));
     }
 
     #[test]
@@ -202,7 +187,7 @@ mod tests {
         }
         assert_eq!(found.len(), 1, "{found:?}");
         let (gc, start) = found[0];
-        assert!(is_same_live_process(gc, start));
+        assert!(clearbox_util::proc::is_alive(gc, Some(start)));
         // SAFETY: kill(2) on the grandchild we just found alive.
         unsafe { libc::kill(gc, libc::SIGKILL) };
         child.wait().unwrap();
@@ -218,7 +203,7 @@ mod tests {
             },
         )
         .unwrap();
-        let fd = pidfd_open(child.id() as i32).unwrap();
+        let fd = clearbox_util::proc::pidfd_open(child.id() as i32).unwrap();
         assert!(!wait_readable(fd.as_fd(), Some(Duration::from_millis(1))).unwrap());
         assert!(wait_readable(fd.as_fd(), Some(Duration::from_secs(5))).unwrap());
         assert!(child.wait().unwrap().success());

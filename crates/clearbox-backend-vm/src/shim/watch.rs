@@ -27,12 +27,12 @@ pub(crate) fn prepare(run_dir: &Path) -> Option<Watch> {
     let mut qemu: Option<OwnedFd> = None;
     let mut helpers: Vec<(String, OwnedFd)> = Vec::new();
     for p in handle.processes() {
-        let Some(fd) = crate::pidfd_verified(p.pid, Some(p.start_time)) else {
+        let Some(fd) = clearbox_util::proc::pidfd_verified(p.pid, Some(p.start_time)) else {
             // Already gone: treat it as dying right now.
             if p.role != "qemu" {
                 tracing::warn!(role = %p.role, "VM helper already gone");
                 if let Some(q) = handle.exit_fd() {
-                    let _ = crate::pidfd_signal(&q, libc::SIGKILL);
+                    let _ = clearbox_util::proc::pidfd_send_signal(q.as_fd(), libc::SIGKILL);
                 }
                 return None;
             }
@@ -91,7 +91,7 @@ fn spawn_watcher(qemu: OwnedFd, helpers: Vec<(String, OwnedFd)>) {
                 return;
             }
             tracing::warn!(helpers = ?dead, "a VM helper died: stopping the VM");
-            if let Err(e) = crate::pidfd_signal(&qemu, libc::SIGKILL) {
+            if let Err(e) = clearbox_util::proc::pidfd_send_signal(qemu.as_fd(), libc::SIGKILL) {
                 tracing::warn!(error = %e, "cannot kill QEMU");
             }
         });

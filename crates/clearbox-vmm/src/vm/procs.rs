@@ -71,7 +71,7 @@ impl Vm {
         let pid = child.id() as i32;
         let mut p = Proc {
             role: role.to_string(),
-            pidfd: match proc::pidfd_open(pid) {
+            pidfd: match clearbox_util::proc::pidfd_open(pid) {
                 Ok(fd) => fd,
                 Err(e) => {
                     let mut child = child;
@@ -83,7 +83,8 @@ impl Vm {
             child,
             exits_with_frontend,
         };
-        match proc::start_time(pid) {
+        // `None` once it has exited (a zombie child too).
+        match clearbox_util::proc::start_time(pid) {
             Some(start_time) => self.state.processes.push(ProcRecord {
                 role: role.to_string(),
                 pid,
