@@ -453,16 +453,23 @@ fn copy_data(s: &File, d: &File, len: u64, src: &Path, dst: &Path) -> Result<()>
 mod tests {
     use super::*;
 
-    #[test]
-    fn sparse_copy_keeps_data_and_holes() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
+    /// A 64 MiB file in `dir` with data at its head, in its middle and at its tail, holes
+    /// between.
+    fn sparse_source(dir: &Path) -> PathBuf {
+        let src = dir.join("src");
         let f = File::create(&src).unwrap();
         f.set_len(64 << 20).unwrap();
         use std::os::unix::fs::FileExt;
         f.write_all_at(b"head", 0).unwrap();
         f.write_all_at(&vec![7u8; 3 << 20], 20 << 20).unwrap();
         f.write_all_at(b"tail", (64 << 20) - 4).unwrap();
+        src
+    }
+
+    #[test]
+    fn sparse_copy_keeps_data_and_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = sparse_source(dir.path());
         let dst = dir.path().join("dst");
         copy_sparse(&src, &dst).unwrap();
         assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
@@ -479,16 +486,11 @@ mod tests {
     #[test]
     fn a_pending_copy_is_sized_at_once_and_whole_when_finished() {
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        let f = File::create(&src).unwrap();
-        f.set_len(32 << 20).unwrap();
-        use std::os::unix::fs::FileExt;
-        f.write_all_at(&vec![9u8; 5 << 20], 3 << 20).unwrap();
-        f.write_all_at(b"tail", (32 << 20) - 4).unwrap();
+        let src = sparse_source(dir.path());
         let dst = dir.path().join("dst");
         let copy = PendingCopy::prepare(&src, &dst).unwrap();
         // Full size before any data: QEMU can map it now.
-        assert_eq!(std::fs::metadata(&dst).unwrap().len(), 32 << 20);
+        assert_eq!(std::fs::metadata(&dst).unwrap().len(), 64 << 20);
         assert!(std::fs::metadata(&dst).unwrap().blocks() == 0);
         copy.finish().unwrap();
         assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());

@@ -95,31 +95,40 @@ impl Vm {
         opts: &SpawnOpts,
         boot: &mut Boot,
     ) -> Result<Option<VsockDevice>> {
-        let (bin, role, name, syscalls) = match &channel {
-            ChannelProgram::Serial(bin) => (bin, VMUX_ROLE, "vmux", crate::seccomp::VMUX_SYSCALLS),
-            ChannelProgram::VhostUser(bin) => {
-                (bin, VSOCK_ROLE, "vsock", crate::seccomp::VSOCK_SYSCALLS)
-            }
+        let (bin, serial) = match &channel {
+            ChannelProgram::Serial(bin) => (bin, true),
+            ChannelProgram::VhostUser(bin) => (bin, false),
             ChannelProgram::Kernel => {
                 let cid = pick_cid();
                 self.state.transport = Some(AgentTransport::VhostVsock { cid });
                 return Ok(Some(VsockDevice::Kernel { cid }));
             }
         };
+        let (role, name, syscalls, socket_name) = if serial {
+            (
+                VMUX_ROLE,
+                "vmux",
+                crate::seccomp::VMUX_SYSCALLS,
+                "serial.sock",
+            )
+        } else {
+            (
+                VSOCK_ROLE,
+                "vsock",
+                crate::seccomp::VSOCK_SYSCALLS,
+                "vhost-vsock.sock",
+            )
+        };
         let dir = self.jail.as_ref().map_or(&self.run_dir, |j| &j.sock_dir);
-        let socket = dir.join(match channel {
-            ChannelProgram::Serial(_) => "serial.sock",
-            _ => "vhost-vsock.sock",
-        });
+        let socket = dir.join(socket_name);
         let uds = dir.join("vsock.sock");
         self.track_files([socket.clone(), uds.clone()]);
-        let cmd = match channel {
-            ChannelProgram::Serial(_) => {
-                let mut cmd = Command::new(bin);
-                cmd.arg("--listen").arg(&uds).arg("--serial").arg(&socket);
-                cmd
-            }
-            _ => crate::helpers::vhost_device_vsock(bin, &socket, &uds),
+        let cmd = if serial {
+            let mut cmd = Command::new(bin);
+            cmd.arg("--listen").arg(&uds).arg("--serial").arg(&socket);
+            cmd
+        } else {
+            crate::helpers::vhost_device_vsock(bin, &socket, &uds)
         };
         let mut o = opts.clone();
         if let Some(j) = &self.jail {
@@ -136,12 +145,11 @@ impl Vm {
         let idx = self.spawn_helper(role, cmd, &o, false)?;
         boot.sockets.push((idx, socket.clone()));
         self.state.transport = Some(AgentTransport::HybridVsock { uds });
-        Ok(Some(match channel {
-            ChannelProgram::Serial(_) => {
-                boot.cmdline_extra.push("clearbox.channel=serial".into());
-                VsockDevice::Serial { socket }
-            }
-            _ => VsockDevice::VhostUser { socket },
+        Ok(Some(if serial {
+            boot.cmdline_extra.push("clearbox.channel=serial".into());
+            VsockDevice::Serial { socket }
+        } else {
+            VsockDevice::VhostUser { socket }
         }))
     }
 
