@@ -691,27 +691,28 @@ vm_helper_pid() {
     [ "$(rt_status "$id")" = "running" ] || fail "not running"
 }
 
-@test "vm: a pid namespace with a path is a clear error" {
-    expect_vm || skip "applies to isolation vm (the host kernel can join it)"
+# refuses_pid_spec JQ_EDIT STDERR_PART — a VM container whose spec JQ_EDIT changes is refused
+# with one line naming STDERR_PART, its program never runs and nothing is left.
+refuses_pid_spec() {
     local id
     id=$(new_id)
-    make_bundle "$B" sh -c 'echo joined'
-    edit_config "$B" '.linux.namespaces |= map(if .type == "pid" then .path = "/proc/1/ns/pid" else . end)'
+    make_bundle "$B" sh -c 'echo ran'
+    edit_config "$B" "$1"
     run --separate-stderr rt run --bundle "$B" "$id" </dev/null
     assert_clean_error
-    [[ "$stderr" == *"cannot join the host's pid namespace"* ]] || fail "stderr: $stderr"
+    [[ "$stderr" == *"$2"* ]] || fail "stderr: $stderr"
+    [[ "$output" != *ran* ]] || fail "the container ran: $output"
     assert_nothing_left "$id" "$B"
+}
+
+@test "vm: a pid namespace with a path is a clear error" {
+    expect_vm || skip "applies to isolation vm (the host kernel can join it)"
+    refuses_pid_spec '.linux.namespaces |= map(if .type == "pid" then .path = "/proc/1/ns/pid" else . end)' \
+        "cannot join the host's pid namespace"
 }
 
 @test "vm: no pid namespace (the host's) is a clear error" {
     expect_vm || skip "applies to isolation vm (the host kernel can share it)"
-    local id
-    id=$(new_id)
-    make_bundle "$B" sh -c 'echo shared'
-    edit_config "$B" '.linux.namespaces |= map(select(.type != "pid"))'
-    run --separate-stderr rt run --bundle "$B" "$id" </dev/null
-    assert_clean_error
-    [[ "$stderr" == *"cannot share the host's pid namespace"* ]] || fail "stderr: $stderr"
-    [[ "$output" != *shared* ]] || fail "the container ran: $output"
-    assert_nothing_left "$id" "$B"
+    refuses_pid_spec '.linux.namespaces |= map(select(.type != "pid"))' \
+        "cannot share the host's pid namespace"
 }

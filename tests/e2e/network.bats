@@ -253,7 +253,7 @@ assert_unwired() {
     run --separate-stderr prun run --rm --network host "$IMAGE" true
     [ "$status" -ne 0 ] || fail "--network host started"
     [[ "$stderr" == *"cannot share the host's network"* ]] || fail "stderr: $stderr"
-    run --separate-stderr prun run --rm --network "$PNET" --pid host "$IMAGE" true
+    run --separate-stderr prun run --rm --pid host "$IMAGE" true
     [ "$status" -ne 0 ] || fail "--pid host started"
     [[ "$stderr" == *"cannot share the host's pid namespace"* ]] || fail "stderr: $stderr"
     run --separate-stderr prun run -d --name first --network "$PNET" "$IMAGE" sleep 1000
