@@ -259,6 +259,35 @@ teardown_file() {
     [ "$(cat "$d/out")" = "from-container" ] || fail "write did not reach the host"
 }
 
+@test "host changes to a volume and to the rootfs (podman cp) show in a running container" {
+    # vm: the guest keeps file pages across opens and revalidates them by attributes at each
+    # open (guest/kernel/patches/0002-*): a change on the host must still show at the next open.
+    local d="$BATS_TEST_TMPDIR/cvol" name=e2e-coherent
+    mkdir -p "$d"
+    echo version-1 >"$d/f"
+    echo version-1 >"$d/same-mtime"
+    run --separate-stderr prun run -d --name "$name" -v "$d:/data" "$IMAGE" sleep 1000
+    assert_status 0
+    run --separate-stderr podman exec "$name" sh -c \
+        'echo rootfs-1 >/etc/e2e-file; cat /data/f /data/same-mtime /etc/e2e-file'
+    assert_status 0
+    [ "$output" = $'version-1\nversion-1\nrootfs-1' ] || fail "first read: $output"
+    # Same size, new content; and a rewrite whose mtime is put back (as cp -p or rsync -t do).
+    echo version-2 >"$d/f"
+    touch -r "$d/same-mtime" "$d/ref"
+    echo version-2 >"$d/same-mtime"
+    touch -r "$d/ref" "$d/same-mtime"
+    echo rootfs-2 >"$BATS_TEST_TMPDIR/e2e-file"
+    run --separate-stderr podman cp "$BATS_TEST_TMPDIR/e2e-file" "$name:/etc/e2e-file"
+    assert_status 0
+    # podman cp replaces the file (a new inode): virtio-fs caches a name for up to 1 s.
+    if expect_vm; then sleep 1; fi
+    run --separate-stderr podman exec "$name" sh -c 'cat /data/f /data/same-mtime /etc/e2e-file'
+    assert_status 0
+    [ "$output" = $'version-2\nversion-2\nrootfs-2' ] || fail "after the host's changes: $output"
+    podman rm -f -t 0 "$name" >/dev/null
+}
+
 @test "podman -v hostdir:/data:ro cannot be written (vm: not even --privileged, after a remount)" {
     local d="$BATS_TEST_TMPDIR/rovol"
     mkdir -p "$d"
