@@ -7,13 +7,15 @@
 #      and CPU per container (all host processes of each: shim, QEMU, the agent channel's
 #      backend, virtiofsd; plus a restored VM's copy of the template memory on tmpfs);
 #   4. parallel start: P (default 10) `clearbox run ... true` at once vs one alone (wall
-#      time), per VM start mode.
+#      time), per VM start mode;
+#   5. exec cost inside a container: `run` of a shell that execs /bin/true 20 times vs `run`
+#      of `true`, vm (template) vs namespaces vs runsc: the difference / 20 is one exec.
 # Prints markdown tables with ratios and targets (paste into docs/BENCHMARKS.md). Nothing is
 # asserted: targets are printed as met/MISSED.
 #
 #   bench/fast-start.sh                  # RUNTIME=target/release/clearbox
 #   BENCH_RUNS=10 BENCH_IDLE=20 BENCH_PARALLEL=10 BENCH_ROUNDS=3 BENCH_IDLE_SECS=30 bench/fast-start.sh
-#   BENCH_SECTIONS="run idle" bench/fast-start.sh   # a subset (run podman idle parallel)
+#   BENCH_SECTIONS="run idle" bench/fast-start.sh   # a subset (run podman idle parallel exec)
 #
 set -euo pipefail
 
@@ -30,7 +32,7 @@ IDLE="${BENCH_IDLE:-20}"
 IDLE_SECS="${BENCH_IDLE_SECS:-30}"
 PAR="${BENCH_PARALLEL:-10}"
 ROUNDS="${BENCH_ROUNDS:-3}"
-SECTIONS="${BENCH_SECTIONS:-run podman idle parallel}"
+SECTIONS="${BENCH_SECTIONS:-run podman idle parallel exec}"
 # The VM start modes: restored from a template (where `clearbox check` says this host can)
 # and cold-booted. Templates live in a private directory, built by the first use (warm-up).
 COLD_CMD="env CLEARBOX_TEMPLATE=off"
@@ -74,6 +76,10 @@ BS="$W/bundle-sleep"
 mkdir -p "$BS"
 ln -s "$B/rootfs" "$BS/rootfs"
 write_config "$BS" '["sleep","100000"]'
+BX="$W/bundle-execs"
+mkdir -p "$BX"
+ln -s "$B/rootfs" "$BX/rootfs"
+write_config "$BX" '["sh","-c","i=0; while [ $i -lt 20 ]; do /bin/true; i=$((i+1)); done"]'
 out="$W/report.md"
 : >"$out"
 
@@ -202,6 +208,19 @@ if has parallel; then
         done
     done
 fi
+# --- 5. exec cost inside a container ----------------------------------------------------------
+if has exec; then
+    rows=()
+    [[ " ${MODES[*]} " != *" template "* ]] || rows+=(
+        -n "exec: run true (vm, template)" "$TEMPLATE_CMD $RUNTIME --root $R --isolation vm run --bundle $B x-tpl"
+        -n "exec: run 20 execs (vm, template)" "$TEMPLATE_CMD $RUNTIME --root $R --isolation vm run --bundle $BX x-tpl")
+    rows+=(-n "exec: run true (namespaces)" "$RUNTIME --root $R --isolation namespaces run --bundle $B x-ns"
+        -n "exec: run 20 execs (namespaces)" "$RUNTIME --root $R --isolation namespaces run --bundle $BX x-ns"
+        -n "exec: run true (runsc)" "runsc --root $W/runsc --network=none --ignore-cgroups run --bundle $B x-runsc"
+        -n "exec: run 20 execs (runsc)" "runsc --root $W/runsc --network=none --ignore-cgroups run --bundle $BX x-runsc")
+    echo "fast-start: exec ($RUNS runs) ..." >&2
+    hyperfine -N -i --warmup 1 --runs "$RUNS" --export-json "$W/exec.json" "${rows[@]}" >&2
+fi
 load1=$(cut -d' ' -f1 /proc/loadavg)
 
 python3 - "$W" "$PAR" "$load0" "$load1" <<'EOF'
@@ -268,4 +287,16 @@ for mode in ("template", "cold"):
     print(f"\n| ratio | value | target | |\n|---|---:|---|---|")
     print(f"| {par} at once / 1 alone | {m / o:.1f} | <= 3 | {verdict(m / o, 3)} |")
     print(f"| per container ({par} at once) / 1 alone | {m / o / par:.2f} | | |")
+p = os.path.join(w, "exec.json")
+if os.path.exists(p):
+    ex = {r["command"]: r["median"] * 1000 for r in json.load(open(p))["results"]}
+    print("\n| exec cost inside a container (`run`: 20 execs of /bin/true vs `true`) | run true (ms) | run 20 execs (ms) | per exec (ms) |\n|---|---:|---:|---:|")
+    per = {}
+    for who in ("vm, template", "namespaces", "runsc"):
+        a, b = ex.get(f"exec: run true ({who})"), ex.get(f"exec: run 20 execs ({who})")
+        if a is not None and b is not None:
+            per[who] = (b - a) / 20
+            print(f"| {who} | {a:.1f} | {b:.1f} | {per[who]:.1f} |")
+    if "vm, template" in per and "runsc" in per and per["runsc"] > 0:
+        print(f"\nper exec, vm / runsc: {per['vm, template'] / per['runsc']:.1f}x")
 EOF
