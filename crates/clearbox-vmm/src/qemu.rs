@@ -113,7 +113,8 @@ pub(crate) const TCG_APIC_BUS_KHZ: u64 = 1_000_000;
 /// and TCG's self-modifying-code detection (which only traps writes by the emulated CPU or
 /// by QEMU's own DMA) does not drop the blocks it translated from that page's previous
 /// contents. When the guest frees a page cache page that held executed code (FUSE drops an
-/// inode's cache on every open with `cache=auto`, and on memory pressure) and reuses it for
+/// inode's cache when the file changed, on memory pressure and on `drop_caches`; upstream
+/// Linux also on every open with `cache=auto`, which guest kernel patch 0002 stops) and reuses it for
 /// another file's data, the next instruction fetch there can hit a translation of the old
 /// code: random SIGSEGV/SIGILL/"stack smashing detected" in guest programs run from
 /// virtio-fs. Measured with QEMU 10.0.2: 4-19 of 20 execs of a virtio-fs binary crash;

@@ -94,8 +94,12 @@ impl Vm {
         let (accel, why) = KvmFacts::host().select(config.accel)?;
         tracing::info!(%accel, reason = %why, "accelerator");
         // Only TCG with virtio-fs needs to know (qemu::TCG_VHOST_USER_FS_GUARD); the probe
-        // runs while the helpers start.
-        let version_probe = (accel == Accel::Tcg && !config.shares.is_empty())
+        // runs while the helpers start. A restore does not ask: templates exist only for
+        // QEMU 10+ (`template::MIN_QEMU_MAJOR`, checked when this binary, by identity, built
+        // it), which gets the guard, so the answer is known (and `qemu --version` is a
+        // process of ~20 ms of CPU per start).
+        let restore = matches!(mode, Mode::Restore { .. });
+        let version_probe = (accel == Accel::Tcg && !config.shares.is_empty() && !restore)
             .then(|| binaries::QemuVersionProbe::start(&qemu_bin))
             .flatten();
         let channel = attach::ChannelProgram::find(&config)?;
@@ -122,9 +126,10 @@ impl Vm {
         vm.wait_for_sockets(&boot, config.helper_timeout)?;
         // An unknown version gets the guard too: it only costs time.
         let fs_guard = !fs.is_empty()
-            && version_probe
-                .and_then(binaries::QemuVersionProbe::major)
-                .is_none_or(qemu::needs_vhost_user_fs_guard);
+            && (restore
+                || version_probe
+                    .and_then(binaries::QemuVersionProbe::major)
+                    .is_none_or(qemu::needs_vhost_user_fs_guard));
         let devices = attach::Devices {
             cmdline: qemu::kernel_cmdline(accel, host_tsc_khz(), fs_guard, &boot.cmdline_extra),
             vsock: vsock_dev,
