@@ -105,3 +105,29 @@ templates_built() { find "$TPL" -mindepth 2 -maxdepth 2 -name template.json | wc
     assert_guest_kernel "${lines[0]}"
     [ "$(templates_built)" = 0 ] || fail "templates were built while off"
 }
+
+@test "template: [vm] template_max bounds the cache; the least recently used template goes" {
+    local a="$BATS_TEST_TMPDIR/a" b="$BATS_TEST_TMPDIR/b" x
+    printf '[vm]\ntemplate_max = 1\n' >"$BATS_TEST_TMPDIR/config.toml"
+    export CLEARBOX_CONFIG="$BATS_TEST_TMPDIR/config.toml"
+    # Two VM sizes (the memory limit sizes the VM): two template keys.
+    make_bundle "$a" true
+    make_bundle "$b" true
+    edit_config "$a" '.linux.resources.memory.limit = 134217728'
+    edit_config "$b" '.linux.resources.memory.limit = 201326592'
+    for x in a b a; do
+        local id
+        id=$(new_id "$x$RANDOM")
+        track "$id"
+        run --separate-stderr bash -c "cd '$BATS_TEST_TMPDIR/$x' && timeout 120 '$RUNTIME' --root '$RT_ROOT' run '$id'"
+        assert_status 0
+        [ "$(templates_built)" = 1 ] ||
+            fail "after bundle $x: expected one template (template_max = 1), found: $(ls -la "$TPL")"
+    done
+    [ -z "$(find "$TPL" -maxdepth 1 -name '*.lock' | sed 1d)" ] ||
+        fail "the evicted template's lock file was left: $(ls -a "$TPL")"
+    printf '[vm]\ntemplate_max = 0\n' >"$BATS_TEST_TMPDIR/config.toml"
+    run --separate-stderr bash -c "cd '$a' && timeout 60 '$RUNTIME' --root '$RT_ROOT' run '$(new_id zero)'"
+    [ "$status" -ne 0 ] || fail "template_max = 0 was accepted"
+    [[ "$stderr" == *"template_max must be at least 1"* ]] || fail "unclear error: $stderr"
+}

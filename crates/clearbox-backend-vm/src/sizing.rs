@@ -162,6 +162,15 @@ pub fn template_options(
     if let Some(d) = &defaults.template_dir {
         t.dir = d.clone();
     }
+    if let Some(n) = defaults.template_max {
+        if n == 0 {
+            return Err(Error::Msg(
+                "[vm] template_max must be at least 1 (template = false turns templates off)"
+                    .into(),
+            ));
+        }
+        t.max = n;
+    }
     if let Some(d) = std::env::var_os(TEMPLATE_DIR_ENV).filter(|d| !d.is_empty()) {
         t.dir = PathBuf::from(d);
     }

@@ -22,6 +22,7 @@
 //! # it; false boots every VM cold (docs/ARCHITECTURE.md); kept in template_dir.
 //! template = false
 //! template_dir = "/dev/shm/clearbox-templates"
+//! template_max = 8           # templates kept (one per VM size, NIC count…); LRU beyond
 //!
 //! [image]                    # clearbox image / trust (all optional)
 //! store = "/var/lib/clearbox/images"
@@ -96,6 +97,9 @@ pub struct VmDefaults {
     pub template: Option<bool>,
     /// Where VM templates are kept.
     pub template_dir: Option<PathBuf>,
+    /// Most templates kept (each holds a booted guest's memory on tmpfs); the least
+    /// recently used go first.
+    pub template_max: Option<usize>,
 }
 
 impl Config {

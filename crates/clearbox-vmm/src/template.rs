@@ -59,6 +59,19 @@ pub struct TemplateOptions {
     /// `CLEARBOX_TEMPLATE=on`): a host or VM that cannot use them is an error, never a
     /// silent cold boot. `false` (`CLEARBOX_TEMPLATE=auto`) falls back to a cold boot.
     pub required: bool,
+    /// Most templates kept in `dir` (`[vm] template_max`): each holds a booted guest's
+    /// memory on tmpfs (40-80 MiB), and every VM size, NIC count or kernel command line has
+    /// its own, so without a bound a host running many sizes would fill its RAM with them.
+    /// Beyond it, the least recently used go ([`prune_lru`]).
+    #[serde(default = "default_max")]
+    pub max: usize,
+}
+
+/// Default of [`TemplateOptions::max`].
+pub const DEFAULT_TEMPLATE_MAX: usize = 8;
+
+fn default_max() -> usize {
+    DEFAULT_TEMPLATE_MAX
 }
 
 impl Default for TemplateOptions {
@@ -66,6 +79,7 @@ impl Default for TemplateOptions {
         TemplateOptions {
             dir: PathBuf::from(DEFAULT_TEMPLATE_DIR),
             required: true,
+            max: DEFAULT_TEMPLATE_MAX,
         }
     }
 }
@@ -223,8 +237,23 @@ pub(crate) fn private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Holds `<key>.lock` (exclusive) while alive.
+/// Holds `<key>.lock` (exclusive for a build, shared for a restore) while alive.
 pub(crate) struct BuildLock(#[allow(dead_code)] File);
+
+/// A restore's hold on the template in `dir` (key `key`): a shared lock, so that no prune
+/// removes it while its files are being opened and copied, and its last use recorded (the
+/// directory's mtime, which nothing else changes after the commit) for [`prune_lru`].
+/// `None` when the lock cannot be taken: the restore then goes on unprotected, as before.
+pub(crate) fn use_template(opts: &TemplateOptions, key: &str, dir: &Path) -> Option<BuildLock> {
+    let f = crate::jail::open_lock_file(&opts.dir.join(format!("{key}.lock"))).ok()?;
+    if !crate::jail::flock(&f, libc::LOCK_SH) {
+        return None;
+    }
+    if let Ok(d) = File::open(dir) {
+        let _ = d.set_modified(std::time::SystemTime::now());
+    }
+    Some(BuildLock(f))
+}
 
 pub(crate) fn lock(opts: &TemplateOptions, key: &str) -> Result<BuildLock> {
     private_dir(&opts.dir)?;
@@ -341,6 +370,52 @@ pub(crate) fn prune_stale(opts: &TemplateOptions, keep: &str) -> usize {
             let _ = std::fs::remove_file(opts.dir.join(format!("{key}.unsupported")));
             removed += 1;
             tracing::info!(template = %e.path().display(), "removed a stale VM template");
+        }
+    }
+    removed
+}
+
+/// Removes the least recently used templates in `opts.dir` (by the directory's mtime, see
+/// [`use_template`]) until at most `opts.max` are left, never `keep` nor one whose lock is
+/// held (being built, or restored from right now). Returns how many went.
+pub(crate) fn prune_lru(opts: &TemplateOptions, keep: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(&opts.dir) else {
+        return 0;
+    };
+    let mut ready: Vec<(std::time::SystemTime, String, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let key = e.file_name().to_str()?.to_string();
+            if key.starts_with('.') || !e.path().join(META).is_file() {
+                return None;
+            }
+            let used = e.metadata().and_then(|m| m.modified()).ok()?;
+            Some((used, key, e.path()))
+        })
+        .collect();
+    ready.sort();
+    let mut excess = ready.len().saturating_sub(opts.max.max(1));
+    let mut removed = 0;
+    for (_, key, path) in ready {
+        if excess == 0 {
+            break;
+        }
+        if key == keep {
+            continue;
+        }
+        let lock = opts.dir.join(format!("{key}.lock"));
+        let Ok(f) = crate::jail::open_lock_file(&lock) else {
+            continue;
+        };
+        if !crate::jail::flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
+            continue;
+        }
+        if std::fs::remove_dir_all(&path).is_ok() {
+            let _ = std::fs::remove_file(&lock);
+            removed += 1;
+            excess -= 1;
+            tracing::info!(template = %path.display(), max = opts.max, "removed the least recently used VM template");
         }
     }
     removed
@@ -536,6 +611,7 @@ mod tests {
         let opts = TemplateOptions {
             dir: dir.path().join("t"),
             required: false,
+            max: DEFAULT_TEMPLATE_MAX,
         };
         private_dir(&opts.dir).unwrap();
         let inputs = |mem: u32| {
@@ -566,5 +642,51 @@ mod tests {
         assert_eq!(prune_stale(&opts, &c), 1);
         assert!(!opts.dir.join(&a).exists() && !opts.dir.join(format!("{a}.lock")).exists());
         assert!(matches!(lookup(&opts, &c), Cached::Ready(_)));
+    }
+
+    #[test]
+    fn beyond_max_the_least_recently_used_templates_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = dir.path().join("k");
+        std::fs::write(&k, b"kernel").unwrap();
+        let opts = TemplateOptions {
+            dir: dir.path().join("t"),
+            required: false,
+            max: 2,
+        };
+        private_dir(&opts.dir).unwrap();
+        let make = |mem: u32| {
+            let i =
+                KeyInputs::new(&k, &k, &k, 1, mem, crate::Accel::Tcg, None, "", vec![], 0).unwrap();
+            let key = i.key();
+            let b = build_dir(&opts, &key).unwrap();
+            for f in [MEMORY, STATE] {
+                File::create(b.join(f)).unwrap();
+            }
+            commit(&opts, &key, &b, &i).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            key
+        };
+        let (a, b, c) = (make(256), make(512), make(768));
+        // `a` is used again: `b` is now the least recently used.
+        drop(use_template(&opts, &a, &opts.dir.join(&a)));
+        assert_eq!(prune_lru(&opts, &c), 1);
+        assert!(opts.dir.join(&a).is_dir() && opts.dir.join(&c).is_dir());
+        assert!(!opts.dir.join(&b).exists() && !opts.dir.join(format!("{b}.lock")).exists());
+        // At the bound: nothing goes.
+        assert_eq!(prune_lru(&opts, &c), 0);
+        // A template being restored from (its lock held shared) is skipped, and `keep` too.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let d = make(1024);
+        let held = use_template(&opts, &c, &opts.dir.join(&c)).unwrap();
+        let opts1 = TemplateOptions {
+            max: 1,
+            ..opts.clone()
+        };
+        assert_eq!(prune_lru(&opts1, &d), 1);
+        assert!(!opts.dir.join(&a).exists() && opts.dir.join(&c).is_dir());
+        drop(held);
+        assert_eq!(prune_lru(&opts1, &d), 1);
+        assert!(!opts.dir.join(&c).exists() && opts.dir.join(&d).is_dir());
     }
 }

@@ -35,7 +35,9 @@ impl Vm {
             },
         };
         let t0 = Instant::now();
+        let held = template::use_template(opts, &key, &dir);
         let vm = Self::start_mode(config.clone(), Mode::Restore { dir })?;
+        drop(held);
         tracing::debug!(elapsed = ?t0.elapsed(), "restored from the template");
         Ok(Ok(vm))
     }
@@ -152,8 +154,10 @@ fn build_locked(
     match build_in(config, &build) {
         Ok(()) => {
             let dir = template::commit(opts, key, &build, inputs)?;
-            // A new template usually means rebuilt assets: the old ones' memory goes.
+            // A new template usually means rebuilt assets: the old ones' memory goes; and
+            // at most `opts.max` are kept.
             template::prune_stale(opts, key);
+            template::prune_lru(opts, key);
             tracing::info!(elapsed = ?t0.elapsed(), dir = %dir.display(), "VM template built");
             Ok(Ok(dir))
         }
