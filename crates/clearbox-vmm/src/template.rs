@@ -358,21 +358,30 @@ pub(crate) fn prune_stale(opts: &TemplateOptions, keep: &str) -> usize {
         if !stale {
             continue;
         }
-        let lock = opts.dir.join(format!("{key}.lock"));
-        let Ok(f) = crate::jail::open_lock_file(&lock) else {
-            continue;
-        };
-        if !crate::jail::flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
-            continue;
-        }
-        if std::fs::remove_dir_all(e.path()).is_ok() {
-            let _ = std::fs::remove_file(&lock);
-            let _ = std::fs::remove_file(opts.dir.join(format!("{key}.unsupported")));
+        if remove_unused(opts, key, &e.path()) {
             removed += 1;
             tracing::info!(template = %e.path().display(), "removed a stale VM template");
         }
     }
     removed
+}
+
+/// Removes the template `key` at `path` with its lock file and any unsupported marker,
+/// unless its lock is held (a build in progress, or a restore copying from it right now).
+/// True when it went.
+fn remove_unused(opts: &TemplateOptions, key: &str, path: &Path) -> bool {
+    let lock = opts.dir.join(format!("{key}.lock"));
+    let Ok(f) = crate::jail::open_lock_file(&lock) else {
+        return false;
+    };
+    if !crate::jail::flock(&f, libc::LOCK_EX | libc::LOCK_NB)
+        || std::fs::remove_dir_all(path).is_err()
+    {
+        return false;
+    }
+    let _ = std::fs::remove_file(&lock);
+    let _ = std::fs::remove_file(opts.dir.join(format!("{key}.unsupported")));
+    true
 }
 
 /// Removes the least recently used templates in `opts.dir` (by the directory's mtime, see
@@ -395,26 +404,14 @@ pub(crate) fn prune_lru(opts: &TemplateOptions, keep: &str) -> usize {
         })
         .collect();
     ready.sort();
-    let mut excess = ready.len().saturating_sub(opts.max.max(1));
+    let excess = ready.len().saturating_sub(opts.max.max(1));
     let mut removed = 0;
     for (_, key, path) in ready {
-        if excess == 0 {
+        if removed == excess {
             break;
         }
-        if key == keep {
-            continue;
-        }
-        let lock = opts.dir.join(format!("{key}.lock"));
-        let Ok(f) = crate::jail::open_lock_file(&lock) else {
-            continue;
-        };
-        if !crate::jail::flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
-            continue;
-        }
-        if std::fs::remove_dir_all(&path).is_ok() {
-            let _ = std::fs::remove_file(&lock);
+        if key != keep && remove_unused(opts, &key, &path) {
             removed += 1;
-            excess -= 1;
             tracing::info!(template = %path.display(), max = opts.max, "removed the least recently used VM template");
         }
     }
