@@ -18,18 +18,40 @@ pub(crate) fn vhost_device_vsock(bin: &Path, socket: &Path, uds: &Path) -> Comma
     c
 }
 
-/// One virtiofsd serving `dir` on vhost-user socket `socket`.
+/// Where a virtiofsd serves its vhost-user frontend (QEMU).
+pub(crate) enum FsEndpoint<'a> {
+    /// A listening socket it inherits as this descriptor (the Rust virtiofsd's `--fd`): it
+    /// listens before virtiofsd even starts, so QEMU can start at once and never meets a
+    /// socket file that is bound but not yet listening.
+    Fd(i32),
+    /// A socket path it binds itself (the C virtiofsd of QEMU 7.2).
+    Path(&'a Path),
+}
+
+/// One virtiofsd serving `dir` on vhost-user endpoint `at`.
 pub(crate) fn virtiofsd(
     bin: &Path,
     flavor: VirtiofsdFlavor,
-    socket: &Path,
+    at: FsEndpoint<'_>,
     dir: &Path,
     read_only: bool,
 ) -> Command {
     let mut c = Command::new(bin);
+    match (flavor, at) {
+        (_, FsEndpoint::Fd(fd)) => {
+            c.arg(format!("--fd={fd}"));
+        }
+        (VirtiofsdFlavor::Rust, FsEndpoint::Path(socket)) => {
+            c.arg("--socket-path").arg(socket);
+        }
+        (VirtiofsdFlavor::Legacy, FsEndpoint::Path(socket)) => {
+            let mut sock = std::ffi::OsString::from("--socket-path=");
+            sock.push(socket);
+            c.arg(sock);
+        }
+    }
     match flavor {
         VirtiofsdFlavor::Rust => {
-            c.arg("--socket-path").arg(socket);
             c.arg("--shared-dir").arg(dir);
             c.args(["--cache", "auto", "--sandbox", "namespace"]);
             // Least privilege (docs/SECURITY.md): its seccomp filter kills on a stray system
@@ -42,9 +64,6 @@ pub(crate) fn virtiofsd(
         VirtiofsdFlavor::Legacy => {
             // No read-only flag: the caller runs it in a mount namespace where
             // `dir` is a read-only bind mount.
-            let mut sock = std::ffi::OsString::from("--socket-path=");
-            sock.push(socket);
-            c.arg(sock);
             let mut src = std::ffi::OsString::from("source=");
             src.push(dir);
             c.arg("-o").arg(src);

@@ -1,6 +1,7 @@
 //! The steps of a VM's start after its run directory is owned (see `Vm::start_mode`): the agent
 //! channel's backend, the virtio-fs daemons, their sockets, then QEMU.
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -167,8 +168,21 @@ impl Vm {
             let dir = self.jail.as_ref().map_or(&self.run_dir, |j| &j.fs_dir);
             let socket = dir.join(format!("fs-{i}.sock"));
             self.track_files([socket.clone()]);
-            let cmd =
-                crate::helpers::virtiofsd(bin, flavor, &socket, &share.host_dir, share.read_only);
+            // The Rust virtiofsd takes the listening socket made here (`--fd`); the C one
+            // binds it itself, and QEMU waits for its file (`wait_for_sockets`).
+            let listener = match flavor {
+                binaries::VirtiofsdFlavor::Rust => Some(self.listen_for_qemu(&socket)?),
+                binaries::VirtiofsdFlavor::Legacy => None,
+            };
+            let at = match &listener {
+                Some(l) => crate::helpers::FsEndpoint::Fd(l.as_raw_fd()),
+                None => crate::helpers::FsEndpoint::Path(&socket),
+            };
+            let mut cmd =
+                crate::helpers::virtiofsd(bin, flavor, at, &share.host_dir, share.read_only);
+            if let Some(l) = &listener {
+                keep_fds(&mut cmd, vec![l.as_raw_fd()]);
+            }
             let mut o = opts.clone();
             if share.read_only && flavor == binaries::VirtiofsdFlavor::Legacy {
                 o.readonly_bind = Some(share.host_dir.clone());
@@ -183,10 +197,28 @@ impl Vm {
                 o.jail = Some(std::sync::Arc::new(plan));
             }
             let idx = self.spawn_helper(&format!("virtiofsd-{i}"), cmd, &o, true)?;
-            boot.sockets.push((idx, socket.clone()));
+            // virtiofsd holds its copy of a listener made here: nothing to wait for.
+            if listener.is_none() {
+                boot.sockets.push((idx, socket.clone()));
+            }
             fs.push((share.tag.clone(), socket));
         }
         Ok(fs)
+    }
+
+    /// A vhost-user socket listening at `socket` (close-on-exec here), given to the jail's
+    /// uid, which QEMU connects as. Bound and listening before QEMU starts, so QEMU's
+    /// connection waits in its backlog until the daemon that inherits it accepts.
+    fn listen_for_qemu(&self, socket: &Path) -> Result<std::os::unix::net::UnixListener> {
+        let l = std::os::unix::net::UnixListener::bind(socket).map_err(|e| Error::Path {
+            op: "listen on",
+            path: socket.to_path_buf(),
+            source: e,
+        })?;
+        if let Some(j) = &self.jail {
+            j.give(socket)?;
+        }
+        Ok(l)
     }
 
     /// Waits until every helper's socket exists, and gives each to the jail's uid (QEMU
