@@ -131,3 +131,52 @@ templates_built() { find "$TPL" -mindepth 2 -maxdepth 2 -name template.json | wc
     [ "$status" -ne 0 ] || fail "template_max = 0 was accepted"
     [[ "$stderr" == *"template_max must be at least 1"* ]] || fail "unclear error: $stderr"
 }
+
+@test "template: list and prune show and empty the cache; check reports it" {
+    # One template of a kernel copy that then changes (stale), one of the default kernel.
+    local k="$BATS_TEST_TMPDIR/vmlinux" cfg="$BATS_TEST_TMPDIR/config.toml"
+    cp /usr/share/clearbox/vmlinux "$k"
+    printf '[vm]\nkernel = "%s"\n' "$k" >"$cfg"
+    run --separate-stderr "$RUNTIME" template build --nics 0
+    assert_status 0
+    run --separate-stderr env CLEARBOX_CONFIG="$cfg" "$RUNTIME" template build --nics 0
+    assert_status 0
+    # (A build removes the stale templates it finds: the kernel changes after both.)
+    touch -d '1 minute ago' "$k"
+    # A build that died left its directory (and memory) behind.
+    mkdir -m 0700 "$TPL/.build-0123456789ab"
+    head -c 65536 /dev/zero >"$TPL/.build-0123456789ab/memory"
+    run --separate-stderr "$RUNTIME" template list --format json
+    assert_status 0
+    [ "$(jq -r '[.templates[].state] | sort | join(",")' <<<"$output")" = "partial,ready,stale" ] ||
+        fail "unexpected cache listing: $output"
+    [ "$(jq -r '.templates[] | select(.state == "ready") | .nics' <<<"$output")" = 0 ] ||
+        fail "the ready template's NIC count: $output"
+    [ "$(jq -r '.bytes > 1048576' <<<"$output")" = true ] || fail "memory held not counted: $output"
+    run --separate-stderr "$RUNTIME" template list
+    assert_status 0
+    [[ "$output" == *"1 ready of at most 8 kept"* ]] || fail "table: $output"
+    run "$RUNTIME" check
+    [[ "$output" == *"template cache"*"2 no VM can use"*"clearbox template prune"* ]] ||
+        fail "clearbox check does not report the unusable entries: $output"
+    # prune: what no VM can use goes, the ready template stays (and still restores).
+    run --separate-stderr "$RUNTIME" template prune
+    assert_status 0
+    [[ "$output" == *"2 removed"* ]] || fail "prune: $output"
+    [ "$(templates_built)" = 1 ] && [ ! -e "$TPL/.build-0123456789ab" ] ||
+        fail "after prune: $(ls -la "$TPL")"
+    local id
+    id=$(new_id)
+    track "$id"
+    make_bundle "$BATS_TEST_TMPDIR/bundle" true
+    run --separate-stderr bash -c "cd '$BATS_TEST_TMPDIR/bundle' && timeout 60 '$RUNTIME' --root '$RT_ROOT' run '$id'"
+    assert_status 0
+    [ "$(templates_built)" = 1 ] || fail "the kept template was not used: $(ls -la "$TPL")"
+    # prune --all: everything, lock files too.
+    run --separate-stderr "$RUNTIME" template prune --all
+    assert_status 0
+    [[ "$output" == *"1 removed"* ]] || fail "prune --all: $output"
+    [ -z "$(ls -A "$TPL")" ] || fail "left in the cache: $(ls -la "$TPL")"
+    run "$RUNTIME" check
+    [[ "$output" == *"template cache"*"0 ready of at most 8 kept"* ]] || fail "check: $output"
+}

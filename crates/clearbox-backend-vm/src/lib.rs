@@ -64,7 +64,7 @@ use oci_spec::runtime::{LinuxResources, Spec};
 
 pub use error::Error;
 pub use host_cgroup::HOST_OVERHEAD_MIB;
-pub use sizing::{DEFAULT_MEMORY_MIB, OVERHEAD_MIB};
+pub use sizing::{template_cache, DEFAULT_MEMORY_MIB, OVERHEAD_MIB};
 pub use spawn::SHIM_SUBCOMMAND;
 
 /// Whether VM templates are on by configuration (`[vm] template`, `CLEARBOX_TEMPLATE`):
@@ -90,11 +90,7 @@ pub fn build_template(
     let mut vm = sizing::vm_config(&spec, defaults, run_dir)?;
     // Asked for by name: build even where containers do not use templates (yet).
     if vm.template.is_none() {
-        let mut opts = clearbox_vmm::TemplateOptions::default();
-        if let Some(d) = &defaults.template_dir {
-            opts.dir = d.clone();
-        }
-        vm.template = Some(opts);
+        vm.template = Some(sizing::template_cache(defaults)?);
     }
     // The same devices as a container's VM (`create`): the share, and `nics` NICs (only
     // their count matters to the template).

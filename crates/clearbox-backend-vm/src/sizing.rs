@@ -155,10 +155,17 @@ pub fn template_options(
     if !root {
         return Ok(None);
     }
-    let mut t = clearbox_vmm::TemplateOptions {
+    Ok(Some(clearbox_vmm::TemplateOptions {
         required,
-        ..Default::default()
-    };
+        ..template_cache(defaults)?
+    }))
+}
+
+/// Where the template cache is and how many templates it keeps (`[vm] template_dir`,
+/// `CLEARBOX_TEMPLATE_DIR`, `[vm] template_max`), whether templates are on or not: `clearbox
+/// template list|prune` work on a cache left from when they were on.
+pub fn template_cache(defaults: &VmDefaults) -> Result<clearbox_vmm::TemplateOptions, Error> {
+    let mut t = clearbox_vmm::TemplateOptions::default();
     if let Some(d) = &defaults.template_dir {
         t.dir = d.clone();
     }
@@ -174,7 +181,7 @@ pub fn template_options(
     if let Some(d) = std::env::var_os(TEMPLATE_DIR_ENV).filter(|d| !d.is_empty()) {
         t.dir = PathBuf::from(d);
     }
-    Ok(Some(t))
+    Ok(t)
 }
 
 /// The VM of one container; `run_dir` is its VMM run directory.

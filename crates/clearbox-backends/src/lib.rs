@@ -58,6 +58,6 @@ pub fn vm_shim_main(request: &std::path::Path, ready_fd: i32) -> i32 {
     clearbox_backend_vm::shim::main(request, ready_fd)
 }
 
-/// VM templates of the VM backend: whether the configuration turns them on, and
-/// `clearbox template build`.
-pub use clearbox_backend_vm::{build_template, templates_enabled};
+/// VM templates of the VM backend: whether the configuration turns them on, `clearbox
+/// template build`, and where the cache is (`clearbox template list|prune`).
+pub use clearbox_backend_vm::{build_template, template_cache, templates_enabled};

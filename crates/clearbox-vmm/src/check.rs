@@ -24,6 +24,9 @@ pub struct CheckOptions {
     /// explicitly (`[vm] template = true`, `CLEARBOX_TEMPLATE=on`: VMs refuse to start
     /// without them), `None` turned off (`[vm] template = false`, `CLEARBOX_TEMPLATE=off`).
     pub templates: Option<bool>,
+    /// The template cache (`[vm] template_dir`, `template_max`).
+    pub template_dir: PathBuf,
+    pub template_max: usize,
 }
 
 impl Default for CheckOptions {
@@ -33,6 +36,8 @@ impl Default for CheckOptions {
             initramfs: DEFAULT_INITRAMFS.into(),
             accel: AccelMode::Auto,
             templates: Some(false),
+            template_dir: crate::template::DEFAULT_TEMPLATE_DIR.into(),
+            template_max: crate::template::DEFAULT_TEMPLATE_MAX,
         }
     }
 }
@@ -51,6 +56,35 @@ pub struct HostFacts {
     pub initramfs: bool,
     /// `clearbox-vmux` (the virtio-serial agent channel).
     pub vmux: Option<PathBuf>,
+    pub template_cache: TemplateCacheFacts,
+}
+
+/// What the template cache holds (`clearbox template list` shows each entry).
+#[derive(Clone, Debug, Default)]
+pub struct TemplateCacheFacts {
+    pub ready: usize,
+    /// Stale templates, leftovers of failed builds, unsupported markers.
+    pub unusable: usize,
+    /// Memory all entries hold (tmpfs).
+    pub bytes: u64,
+}
+
+impl TemplateCacheFacts {
+    fn gather(dir: &Path) -> Self {
+        use crate::template::CacheState;
+        let mut f = TemplateCacheFacts::default();
+        for t in crate::template::list(dir) {
+            f.bytes += t.bytes;
+            match t.state {
+                CacheState::Ready => f.ready += 1,
+                CacheState::Building => {}
+                CacheState::Stale | CacheState::Unsupported | CacheState::Partial => {
+                    f.unusable += 1
+                }
+            }
+        }
+        f
+    }
 }
 
 impl HostFacts {
@@ -75,6 +109,7 @@ impl HostFacts {
             kernel: opts.kernel.is_file(),
             initramfs: opts.initramfs.is_file(),
             vmux: binaries::vmux(),
+            template_cache: TemplateCacheFacts::gather(&opts.template_dir),
         }
     }
 }
@@ -250,6 +285,9 @@ pub fn report(f: &HostFacts, opts: &CheckOptions) -> HostReport {
     );
     let (s, d, r) = templates(f, opts);
     item("vm templates", s, d, r);
+    if let Some((s, d, r)) = template_cache(f, opts) {
+        item("template cache", s, d, r);
+    }
     let ok = items.iter().all(|i| i.status != Status::Missing);
     HostReport {
         accel,
@@ -309,10 +347,44 @@ fn templates(f: &HostFacts, opts: &CheckOptions) -> (Status, String, Option<&'st
         Status::Ok,
         format!(
             "on: VMs are restored from saved templates ({}; see docs/ARCHITECTURE.md)",
-            crate::template::DEFAULT_TEMPLATE_DIR
+            opts.template_dir.display()
         ),
         None,
     )
+}
+
+/// What the template cache holds; `None` when templates are off and the cache is empty.
+fn template_cache(
+    f: &HostFacts,
+    opts: &CheckOptions,
+) -> Option<(Status, String, Option<&'static str>)> {
+    let c = &f.template_cache;
+    if opts.templates.is_none() && c.ready + c.unusable == 0 {
+        return None;
+    }
+    let mut detail = format!(
+        "{} ready of at most {} kept, {:.1} MiB of RAM in {}",
+        c.ready,
+        opts.template_max,
+        c.bytes as f64 / f64::from(1u32 << 20),
+        opts.template_dir.display()
+    );
+    if c.unusable > 0 {
+        detail.push_str(&format!(
+            "; {} no VM can use (stale, failed builds, unsupported)",
+            c.unusable
+        ));
+        return Some((Status::Degraded, detail, Some("clearbox template prune")));
+    }
+    if opts.templates.is_none() && c.ready > 0 {
+        detail.push_str("; templates are off");
+        return Some((
+            Status::Degraded,
+            detail,
+            Some("clearbox template prune --all"),
+        ));
+    }
+    Some((Status::Ok, detail, None))
 }
 
 impl fmt::Display for HostReport {
@@ -358,6 +430,7 @@ mod tests {
             kernel: true,
             initramfs: true,
             vmux: Some("/usr/local/bin/clearbox-vmux".into()),
+            template_cache: TemplateCacheFacts::default(),
         }
     }
 
@@ -490,5 +563,41 @@ mod tests {
         assert!(!r.ok);
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["items"][0]["status"], "missing");
+    }
+
+    #[test]
+    fn the_template_cache_is_shown_and_unusable_entries_have_a_remedy() {
+        let mut f = pvm_host();
+        let opts = CheckOptions::default();
+        let r = report(&f, &opts);
+        let c = get(&r, "template cache").clone();
+        assert_eq!(c.status, Status::Ok);
+        assert!(
+            c.detail.starts_with("0 ready of at most 8 kept"),
+            "{}",
+            c.detail
+        );
+        f.template_cache = TemplateCacheFacts {
+            ready: 2,
+            unusable: 1,
+            bytes: 150 << 20,
+        };
+        let c = get(&report(&f, &opts), "template cache").clone();
+        assert_eq!(c.status, Status::Degraded);
+        assert!(c.detail.contains("150.0 MiB") && c.detail.contains("1 no VM can use"));
+        assert_eq!(c.remedy.as_deref(), Some("clearbox template prune"));
+        // Off: shown only while the cache holds something, with the way to empty it.
+        let off = CheckOptions {
+            templates: None,
+            ..CheckOptions::default()
+        };
+        f.template_cache.unusable = 0;
+        let c = get(&report(&f, &off), "template cache").clone();
+        assert_eq!(c.remedy.as_deref(), Some("clearbox template prune --all"));
+        f.template_cache = TemplateCacheFacts::default();
+        assert!(report(&f, &off)
+            .items
+            .iter()
+            .all(|i| i.name != "template cache"));
     }
 }

@@ -140,6 +140,26 @@ pub struct Template {
 pub enum TemplateCommand {
     /// Build the templates of the default VM size now (they are built on first use anyway)
     Build(TemplateBuild),
+    /// List the template cache: each template's VM size, memory held, last use and state
+    List(TemplateList),
+    /// Remove what no VM can use (stale templates, leftovers of failed builds); with --all,
+    /// every template not in use right now
+    Prune(TemplatePrune),
+}
+
+#[derive(Args, Debug)]
+pub struct TemplateList {
+    /// Output format: table or json
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    pub format: String,
+}
+
+#[derive(Args, Debug)]
+pub struct TemplatePrune {
+    /// Remove every template not in use right now, not only the unusable ones (running VMs
+    /// keep their own copy; the next VM of each size builds its template again)
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Args, Debug)]

@@ -9,8 +9,11 @@ use crate::cli::Check;
 
 pub fn run(a: Check) -> Result<u8> {
     let config = Config::load_default()?;
+    let cache = clearbox_backends::template_cache(&config.vm)?;
     let mut opts = CheckOptions {
         templates: clearbox_backends::templates_enabled(&config.vm),
+        template_dir: cache.dir,
+        template_max: cache.max,
         ..CheckOptions::default()
     };
     if let Some(k) = config.vm.kernel {
