@@ -313,10 +313,10 @@ pub(crate) fn serve(body: &[u8], guard: bool) -> Result<i32, String> {
     span.step("request read");
     if guard {
         // Every container process inherits it: no vsock, no io_uring (see `guard`).
-        crate::guard::install().map_err(|e| crate::service::chain(&e))?;
+        crate::guard::install().map_err(|e| clearbox_util::error::chain(&e))?;
         span.step("guard installed");
     }
-    let chain = |e: clearbox_container::Error| crate::service::chain(&e);
+    let chain = |e: clearbox_container::Error| clearbox_util::error::chain(&e);
     let r = match &req {
         Request::Create {
             id,

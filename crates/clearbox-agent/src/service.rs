@@ -8,6 +8,7 @@ use clearbox_protocol::pb::agent as pb;
 use clearbox_protocol::request::{CreateContainer, ExecProcess};
 use clearbox_protocol::server::{get_status, Agent, Code, Error, Result, TtrpcContext};
 use clearbox_protocol::{API_VERSION, DEFAULT_READ_CHUNK, MAX_READ_CHUNK};
+use clearbox_util::error::chain;
 
 use crate::container;
 use crate::error::Error as Failure;
@@ -27,9 +28,6 @@ impl From<Failure> for Error {
         status(e.code(), chain(&e))
     }
 }
-
-/// Formats an error with its whole `source()` chain on one line.
-pub use clearbox_protocol::error_chain as chain;
 
 pub struct Service {
     pub state: Arc<State>,

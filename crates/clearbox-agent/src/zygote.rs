@@ -170,7 +170,7 @@ fn serve(sock: OwnedFd) -> i32 {
         Ok(()) => true,
         Err(e) => {
             // Each child tries again and reports the error to the agent.
-            crate::error!("pre-forked helper: {}", crate::service::chain(&e));
+            crate::error!("pre-forked helper: {}", clearbox_util::error::chain(&e));
             false
         }
     };

@@ -275,7 +275,7 @@ fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> 
         return create_member(o, sandbox_id);
     }
     let netns = net::netns_of(o.spec)?;
-    let config = Config::load_default().map_err(|e| Error::Msg(one_line(&e)))?;
+    let config = Config::load_default().map_err(|e| Error::Msg(clearbox_util::error::chain(&e)))?;
     let mut record = Record::new(o.dir, o.id);
     if record.base.exists() {
         // Left by an earlier container with the same state directory that was never deleted.
@@ -682,5 +682,3 @@ fn req_exec_id(req: &shim::Request) -> &str {
         shim::Kind::Init { .. } | shim::Kind::Member { .. } => "init",
     }
 }
-
-pub(crate) use clearbox_util::error::chain as one_line;

@@ -77,13 +77,13 @@ pub(crate) fn netns_of(spec: &Spec) -> Result<NetNs, Error> {
 /// Shim: moves this thread (the shim's main thread, whose children QEMU and the daemons will
 /// be) into the container's network namespace. Refuses a namespace another VM already uses.
 pub(crate) fn enter(ns: &NetNs) -> Result<(), Error> {
-    let fail = |e: clearbox_net::Error| Error::Msg(crate::one_line(&e));
+    let fail = |e: clearbox_net::Error| Error::Msg(clearbox_util::error::chain(&e));
     match ns {
         NetNs::Join(p) => clearbox_net::netns::enter_path(p).map_err(|e| {
             Error::Msg(format!(
                 "cannot join network namespace {}: {}",
                 p.display(),
-                crate::one_line(&e)
+                clearbox_util::error::chain(&e)
             ))
         })?,
         NetNs::New => clearbox_net::netns::enter_new().map_err(fail)?,
@@ -174,7 +174,7 @@ pub(crate) fn wire(net: &Network, ns: &NetNs, dir: &Path, rec: &Record) -> Resul
                 return Err(Error::Msg(format!(
                     "cannot connect interface {} to the VM: {}",
                     iface.name,
-                    crate::one_line(&e)
+                    clearbox_util::error::chain(&e)
                 )));
             }
         }
@@ -186,7 +186,7 @@ pub(crate) fn wire(net: &Network, ns: &NetNs, dir: &Path, rec: &Record) -> Resul
 fn unwire_here(links: &[Wired]) {
     for l in links {
         if let Err(e) = clearbox_net::tap::unwire(&l.veth, &l.tap) {
-            tracing::warn!(veth = %l.veth, error = %crate::one_line(&e), "network teardown");
+            tracing::warn!(veth = %l.veth, error = %clearbox_util::error::chain(&e), "network teardown");
         }
     }
 }
@@ -214,7 +214,7 @@ pub(crate) fn unwire_in(ns: &File, rec: &NetRecord) {
         Ok(())
     });
     if let Err(e) = r {
-        tracing::warn!(error = %crate::one_line(&e), "network teardown");
+        tracing::warn!(error = %clearbox_util::error::chain(&e), "network teardown");
     }
 }
 

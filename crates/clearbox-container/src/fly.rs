@@ -475,7 +475,7 @@ pub struct Identity<'a> {
 fn run_each(phase: &str, hooks: &[Hook], state: &HookState) {
     for hook in hooks {
         if let Err(e) = run_hooks(std::slice::from_ref(hook), state) {
-            tracing::warn!(error = %crate::one_line(&e), "{phase} hook failed");
+            tracing::warn!(error = %clearbox_util::error::chain(&e), "{phase} hook failed");
         }
     }
 }

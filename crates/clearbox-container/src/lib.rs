@@ -60,9 +60,6 @@ impl Error {
     }
 }
 
-/// An error and its causes as one line, skipping a cause whose text is already there.
-pub use clearbox_util::error::chain as one_line;
-
 /// Container status as the setup library sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {

@@ -295,7 +295,7 @@ fn run_late_hooks(state_root: &Path, phase: &str, state: &libcontainer::containe
     for hook in hooks {
         let one = vec![hook];
         if let Err(e) = libcontainer::hooks::run_hooks(Some(&one), Some(state), None, None, None) {
-            tracing::warn!(error = %crate::one_line(&e), "{phase} hook failed");
+            tracing::warn!(error = %clearbox_util::error::chain(&e), "{phase} hook failed");
         }
     }
 }

@@ -91,8 +91,7 @@ pub fn main() -> i32 {
     0
 }
 
-/// An error and its sources, in one line.
-pub use clearbox_util::error::chain;
+use clearbox_util::error::chain;
 
 fn serve(input: &mut dyn BufRead) -> Result<Response> {
     let mut line = String::new();

@@ -57,7 +57,3 @@ impl AgentError {
         self.code() == Some(Code::NOT_FOUND)
     }
 }
-
-/// An error and its whole `source()` chain on one line (`outer: inner: root`): the one
-/// formatting both sides of the host/guest contract use for logs and ttrpc messages.
-pub use clearbox_util::error::chain as error_chain;

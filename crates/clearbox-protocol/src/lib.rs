@@ -69,7 +69,7 @@ mod types;
 
 #[cfg(feature = "client")]
 pub use client::AgentClient;
-pub use error::{error_chain, AgentError};
+pub use error::AgentError;
 pub use guest::{ContainerId, ShareDir};
 pub use request::{GuestProcess, GuestSpec, Stdio};
 pub use types::{ExitStatus, Output, ProcessId, ProcessSpec, ReadChunk, RootfsLocation, Stream};

@@ -23,6 +23,7 @@ use std::process::{Command, Stdio};
 
 use clearbox_core::runtime::{CreateArgs, ExecArgs};
 use clearbox_core::{Config, Error};
+use clearbox_util::error::chain;
 use containerd_shim::monitor::{monitor_subscribe, wait_pid, Topic};
 use serde::{Deserialize, Serialize};
 
@@ -141,7 +142,7 @@ pub fn main(args: &[OsString]) -> u8 {
     // Operations fork the processes that enter a container: they run from a read-only view
     // of this binary (CVE-2019-5736; clearbox_core::exe_seal). The shim itself, which enters
     // nothing, stays as containerd started it.
-    let sealed = clearbox_core::exe_seal::ensure_sealed().map_err(|e| one_line(&e));
+    let sealed = clearbox_core::exe_seal::ensure_sealed().map_err(|e| chain(&e));
     let reply = match sealed.and_then(|()| {
         serde_json::from_str::<Op>(&request.to_string_lossy())
             .map_err(|e| format!("bad request: {e}"))
@@ -197,11 +198,11 @@ fn perform(root: &Path, op: Op) -> Result<Option<i32>, String> {
                     if unmount {
                         unmount_rootfs(&target);
                     }
-                    Err(one_line(&e))
+                    Err(chain(&e))
                 }
             }
         }
-        Op::Start { id } => rt.start(&id).map(|s| s.pid).map_err(|e| one_line(&e)),
+        Op::Start { id } => rt.start(&id).map(|s| s.pid).map_err(|e| chain(&e)),
         Op::Exec {
             id,
             process_file,
@@ -218,13 +219,13 @@ fn perform(root: &Path, op: Op) -> Result<Option<i32>, String> {
                     detach: true,
                     ..Default::default()
                 })
-                .map_err(|e| one_line(&e))?;
+                .map_err(|e| chain(&e))?;
             Ok(Some(pid))
         }
         Op::Delete { id, unmount } => {
             let deleted = match rt.delete(&id, true) {
                 Ok(()) | Err(Error::NotFound(_)) => Ok(None),
-                Err(e) => Err(one_line(&e)),
+                Err(e) => Err(chain(&e)),
             };
             if let Some(target) = unmount {
                 unmount_rootfs(&target);
@@ -263,13 +264,10 @@ pub fn unmount_rootfs(target: &Path) {
 /// spec's annotation, else `CLEARBOX_ISOLATION` (as the CLI's `--isolation`), else the
 /// configuration file, else `vm`.
 pub fn runtime(root: &Path) -> Result<clearbox_core::Runtime<'static>, String> {
-    let config = Config::load_default().map_err(|e| one_line(&e))?;
+    let config = Config::load_default().map_err(|e| chain(&e))?;
     let isolation = match std::env::var("CLEARBOX_ISOLATION") {
-        Ok(v) if !v.is_empty() => Some(v.parse().map_err(|e: Error| one_line(&e))?),
+        Ok(v) if !v.is_empty() => Some(v.parse().map_err(|e: Error| chain(&e))?),
         _ => None,
     };
-    clearbox_backends::runtime(root, config, isolation, false).map_err(|e| one_line(&e))
+    clearbox_backends::runtime(root, config, isolation, false).map_err(|e| chain(&e))
 }
-
-/// One line from an error and its causes.
-pub use clearbox_util::error::chain as one_line;

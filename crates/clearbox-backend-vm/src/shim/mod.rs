@@ -375,7 +375,7 @@ fn init(
     let network = clearbox_net::scan::scan().map_err(|e| {
         Error::Msg(format!(
             "cannot read the container's network: {}",
-            crate::one_line(&e)
+            clearbox_util::error::chain(&e)
         ))
     })?;
     tracing::debug!(?network, "network");

@@ -161,12 +161,12 @@ fn core_err(e: CoreError) -> ttrpc::Error {
         CoreError::NotFound(_) => not_found(e.to_string()),
         CoreError::NotRunning => not_found("process already finished"),
         CoreError::WrongState { .. } | CoreError::NotStopped { .. } => {
-            rpc_err(Code::FAILED_PRECONDITION, helper::one_line(&e))
+            rpc_err(Code::FAILED_PRECONDITION, clearbox_util::error::chain(&e))
         }
         CoreError::Usage(_) | CoreError::InvalidId { .. } | CoreError::Bundle { .. } => {
-            rpc_err(Code::INVALID_ARGUMENT, helper::one_line(&e))
+            rpc_err(Code::INVALID_ARGUMENT, clearbox_util::error::chain(&e))
         }
-        other => internal(helper::one_line(&other)),
+        other => internal(clearbox_util::error::chain(&other)),
     }
 }
 
@@ -623,7 +623,7 @@ impl Task for Service {
                 {
                     Err(not_found(format!(
                         "process already finished: {}",
-                        helper::one_line(&e)
+                        clearbox_util::error::chain(&e)
                     )))
                 }
                 Err(e) => Err(core_err(e)),

@@ -62,7 +62,7 @@ impl Vm {
                 Ok(Err(why)) => tracing::info!(%why, "no VM template; booting cold"),
                 Err(e) if opts.required => return Err(e),
                 Err(e) => {
-                    tracing::warn!(error = %clearbox_protocol::error_chain(&e), "VM template unusable; booting cold")
+                    tracing::warn!(error = %clearbox_util::error::chain(&e), "VM template unusable; booting cold")
                 }
             }
         }
