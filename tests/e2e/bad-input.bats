@@ -397,3 +397,19 @@ start_sleeper() {
     [ "$status" -ne 0 ] || fail "unknown command exited 0"
     [ -n "$stderr" ] || fail "no message on stderr"
 }
+
+@test "a virtiofsd that fails at start: the error names it and its message, nothing left" {
+    expect_vm || skip "isolation vm only (virtiofsd serves the VM's share)"
+    local id fake="$BATS_TEST_TMPDIR/bin"
+    mkdir -p "$fake"
+    printf '#!/bin/sh\necho "virtiofsd: cannot serve the share (e2e)" >&2\nexit 3\n' >"$fake/virtiofsd"
+    chmod +x "$fake/virtiofsd"
+    export PATH="$fake:$PATH"
+    id=$(new_id)
+    make_bundle "$B" true
+    run --separate-stderr rt run --bundle "$B" "$id"
+    assert_clean_error
+    [[ "$stderr" == *"virtiofsd-0 exited (exit status 3)"*"cannot serve the share (e2e)"* ]] ||
+        fail "the error does not name the failed virtiofsd: $stderr"
+    assert_nothing_left "$id" "$B"
+}

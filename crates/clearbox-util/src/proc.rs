@@ -97,6 +97,35 @@ pub fn pidfd_send_signal(fd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// How the child of `fd` ended, if it has: `Some(Ok(code))` for an exit, `Some(Err(signal))`
+/// when a signal killed it, `None` while it runs (or when `fd` names no child of this
+/// process). The child stays a zombie (`WNOWAIT`): whoever reaps it still can.
+pub fn pidfd_exit_status(fd: BorrowedFd<'_>) -> Option<Result<i32, i32>> {
+    // SAFETY: an all-zero siginfo_t is a valid value (plain integers and unions of them).
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    // SAFETY: waitid on a descriptor borrowed for the call, writing into `info`, which lives
+    // on this stack frame for the whole call.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            fd.as_raw_fd() as libc::id_t,
+            &mut info,
+            flags,
+        )
+    };
+    // SAFETY: waitid filled `info` (si_pid 0 when nothing has exited yet, WNOHANG).
+    if rc != 0 || unsafe { info.si_pid() } == 0 {
+        return None;
+    }
+    // SAFETY: as above: an exited child's siginfo carries si_status.
+    let status = unsafe { info.si_status() };
+    Some(match info.si_code {
+        libc::CLD_EXITED => Ok(status),
+        _ => Err(status),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +192,34 @@ mod tests {
         );
         // Reaped: gone.
         assert!(pidfd_verified(pid, Some(start)).is_none());
+    }
+
+    #[test]
+    fn a_childs_end_is_seen_without_reaping_it() {
+        use std::os::fd::AsFd;
+        let mut c = std::process::Command::new("sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .unwrap();
+        let fd = pidfd_open(c.id() as i32).unwrap();
+        let mut seen = None;
+        for _ in 0..500 {
+            seen = pidfd_exit_status(fd.as_fd());
+            if seen.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(seen, Some(Ok(3)));
+        // Still a zombie: the parent reaps it as usual.
+        assert_eq!(c.wait().unwrap().code(), Some(3));
+        let mut k = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
+        let fd = pidfd_open(k.id() as i32).unwrap();
+        assert_eq!(pidfd_exit_status(fd.as_fd()), None);
+        k.kill().unwrap();
+        k.wait().unwrap();
     }
 }

@@ -135,7 +135,9 @@ impl Vm {
             vsock: vsock_dev,
             fs,
         };
-        vm.launch_qemu(&config, (qopts, &qemu_bin), &mode, devices, &opts)?;
+        if let Err(e) = vm.launch_qemu(&config, (qopts, &qemu_bin), &mode, devices, &opts) {
+            return Err(vm.blame_failed_helper(e));
+        }
         Ok(vm)
     }
 
@@ -291,10 +293,10 @@ impl Vm {
         };
         let left = timeout.saturating_sub(started.elapsed());
         match gate.and_then(|()| transport.connect_until(port, left, dead)) {
-            Err(Error::VmExited { .. }) => Err(Error::VmExited {
+            Err(Error::VmExited { .. }) => Err(self.blame_failed_helper(Error::VmExited {
                 status: "exited while connecting to the agent".into(),
                 console_tail: self.collect_last_words(),
-            }),
+            })),
             Err(Error::Timeout(..)) if self.vsock_worker_died() => Err(Error::Handshake {
                 port,
                 reason: "vhost-device-vsock's vring worker thread died: the device is dead".into(),

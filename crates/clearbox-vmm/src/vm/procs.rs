@@ -123,6 +123,26 @@ impl Vm {
         Ok(self.helpers.len() - 1)
     }
 
+    /// Why QEMU or the agent failed when a helper (virtiofsd, the agent channel's backend)
+    /// failed first: a helper that exited with a non-zero status or was killed by a signal is
+    /// the cause, and its log says why; `e` otherwise (a virtiofsd that exited 0 only saw
+    /// QEMU go).
+    pub(super) fn blame_failed_helper(&self, e: Error) -> Error {
+        for h in &self.helpers {
+            let status = match clearbox_util::proc::pidfd_exit_status(h.pidfd.as_fd()) {
+                Some(Ok(0)) | None => continue,
+                Some(Ok(code)) => format!("exit status {code}"),
+                Some(Err(sig)) => format!("killed by signal {sig}"),
+            };
+            return Error::HelperDied {
+                role: h.role.clone(),
+                status,
+                log_tail: proc::tail(&self.run_dir.join(format!("{}.log", h.role)), 2000),
+            };
+        }
+        e
+    }
+
     /// Waits for helper `idx` to create `socket`; fails at once if it dies.
     pub(super) fn wait_for_socket(
         &mut self,
