@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::{file_id, TemplateOptions, FORMAT, META};
+use crate::error::Result;
 
 /// Whether the template recorded in `meta` (its `template.json`) can never be looked up
 /// again: an older format, or a QEMU, kernel or initramfs that changed or is gone since.
@@ -202,8 +203,14 @@ pub struct Pruned {
 /// builds that died, unsupported markers: each is checked again on the next use) or, with
 /// `all`, every template not in use right now. VMs already restored keep running: each has
 /// its own copy of the memory.
-pub fn prune(opts: &TemplateOptions, all: bool) -> Pruned {
+/// A cache directory that is not private to this user (another user could have planted
+/// what it holds) is refused; a missing one is empty.
+pub fn prune(opts: &TemplateOptions, all: bool) -> Result<Pruned> {
     let mut out = Pruned::default();
+    if !opts.dir.exists() {
+        return Ok(out);
+    }
+    super::check_private(&opts.dir)?;
     for t in list(&opts.dir) {
         if !all && !t.state.unusable() {
             continue;
@@ -214,7 +221,7 @@ pub fn prune(opts: &TemplateOptions, all: bool) -> Pruned {
             out.busy.push(t);
         }
     }
-    out
+    Ok(out)
 }
 
 /// Removes the templates in `opts.dir` other than `keep` whose inputs changed (a rebuilt
@@ -429,7 +436,7 @@ mod tests {
         );
         assert!(f.bytes >= 64 << 10 && f.last_used.is_some(), "{f:?}");
         // Without `all`: what no VM can use, never a build going on or a usable template.
-        let p = prune(&opts, false);
+        let p = prune(&opts, false).unwrap();
         let mut gone: Vec<_> = p.removed.iter().map(|t| t.key.clone()).collect();
         gone.sort();
         let mut want = vec![old.clone(), "deadbeef".to_string(), "f00d".to_string()];
@@ -439,12 +446,19 @@ mod tests {
         assert!(!dead.exists() && !opts.dir.join("deadbeef.lock").exists());
         assert!(going.is_dir() && opts.dir.join(&fresh).is_dir());
         // With `all`: every template not in use; the build going on is reported busy.
-        let p = prune(&opts, true);
+        let p = prune(&opts, true).unwrap();
         assert_eq!(p.removed.len(), 1);
         assert_eq!(p.busy.len(), 1);
         assert!(!opts.dir.join(&fresh).exists() && going.is_dir());
         drop(building);
-        assert_eq!(prune(&opts, true).removed.len(), 1);
+        assert_eq!(prune(&opts, true).unwrap().removed.len(), 1);
         assert!(list(&opts.dir).is_empty());
+        // Not private to this user: refused, nothing touched.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir(opts.dir.join("x")).unwrap();
+        std::fs::write(opts.dir.join("x").join(META), b"{}").unwrap();
+        std::fs::set_permissions(&opts.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(prune(&opts, true).is_err());
+        assert!(opts.dir.join("x").is_dir());
     }
 }

@@ -227,6 +227,11 @@ pub(crate) fn private_dir(dir: &Path) -> Result<()> {
             })
         }
     }
+    check_private(dir)
+}
+
+/// Fails unless `dir` is a directory (not a link) of this user's that no one else can reach.
+pub(crate) fn check_private(dir: &Path) -> Result<()> {
     let m = std::fs::symlink_metadata(dir).map_err(|e| Error::Path {
         op: "stat",
         path: dir.to_path_buf(),

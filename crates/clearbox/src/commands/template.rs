@@ -115,7 +115,7 @@ fn list(config: &Config, l: &TemplateList) -> Result<()> {
 
 fn prune(config: &Config, p: &TemplatePrune) -> Result<()> {
     let opts = clearbox_backends::template_cache(&config.vm)?;
-    let out = template::prune(&opts, p.all);
+    let out = template::prune(&opts, p.all)?;
     for t in &out.removed {
         println!(
             "removed {} ({}, {} MiB)",
