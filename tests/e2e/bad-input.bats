@@ -409,7 +409,7 @@ start_sleeper() {
     make_bundle "$B" true
     run --separate-stderr rt run --bundle "$B" "$id"
     assert_clean_error
-    [[ "$stderr" == *"virtiofsd-0 exited (exit status 3)"*"cannot serve the share (e2e)"* ]] ||
+    [[ "$stderr" == *"virtiofsd-0 exited (exit status: 3)"*"cannot serve the share (e2e)"* ]] ||
         fail "the error does not name the failed virtiofsd: $stderr"
     assert_nothing_left "$id" "$B"
 }

@@ -131,8 +131,9 @@ impl Vm {
         for h in &self.helpers {
             let status = match clearbox_util::proc::pidfd_exit_status(h.pidfd.as_fd()) {
                 Some(Ok(0)) | None => continue,
-                Some(Ok(code)) => format!("exit status {code}"),
-                Some(Err(sig)) => format!("killed by signal {sig}"),
+                // As `std::process::ExitStatus` says it (the other `HelperDied`).
+                Some(Ok(code)) => format!("exit status: {code}"),
+                Some(Err(sig)) => format!("signal: {sig}"),
             };
             return Error::HelperDied {
                 role: h.role.clone(),
