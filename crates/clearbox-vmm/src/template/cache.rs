@@ -168,21 +168,26 @@ pub fn list(dir: &Path) -> Vec<CachedTemplate> {
 /// right now). True when it went.
 fn remove(opts: &TemplateOptions, t: &CachedTemplate) -> bool {
     match t.state {
-        CacheState::Unsupported => std::fs::remove_file(&t.path).is_ok(),
         CacheState::Building => false,
-        // A leftover build directory: its key's lock stays while a template of that key
-        // exists.
-        CacheState::Partial => {
+        // A marker (written under the key's lock) or a leftover build directory: the key's
+        // lock file goes with it unless a template or a build of that key is still there.
+        CacheState::Unsupported | CacheState::Partial => {
             let lock = opts.dir.join(format!("{}.lock", t.key));
             let Ok(f) = crate::jail::open_lock_file(&lock) else {
                 return false;
             };
-            if !crate::jail::flock(&f, libc::LOCK_EX | libc::LOCK_NB)
-                || std::fs::remove_dir_all(&t.path).is_err()
-            {
+            if !crate::jail::flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
                 return false;
             }
-            if !opts.dir.join(&t.key).exists() {
+            let gone = match t.state {
+                CacheState::Partial => std::fs::remove_dir_all(&t.path),
+                _ => std::fs::remove_file(&t.path),
+            };
+            if gone.is_err() {
+                return false;
+            }
+            let build = opts.dir.join(format!(".build-{}", t.key));
+            if !opts.dir.join(&t.key).exists() && !build.exists() {
                 let _ = std::fs::remove_file(&lock);
             }
             true
@@ -217,7 +222,7 @@ pub fn prune(opts: &TemplateOptions, all: bool) -> Result<Pruned> {
         }
         if remove(opts, &t) {
             out.removed.push(t);
-        } else if t.state != CacheState::Unsupported {
+        } else {
             out.busy.push(t);
         }
     }
@@ -420,6 +425,7 @@ mod tests {
         std::fs::write(dead.join(MEMORY), vec![1u8; 8 << 10]).unwrap();
         let going = build_dir(&opts, "cafe").unwrap();
         let building = lock(&opts, "cafe").unwrap();
+        drop(lock(&opts, "f00d").unwrap());
         mark_unsupported(&opts, "f00d", "QEMU 7 cannot migrate vhost-user-fs");
         let l = list(&opts.dir);
         let state = |key: &str| l.iter().find(|t| t.key == key).map(|t| t.state);
@@ -444,6 +450,10 @@ mod tests {
         assert_eq!(gone, want);
         assert!(p.busy.is_empty());
         assert!(!dead.exists() && !opts.dir.join("deadbeef.lock").exists());
+        assert!(
+            !opts.dir.join("f00d.lock").exists(),
+            "the marker's lock file was left"
+        );
         assert!(going.is_dir() && opts.dir.join(&fresh).is_dir());
         // With `all`: every template not in use; the build going on is reported busy.
         let p = prune(&opts, true).unwrap();
