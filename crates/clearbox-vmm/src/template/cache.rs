@@ -306,82 +306,101 @@ mod tests {
     use super::*;
     use std::fs::File;
 
+    /// A private template cache in a temporary directory, and one file standing for QEMU,
+    /// the kernel and the initramfs (rewriting it makes every template of it stale).
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        k: PathBuf,
+        opts: TemplateOptions,
+    }
+
+    impl Fixture {
+        fn new(max: usize) -> Self {
+            let tmp = tempfile::tempdir().unwrap();
+            let k = tmp.path().join("k");
+            std::fs::write(&k, b"kernel").unwrap();
+            let opts = TemplateOptions {
+                dir: tmp.path().join("t"),
+                required: false,
+                max,
+            };
+            private_dir(&opts.dir).unwrap();
+            Fixture { _tmp: tmp, k, opts }
+        }
+
+        fn inputs(&self, vcpus: u32, mem: u32, nics: usize) -> KeyInputs {
+            let k = &self.k;
+            KeyInputs::new(
+                k,
+                k,
+                k,
+                vcpus,
+                mem,
+                crate::Accel::Tcg,
+                None,
+                "",
+                vec![],
+                nics,
+            )
+            .unwrap()
+        }
+
+        /// Builds and commits the template of `i` (its memory file `memory` bytes) as a
+        /// build does, under the key's lock; returns its key.
+        fn make(&self, i: &KeyInputs, memory: usize) -> String {
+            let key = i.key();
+            let b = build_dir(&self.opts, &key).unwrap();
+            std::fs::write(b.join(MEMORY), vec![1u8; memory]).unwrap();
+            File::create(b.join(STATE)).unwrap();
+            drop(lock(&self.opts, &key).unwrap());
+            commit(&self.opts, &key, &b, i).unwrap();
+            key
+        }
+    }
+
     #[test]
     fn stale_templates_are_pruned_fresh_ones_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let k = dir.path().join("k");
-        std::fs::write(&k, b"kernel").unwrap();
-        let opts = TemplateOptions {
-            dir: dir.path().join("t"),
-            required: false,
-            max: DEFAULT_TEMPLATE_MAX,
-        };
-        private_dir(&opts.dir).unwrap();
-        let inputs = |mem: u32| {
-            KeyInputs::new(&k, &k, &k, 1, mem, crate::Accel::Tcg, None, "", vec![], 0).unwrap()
-        };
-        let make = |i: &KeyInputs| {
-            let key = i.key();
-            let b = build_dir(&opts, &key).unwrap();
-            for f in [MEMORY, STATE] {
-                File::create(b.join(f)).unwrap();
-            }
-            drop(lock(&opts, &key).unwrap());
-            commit(&opts, &key, &b, i).unwrap();
-            key
-        };
-        let a = make(&inputs(256));
-        let b = make(&inputs(512));
+        let f = Fixture::new(DEFAULT_TEMPLATE_MAX);
+        let opts = &f.opts;
+        let make = |mem: u32| f.make(&f.inputs(1, mem, 0), 0);
+        let a = make(256);
+        let b = make(512);
         // Same files: another VM size stays.
-        assert_eq!(prune_stale(&opts, &b), 0);
+        assert_eq!(prune_stale(opts, &b), 0);
         std::thread::sleep(std::time::Duration::from_millis(20));
-        std::fs::write(&k, b"kernel, rebuilt").unwrap();
-        let c = make(&inputs(256));
+        std::fs::write(&f.k, b"kernel, rebuilt").unwrap();
+        let c = make(256);
         // A held lock (a build in progress) is skipped.
-        let held = lock(&opts, &a).unwrap();
-        assert_eq!(prune_stale(&opts, &c), 1);
+        let held = lock(opts, &a).unwrap();
+        assert_eq!(prune_stale(opts, &c), 1);
         assert!(opts.dir.join(&a).is_dir() && !opts.dir.join(&b).exists());
         drop(held);
-        assert_eq!(prune_stale(&opts, &c), 1);
+        assert_eq!(prune_stale(opts, &c), 1);
         assert!(!opts.dir.join(&a).exists() && !opts.dir.join(format!("{a}.lock")).exists());
-        assert!(matches!(lookup(&opts, &c), Cached::Ready(_)));
+        assert!(matches!(lookup(opts, &c), Cached::Ready(_)));
     }
 
     #[test]
     fn beyond_max_the_least_recently_used_templates_go() {
-        let dir = tempfile::tempdir().unwrap();
-        let k = dir.path().join("k");
-        std::fs::write(&k, b"kernel").unwrap();
-        let opts = TemplateOptions {
-            dir: dir.path().join("t"),
-            required: false,
-            max: 2,
-        };
-        private_dir(&opts.dir).unwrap();
+        let f = Fixture::new(2);
+        let opts = &f.opts;
         let make = |mem: u32| {
-            let i =
-                KeyInputs::new(&k, &k, &k, 1, mem, crate::Accel::Tcg, None, "", vec![], 0).unwrap();
-            let key = i.key();
-            let b = build_dir(&opts, &key).unwrap();
-            for f in [MEMORY, STATE] {
-                File::create(b.join(f)).unwrap();
-            }
-            commit(&opts, &key, &b, &i).unwrap();
+            let key = f.make(&f.inputs(1, mem, 0), 0);
             std::thread::sleep(std::time::Duration::from_millis(20));
             key
         };
         let (a, b, c) = (make(256), make(512), make(768));
         // `a` is used again: `b` is now the least recently used.
-        drop(use_template(&opts, &a, &opts.dir.join(&a)));
-        assert_eq!(prune_lru(&opts, &c), 1);
+        drop(use_template(opts, &a, &opts.dir.join(&a)));
+        assert_eq!(prune_lru(opts, &c), 1);
         assert!(opts.dir.join(&a).is_dir() && opts.dir.join(&c).is_dir());
         assert!(!opts.dir.join(&b).exists() && !opts.dir.join(format!("{b}.lock")).exists());
         // At the bound: nothing goes.
-        assert_eq!(prune_lru(&opts, &c), 0);
+        assert_eq!(prune_lru(opts, &c), 0);
         // A template being restored from (its lock held shared) is skipped, and `keep` too.
         std::thread::sleep(std::time::Duration::from_millis(20));
         let d = make(1024);
-        let held = use_template(&opts, &c, &opts.dir.join(&c)).unwrap();
+        let held = use_template(opts, &c, &opts.dir.join(&c)).unwrap();
         let opts1 = TemplateOptions {
             max: 1,
             ..opts.clone()
@@ -395,38 +414,20 @@ mod tests {
 
     #[test]
     fn list_and_prune_show_and_remove_what_no_vm_can_use() {
-        let dir = tempfile::tempdir().unwrap();
-        let k = dir.path().join("k");
-        std::fs::write(&k, b"kernel").unwrap();
-        let opts = TemplateOptions {
-            dir: dir.path().join("t"),
-            required: false,
-            max: DEFAULT_TEMPLATE_MAX,
-        };
-        private_dir(&opts.dir).unwrap();
-        let inputs = |mem: u32| {
-            KeyInputs::new(&k, &k, &k, 2, mem, crate::Accel::Tcg, None, "", vec![], 1).unwrap()
-        };
-        let make = |i: &KeyInputs| {
-            let key = i.key();
-            let b = build_dir(&opts, &key).unwrap();
-            std::fs::write(b.join(MEMORY), vec![1u8; 64 << 10]).unwrap();
-            File::create(b.join(STATE)).unwrap();
-            drop(lock(&opts, &key).unwrap());
-            commit(&opts, &key, &b, i).unwrap();
-            key
-        };
-        let old = make(&inputs(256));
+        let f = Fixture::new(DEFAULT_TEMPLATE_MAX);
+        let opts = &f.opts;
+        let make = |mem: u32| f.make(&f.inputs(2, mem, 1), 64 << 10);
+        let old = make(256);
         std::thread::sleep(std::time::Duration::from_millis(20));
-        std::fs::write(&k, b"kernel, rebuilt").unwrap();
-        let fresh = make(&inputs(256));
+        std::fs::write(&f.k, b"kernel, rebuilt").unwrap();
+        let fresh = make(256);
         // A build that died (its lock free) and one going on (its lock held).
-        let dead = build_dir(&opts, "deadbeef").unwrap();
+        let dead = build_dir(opts, "deadbeef").unwrap();
         std::fs::write(dead.join(MEMORY), vec![1u8; 8 << 10]).unwrap();
-        let going = build_dir(&opts, "cafe").unwrap();
-        let building = lock(&opts, "cafe").unwrap();
-        drop(lock(&opts, "f00d").unwrap());
-        mark_unsupported(&opts, "f00d", "QEMU 7 cannot migrate vhost-user-fs");
+        let going = build_dir(opts, "cafe").unwrap();
+        let building = lock(opts, "cafe").unwrap();
+        drop(lock(opts, "f00d").unwrap());
+        mark_unsupported(opts, "f00d", "QEMU 7 cannot migrate vhost-user-fs");
         let l = list(&opts.dir);
         let state = |key: &str| l.iter().find(|t| t.key == key).map(|t| t.state);
         assert_eq!(l.len(), 5, "{l:?}");
@@ -442,7 +443,7 @@ mod tests {
         );
         assert!(f.bytes >= 64 << 10 && f.last_used.is_some(), "{f:?}");
         // Without `all`: what no VM can use, never a build going on or a usable template.
-        let p = prune(&opts, false).unwrap();
+        let p = prune(opts, false).unwrap();
         let mut gone: Vec<_> = p.removed.iter().map(|t| t.key.clone()).collect();
         gone.sort();
         let mut want = vec![old.clone(), "deadbeef".to_string(), "f00d".to_string()];
@@ -456,19 +457,19 @@ mod tests {
         );
         assert!(going.is_dir() && opts.dir.join(&fresh).is_dir());
         // With `all`: every template not in use; the build going on is reported busy.
-        let p = prune(&opts, true).unwrap();
+        let p = prune(opts, true).unwrap();
         assert_eq!(p.removed.len(), 1);
         assert_eq!(p.busy.len(), 1);
         assert!(!opts.dir.join(&fresh).exists() && going.is_dir());
         drop(building);
-        assert_eq!(prune(&opts, true).unwrap().removed.len(), 1);
+        assert_eq!(prune(opts, true).unwrap().removed.len(), 1);
         assert!(list(&opts.dir).is_empty());
         // Not private to this user: refused, nothing touched.
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir(opts.dir.join("x")).unwrap();
         std::fs::write(opts.dir.join("x").join(META), b"{}").unwrap();
         std::fs::set_permissions(&opts.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(prune(&opts, true).is_err());
+        assert!(prune(opts, true).is_err());
         assert!(opts.dir.join("x").is_dir());
     }
 }
