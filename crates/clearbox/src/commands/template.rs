@@ -84,6 +84,12 @@ fn row(t: &CachedTemplate) -> String {
 
 fn list(config: &Config, l: &TemplateList) -> Result<()> {
     let opts = clearbox_backends::template_cache(&config.vm)?;
+    // A missing cache is empty; one this user cannot read (root's, 0700) is not.
+    if let Err(e) = std::fs::read_dir(&opts.dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            bail!("cannot read the template cache {}: {e}", opts.dir.display());
+        }
+    }
     let all = template::list(&opts.dir);
     if l.format == "json" {
         let out = serde_json::json!({
