@@ -70,7 +70,8 @@ impl Vm {
     }
 
     /// Boot recipe, one step each: find the programs, own the run directory, enter the jail,
-    /// start the agent channel's backend and the virtio-fs daemons, wait for their sockets,
+    /// start the agent channel's backend and the virtio-fs daemons, wait for the sockets they bind
+    /// themselves (the Rust virtiofsd gets its socket listening already, `--fd`),
     /// then start QEMU (and, for a restore, load the template's state). From `Vm::owned` on,
     /// an error drops `vm`, which kills what was started and removes the files.
     fn start_mode(config: VmConfig, mode: Mode) -> Result<Vm> {
