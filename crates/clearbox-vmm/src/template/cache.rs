@@ -101,9 +101,31 @@ fn lock_held(dir: &Path, key: &str) -> bool {
     }
 }
 
+/// A template's `template.json`: not through a link, at most 64 KiB (the cache is root's;
+/// this is the guard should anything else get written there).
+fn read_meta(dir: &Path) -> Option<serde_json::Value> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(dir.join(META))
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut b = Vec::new();
+    f.take(64 << 10).read_to_end(&mut b).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
 /// Every entry of the template cache in `dir`, oldest use first. A missing or unreadable
-/// directory is an empty cache.
+/// directory, or one that is not private to this user (see `private_dir`), is an empty
+/// cache.
 pub fn list(dir: &Path) -> Vec<CachedTemplate> {
+    if super::check_private(dir).is_err() {
+        return Vec::new();
+    }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -139,10 +161,7 @@ pub fn list(dir: &Path) -> Vec<CachedTemplate> {
             let why = std::fs::read_to_string(e.path()).ok();
             out.push(entry(key, CacheState::Unsupported, why));
         } else if ft.is_dir() && !name.starts_with('.') {
-            let meta = std::fs::read(e.path().join(META))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-            let Some(meta) = meta else {
+            let Some(meta) = read_meta(&e.path()) else {
                 // No record: not a template of ours (or one being renamed into place).
                 continue;
             };

@@ -198,6 +198,11 @@ pub(crate) enum Cached {
     Missing,
 }
 
+/// Whether `dir` holds a whole template (its record is written last, before the rename).
+pub(crate) fn is_committed(dir: &Path) -> bool {
+    dir.join(META).is_file()
+}
+
 pub(crate) fn lookup(opts: &TemplateOptions, key: &str) -> Cached {
     if let Err(e) = private_dir(&opts.dir) {
         return Cached::Unsupported(e.to_string());
@@ -231,7 +236,7 @@ pub(crate) fn private_dir(dir: &Path) -> Result<()> {
 }
 
 /// Fails unless `dir` is a directory (not a link) of this user's that no one else can reach.
-pub(crate) fn check_private(dir: &Path) -> Result<()> {
+pub fn check_private(dir: &Path) -> Result<()> {
     let m = std::fs::symlink_metadata(dir).map_err(|e| Error::Path {
         op: "stat",
         path: dir.to_path_buf(),
@@ -256,10 +261,7 @@ pub(crate) struct BuildLock(#[allow(dead_code)] File);
 /// directory's mtime, which nothing else changes after the commit) for [`prune_lru`].
 /// `None` when the lock cannot be taken: the restore then goes on unprotected, as before.
 pub(crate) fn use_template(opts: &TemplateOptions, key: &str, dir: &Path) -> Option<BuildLock> {
-    let f = crate::jail::open_lock_file(&opts.dir.join(format!("{key}.lock"))).ok()?;
-    if !crate::jail::flock(&f, libc::LOCK_SH) {
-        return None;
-    }
+    let f = lock_file(opts, key, libc::LOCK_SH).ok()?;
     if let Ok(d) = File::open(dir) {
         let _ = d.set_modified(std::time::SystemTime::now());
     }
@@ -268,12 +270,29 @@ pub(crate) fn use_template(opts: &TemplateOptions, key: &str, dir: &Path) -> Opt
 
 pub(crate) fn lock(opts: &TemplateOptions, key: &str) -> Result<BuildLock> {
     private_dir(&opts.dir)?;
-    let f = crate::jail::open_lock_file(&opts.dir.join(format!("{key}.lock")))?;
     // Blocks while another process builds the same template (seconds).
-    if !crate::jail::flock(&f, libc::LOCK_EX) {
-        return Err(Error::Io("lock template", std::io::Error::last_os_error()));
+    Ok(BuildLock(lock_file(opts, key, libc::LOCK_EX)?))
+}
+
+/// `<key>.lock`, locked with `op`. A prune removes a template's lock file with it (holding
+/// the lock): a process that opened the file before and waited gets its lock on a file no
+/// longer named, which protects nothing. So the lock is taken again, on the file the name
+/// now holds, until the two are the same.
+fn lock_file(opts: &TemplateOptions, key: &str, op: libc::c_int) -> Result<File> {
+    let path = opts.dir.join(format!("{key}.lock"));
+    loop {
+        let f = crate::jail::open_lock_file(&path)?;
+        if !crate::jail::flock(&f, op) {
+            return Err(Error::Io("lock template", std::io::Error::last_os_error()));
+        }
+        let held = f.metadata().map(|m| (m.dev(), m.ino())).ok();
+        let named = std::fs::symlink_metadata(&path)
+            .map(|m| (m.dev(), m.ino()))
+            .ok();
+        if held.is_some() && held == named {
+            return Ok(f);
+        }
     }
-    Ok(BuildLock(f))
 }
 
 pub(crate) fn mark_unsupported(opts: &TemplateOptions, key: &str, why: &str) {
@@ -360,5 +379,27 @@ mod tests {
         std::fs::write(&k, b"kernel, rebuilt").unwrap();
         assert_ne!(before, key(256, 1));
         assert_eq!(template_nic_mac(1), "02:cb:7e:00:00:01");
+    }
+
+    #[test]
+    fn a_lock_whose_file_a_prune_removed_is_taken_again_on_the_new_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = TemplateOptions {
+            dir: tmp.path().join("t"),
+            required: false,
+            max: DEFAULT_TEMPLATE_MAX,
+        };
+        private_dir(&opts.dir).unwrap();
+        let held = lock(&opts, "k").unwrap();
+        let o = opts.clone();
+        let waiter = std::thread::spawn(move || lock(&o, "k").unwrap());
+        // The waiter now blocks on the file a prune is about to remove, as a prune does:
+        // under the lock.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::fs::remove_file(opts.dir.join("k.lock")).unwrap();
+        drop(held);
+        let got = waiter.join().unwrap();
+        let named = std::fs::metadata(opts.dir.join("k.lock")).unwrap().ino();
+        assert_eq!(got.0.metadata().unwrap().ino(), named);
     }
 }

@@ -210,6 +210,8 @@ impl Vm {
     /// uid, which QEMU connects as. Bound and listening before QEMU starts, so QEMU's
     /// connection waits in its backlog until the daemon that inherits it accepts.
     fn listen_for_qemu(&self, socket: &Path) -> Result<std::os::unix::net::UnixListener> {
+        // One a crashed VM of this run directory left (the directory is root's).
+        let _ = std::fs::remove_file(socket);
         let l = std::os::unix::net::UnixListener::bind(socket).map_err(|e| Error::Path {
             op: "listen on",
             path: socket.to_path_buf(),

@@ -505,9 +505,8 @@ fn prepare_run_dir(run_dir: &Path) -> Result<bool> {
     Ok(true)
 }
 
-/// A guest CID for kernel vhost-vsock: unique per host, so derived from the
-/// pid and the clock; 0-2 are reserved.
-/// Lets QEMU (only) inherit the tap fds at their numbers: the caller opened them close-on-exec.
+/// Lets the child of `cmd` (only) inherit `fds` at their numbers (QEMU its taps, virtiofsd its
+/// listening socket): the caller opened them close-on-exec.
 fn keep_fds(cmd: &mut Command, fds: Vec<i32>) {
     if fds.is_empty() {
         return;
@@ -527,6 +526,8 @@ fn keep_fds(cmd: &mut Command, fds: Vec<i32>) {
     }
 }
 
+/// A guest CID for kernel vhost-vsock: unique per host, so derived from the
+/// pid and the clock; 0-2 are reserved.
 fn pick_cid() -> u32 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -128,7 +128,9 @@ impl Vm {
     /// the cause, and its log says why; `e` otherwise (a virtiofsd that exited 0 only saw
     /// QEMU go).
     pub(super) fn blame_failed_helper(&self, e: Error) -> Error {
-        for h in &self.helpers {
+        // clearbox-vmux exits with an error when QEMU goes first (its HELLO meets a closed
+        // port): never the cause.
+        for h in self.helpers.iter().filter(|h| h.role != super::VMUX_ROLE) {
             let status = match clearbox_util::proc::pidfd_exit_status(h.pidfd.as_fd()) {
                 Some(Ok(0)) | None => continue,
                 // As `std::process::ExitStatus` says it (the other `HelperDied`).

@@ -35,7 +35,17 @@ impl Vm {
             },
         };
         let t0 = Instant::now();
-        let held = template::use_template(opts, &key, &dir);
+        let mut held = template::use_template(opts, &key, &dir);
+        let mut dir = dir;
+        if !template::is_committed(&dir) {
+            // Pruned (`clearbox template prune`) while this restore waited for its lock.
+            drop(held);
+            dir = match build_locked(config, opts, &key, &inputs)? {
+                Ok(d) => d,
+                Err(why) => return Ok(Err(why)),
+            };
+            held = template::use_template(opts, &key, &dir);
+        }
         let vm = Self::start_mode(config.clone(), Mode::Restore { dir })?;
         drop(held);
         tracing::debug!(elapsed = ?t0.elapsed(), "restored from the template");

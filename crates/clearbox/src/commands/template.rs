@@ -89,6 +89,9 @@ fn list(config: &Config, l: &TemplateList) -> Result<()> {
         if e.kind() != std::io::ErrorKind::NotFound {
             bail!("cannot read the template cache {}: {e}", opts.dir.display());
         }
+    } else {
+        // Another user's directory: what it holds is not ours to show.
+        template::check_private(&opts.dir)?;
     }
     let all = template::list(&opts.dir);
     if l.format == "json" {
