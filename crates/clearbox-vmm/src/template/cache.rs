@@ -67,6 +67,9 @@ pub struct CachedTemplate {
     pub nics: Option<u64>,
     /// Last build or restore, seconds since the Unix epoch.
     pub last_used: Option<u64>,
+    /// The same, exact: what the least recently used order goes by.
+    #[serde(skip)]
+    used: Option<SystemTime>,
     /// Why an unsupported key boots cold.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -84,8 +87,8 @@ fn bytes_in(dir: &Path) -> u64 {
         .sum()
 }
 
-fn epoch_secs(t: std::io::Result<SystemTime>) -> Option<u64> {
-    t.ok()?.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
+fn epoch_secs(t: Option<SystemTime>) -> Option<u64> {
+    t?.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
 }
 
 /// Whether `key`'s lock is held (a build, or a restore copying the template right now).
@@ -135,6 +138,7 @@ pub fn list(dir: &Path) -> Vec<CachedTemplate> {
             continue;
         };
         let Ok(ft) = e.file_type() else { continue };
+        let used = e.metadata().and_then(|m| m.modified()).ok();
         let entry = |key: &str, state, detail| CachedTemplate {
             key: key.to_string(),
             state,
@@ -147,7 +151,8 @@ pub fn list(dir: &Path) -> Vec<CachedTemplate> {
             vcpus: None,
             memory_mib: None,
             nics: None,
-            last_used: epoch_secs(e.metadata().and_then(|m| m.modified())),
+            last_used: epoch_secs(used),
+            used,
             detail,
         };
         if let Some(key) = name.strip_prefix(".build-").filter(|_| ft.is_dir()) {
@@ -179,40 +184,40 @@ pub fn list(dir: &Path) -> Vec<CachedTemplate> {
             });
         }
     }
-    out.sort_by(|a, b| (a.last_used, &a.key).cmp(&(b.last_used, &b.key)));
+    out.sort_by(|a, b| (a.used, &a.key).cmp(&(b.used, &b.key)));
     out
 }
 
-/// Removes one cache entry unless its lock is held (a build, or a restore copying from it
-/// right now). True when it went.
+/// Removes one cache entry (a template, a leftover build directory, an unsupported marker)
+/// under its key's lock, unless that lock is held (a build, or a restore copying from it
+/// right now). A template takes its unsupported marker with it; the key's lock file goes
+/// when neither a template nor a build directory of the key is left. True when it went.
 fn remove(opts: &TemplateOptions, t: &CachedTemplate) -> bool {
-    match t.state {
-        CacheState::Building => false,
-        // A marker (written under the key's lock) or a leftover build directory: the key's
-        // lock file goes with it unless a template or a build of that key is still there.
-        CacheState::Unsupported | CacheState::Partial => {
-            let lock = opts.dir.join(format!("{}.lock", t.key));
-            let Ok(f) = crate::jail::open_lock_file(&lock) else {
-                return false;
-            };
-            if !crate::jail::flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
-                return false;
-            }
-            let gone = match t.state {
-                CacheState::Partial => std::fs::remove_dir_all(&t.path),
-                _ => std::fs::remove_file(&t.path),
-            };
-            if gone.is_err() {
-                return false;
-            }
-            let build = opts.dir.join(format!(".build-{}", t.key));
-            if !opts.dir.join(&t.key).exists() && !build.exists() {
-                let _ = std::fs::remove_file(&lock);
-            }
-            true
-        }
-        CacheState::Ready | CacheState::Stale => remove_unused(opts, &t.key, &t.path),
+    if t.state == CacheState::Building {
+        return false;
     }
+    let lock = opts.dir.join(format!("{}.lock", t.key));
+    let Ok(f) = crate::jail::open_lock_file(&lock) else {
+        return false;
+    };
+    if !crate::jail::flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
+        return false;
+    }
+    let gone = match t.state {
+        CacheState::Unsupported => std::fs::remove_file(&t.path),
+        _ => std::fs::remove_dir_all(&t.path),
+    };
+    if gone.is_err() {
+        return false;
+    }
+    if matches!(t.state, CacheState::Ready | CacheState::Stale) {
+        let _ = std::fs::remove_file(opts.dir.join(format!("{}.unsupported", t.key)));
+    }
+    let build = opts.dir.join(format!(".build-{}", t.key));
+    if !opts.dir.join(&t.key).exists() && !build.exists() {
+        let _ = std::fs::remove_file(&lock);
+    }
+    true
 }
 
 /// What [`prune`] did.
@@ -267,53 +272,23 @@ pub(crate) fn prune_stale(opts: &TemplateOptions, keep: &str) -> usize {
     removed
 }
 
-/// Removes the template `key` at `path` with its lock file and any unsupported marker,
-/// unless its lock is held (a build in progress, or a restore copying from it right now).
-/// True when it went.
-fn remove_unused(opts: &TemplateOptions, key: &str, path: &Path) -> bool {
-    let lock = opts.dir.join(format!("{key}.lock"));
-    let Ok(f) = crate::jail::open_lock_file(&lock) else {
-        return false;
-    };
-    if !crate::jail::flock(&f, libc::LOCK_EX | libc::LOCK_NB)
-        || std::fs::remove_dir_all(path).is_err()
-    {
-        return false;
-    }
-    let _ = std::fs::remove_file(&lock);
-    let _ = std::fs::remove_file(opts.dir.join(format!("{key}.unsupported")));
-    true
-}
-
 /// Removes the least recently used templates in `opts.dir` (by the directory's mtime, see
 /// [`use_template`]) until at most `opts.max` are left, never `keep` nor one whose lock is
 /// held (being built, or restored from right now). Returns how many went.
 pub(crate) fn prune_lru(opts: &TemplateOptions, keep: &str) -> usize {
-    let Ok(entries) = std::fs::read_dir(&opts.dir) else {
-        return 0;
-    };
-    let mut ready: Vec<(std::time::SystemTime, String, PathBuf)> = entries
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|e| {
-            let key = e.file_name().to_str()?.to_string();
-            if key.starts_with('.') || !e.path().join(META).is_file() {
-                return None;
-            }
-            let used = e.metadata().and_then(|m| m.modified()).ok()?;
-            Some((used, key, e.path()))
-        })
+    let templates: Vec<CachedTemplate> = list(&opts.dir)
+        .into_iter()
+        .filter(|t| matches!(t.state, CacheState::Ready | CacheState::Stale))
         .collect();
-    ready.sort();
-    let excess = ready.len().saturating_sub(opts.max.max(1));
+    let excess = templates.len().saturating_sub(opts.max.max(1));
     let mut removed = 0;
-    for (_, key, path) in ready {
+    for t in templates {
         if removed == excess {
             break;
         }
-        if key != keep && remove_unused(opts, &key, &path) {
+        if t.key != keep && remove(opts, &t) {
             removed += 1;
-            tracing::info!(template = %path.display(), max = opts.max, "removed the least recently used VM template");
+            tracing::info!(template = %t.path.display(), max = opts.max, "removed the least recently used VM template");
         }
     }
     removed
