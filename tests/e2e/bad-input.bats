@@ -413,3 +413,73 @@ start_sleeper() {
         fail "the error does not name the failed virtiofsd: $stderr"
     assert_nothing_left "$id" "$B"
 }
+
+@test "create interrupted while its VM starts (SIGTERM, SIGHUP): undone, ends by the signal, nothing left" {
+    expect_vm || skip "isolation vm only (create waits while a VM starts)"
+    local id sig num pid status qemu mem base
+    make_bundle "$B" true
+    for sig in TERM HUP; do
+        id=$(new_id "$sig")
+        num=$(kill -l "$sig")
+        "$RUNTIME" --root "$RT_ROOT" "${RUNTIME_GLOBAL_ARGS[@]}" create --bundle "$B" "$id" \
+            </dev/null >/dev/null 2>"$BATS_TEST_TMPDIR/stderr" &
+        pid=$!
+        # The moment QEMU runs (its console log is in the container's state directory): the
+        # guest has not answered yet, under TCG for a second or more.
+        qemu=""
+        for _ in $(seq 500); do
+            qemu="$(pgrep -a -f -- "path=$RT_ROOT/$id/console.log" || true)"
+            [ -n "$qemu" ] && break
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.02
+        done
+        [ -n "$qemu" ] || fail "no QEMU started for $id: $(cat "$BATS_TEST_TMPDIR/stderr")"
+        base=$(vm_base "$id")
+        # A restored VM's guest RAM: a copy of the template memory on tmpfs (cold: a memfd).
+        mem=""
+        [[ "$qemu" =~ mem-path=([^,]+) ]] && mem="${BASH_REMATCH[1]}"
+        kill -"$sig" "$pid"
+        status=0
+        wait "$pid" || status=$?
+        [ "$status" -ne 0 ] || fail "create finished before SIG$sig reached it (nothing was interrupted)"
+        [ "$status" -eq $((128 + num)) ] ||
+            fail "create did not end by SIG$sig: status $status, $(cat "$BATS_TEST_TMPDIR/stderr")"
+        grep -q "create interrupted by SIG$sig: the container was removed" "$BATS_TEST_TMPDIR/stderr" ||
+            fail "no message naming the signal: $(cat "$BATS_TEST_TMPDIR/stderr")"
+        assert_nothing_left "$id" "$B"
+        assert_no_vm_processes "$base"
+        [ -z "$base" ] || [ ! -e "$base" ] || fail "the VM's directory is left: $(find "$base" | head)"
+        [ -z "$mem" ] || [ ! -e "$mem" ] || fail "the VM's memory copy is left: $mem"
+    done
+}
+
+@test "a VM container that stopped holds no guest memory before delete" {
+    expect_vm || skip "isolation vm only"
+    local id pid qemu mem
+    id=$(new_id)
+    make_bundle "$B" sleep 1000
+    track "$id"
+    rt_detached create --bundle "$B" "$id"
+    assert_status 0
+    qemu="$(pgrep -a -f -- "path=$RT_ROOT/$id/console.log" || true)"
+    [ -n "$qemu" ] || fail "no QEMU for $id"
+    pid="${qemu%% *}"
+    mem=""
+    [[ "$qemu" =~ mem-path=([^,]+) ]] && mem="${BASH_REMATCH[1]}"
+    if [ -n "$mem" ]; then
+        # Restored from a template: QEMU holds its copy open, the name is gone.
+        [ ! -e "$mem" ] || fail "the memory copy still has a name while the VM runs: $mem"
+        ls -l "/proc/$pid/fd" | grep -qF "$mem (deleted)" ||
+            fail "QEMU does not hold the memory copy: $(ls -l "/proc/$pid/fd")"
+    fi
+    run --separate-stderr rt kill "$id" KILL
+    assert_status 0
+    wait_for test "$(rt_status "$id")" = stopped || fail "not stopped: $(rt state "$id" 2>&1)"
+    local st
+    st="$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null || true)"
+    # Gone, or a zombie its new parent has not reaped yet.
+    [ -z "$st" ] || [ "$st" = Z ] || fail "QEMU $pid still runs (state $st) after the container stopped"
+    run --separate-stderr rt delete "$id"
+    assert_status 0
+    assert_nothing_left "$id" "$B"
+}

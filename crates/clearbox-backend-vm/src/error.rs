@@ -23,6 +23,9 @@ pub enum Error {
     Vmm(#[from] clearbox_vmm::Error),
     #[error(transparent)]
     Agent(#[from] clearbox_protocol::AgentError),
+    /// A termination signal came while waiting for the shim (the caller reports which).
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl Error {

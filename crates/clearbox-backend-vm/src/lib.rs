@@ -128,6 +128,11 @@ impl Backend for VmBackend {
         Isolation::Vm
     }
 
+    /// Every process a VM create starts (the shim, hooks) execs.
+    fn create_interruptible(&self) -> bool {
+        true
+    }
+
     fn create(&self, o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, BackendError> {
         Ok(create(o)?)
     }
@@ -336,7 +341,14 @@ fn create(o: &CreateOpts<'_>) -> Result<clearbox_core::backend::Created, Error> 
             hooks::run(o.spec, hooks::Phase::Prestart, o.id, pid, o.bundle)?;
             hooks::run(o.spec, hooks::Phase::CreateRuntime, o.id, pid, o.bundle)
         };
-        let s = spawn::shim(o.dir, o.bundle, "shim", &mut req, Some(&mut create_hooks))?;
+        let s = spawn::shim(
+            o.dir,
+            o.bundle,
+            "shim",
+            &mut req,
+            Some(&mut create_hooks),
+            o.interrupt,
+        )?;
         Ok(s.pid)
     })();
     match started {
@@ -434,7 +446,7 @@ fn create_member(
         };
         // The member has no network namespace of its own to wait in (it uses the pod's):
         // the create hooks run with its pid once it reported.
-        let s = spawn::shim(o.dir, o.bundle, "shim", &mut req, None)?;
+        let s = spawn::shim(o.dir, o.bundle, "shim", &mut req, None, o.interrupt)?;
         hooks::run(o.spec, hooks::Phase::Prestart, o.id, s.pid, o.bundle)?;
         hooks::run(o.spec, hooks::Phase::CreateRuntime, o.id, s.pid, o.bundle)?;
         Ok(s.pid)
@@ -673,7 +685,7 @@ fn exec(c: &ContainerCtx<'_>, o: &ExecOpts<'_>) -> Result<i32, Error> {
         go_fd: None,
     };
     let name = format!("shim-{}", req_exec_id(&req));
-    Ok(spawn::shim(c.dir, &c.state.bundle, &name, &mut req, None)?.pid)
+    Ok(spawn::shim(c.dir, &c.state.bundle, &name, &mut req, None, None)?.pid)
 }
 
 fn req_exec_id(req: &shim::Request) -> &str {

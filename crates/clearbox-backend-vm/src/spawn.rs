@@ -1,7 +1,7 @@
 //! Starting a shim from `create`/`exec` and waiting for its "ok".
 
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -30,13 +30,16 @@ pub(crate) type OnNetns<'a> = &'a mut dyn FnMut(i32) -> Result<(), Error>;
 /// Starts `clearbox __vm-shim` (this very binary) in a new session with our stdio and the
 /// bundle as its working directory (as runc's processes have), hands it `req`, and waits until
 /// it reports. With `on_netns` (the init shim), the shim first reports "netns" and waits for
-/// "go" on a second pipe while `on_netns` runs. On failure the shim is gone when this returns.
+/// "go" on a second pipe while `on_netns` runs. Once `interrupt` is readable (a termination
+/// signal came), it stops waiting with [`Error::Interrupted`]. On failure the shim is gone when
+/// this returns.
 pub(crate) fn shim(
     dir: &Path,
     bundle: &Path,
     name: &str,
     req: &mut Request,
     on_netns: Option<OnNetns<'_>>,
+    interrupt: Option<BorrowedFd<'_>>,
 ) -> Result<Started, Error> {
     let go = match on_netns {
         Some(_) => {
@@ -62,7 +65,7 @@ pub(crate) fn shim(
         f.write_all(&text)
             .map_err(|e| Error::io(format!("write {}", req_path.display()), e))?;
     }
-    let result = start(dir, bundle, name, &req_path, go, on_netns);
+    let result = start(dir, bundle, name, &req_path, go, on_netns, interrupt);
     let _ = std::fs::remove_file(&req_path);
     result
 }
@@ -86,6 +89,7 @@ fn start(
     req_path: &Path,
     go: Option<(OwnedFd, OwnedFd)>,
     mut on_netns: Option<OnNetns<'_>>,
+    interrupt: Option<BorrowedFd<'_>>,
 ) -> Result<Started, Error> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::errno("pipe", e))?;
     let w_raw = w.as_raw_fd();
@@ -135,7 +139,10 @@ fn start(
             break Err(Error::Msg("the VM shim did not report in time".into()));
         }
         let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
-        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+        if let Some(i) = interrupt {
+            fds.push(PollFd::new(i, PollFlags::POLLIN));
+        }
         match nix::poll::poll(
             &mut fds,
             PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
@@ -144,6 +151,13 @@ fn start(
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => break Err(Error::errno("poll", e)),
+        }
+        if fds
+            .get(1)
+            .and_then(|f| f.revents())
+            .is_some_and(|r| r.intersects(PollFlags::POLLIN))
+        {
+            break Err(Error::Interrupted);
         }
         let mut buf = [0u8; 4096];
         match file.read(&mut buf) {

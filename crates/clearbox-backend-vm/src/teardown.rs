@@ -32,6 +32,15 @@ pub(crate) fn teardown(rec: &Record, dir: Option<&Path>, shim: Option<(i32, Opti
     for (pid, start) in shims {
         kill_and_wait(pid, start);
     }
+    // Processes the VMM did not record: virtiofsd's sandboxed child (it only gets SIGTERM when
+    // its parent dies), or QEMU and daemons of a shim killed before it recorded them. Each
+    // names a socket in the VM's run dir on its command line. Killed before the files go, so
+    // that none creates one afterwards (the shim, their only parent, is dead by now).
+    let mut needle = rec.vm_run_dir.as_os_str().as_bytes().to_vec();
+    needle.push(b'/');
+    for (pid, start) in processes_naming(&needle) {
+        kill_and_wait(pid, start);
+    }
     match VmHandle::load(&rec.vm_run_dir) {
         Ok(h) => {
             if let Err(e) = h.kill_and_cleanup() {
@@ -39,14 +48,6 @@ pub(crate) fn teardown(rec: &Record, dir: Option<&Path>, shim: Option<(i32, Opti
             }
         }
         Err(_) => remove_plain_files(&rec.vm_run_dir),
-    }
-    // Processes the VMM did not record: virtiofsd's sandboxed child (it only gets SIGTERM when
-    // its parent dies) or daemons of a shim that died before writing the record. Each names a
-    // socket in the VM's run dir on its command line.
-    let mut needle = rec.vm_run_dir.as_os_str().as_bytes().to_vec();
-    needle.push(b'/');
-    for (pid, start) in processes_naming(&needle) {
-        kill_and_wait(pid, start);
     }
     // QEMU is gone, so are its taps; the veths' qdiscs stay until removed here.
     if let (Some(n), Some(ns)) = (&wired, &netns) {

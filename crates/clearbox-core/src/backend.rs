@@ -62,6 +62,10 @@ pub struct CreateOpts<'a> {
     pub systemd_cgroup: bool,
     /// `run` without `--detach`: the container's init must stay a child of this process.
     pub foreground: bool,
+    /// With [`Backend::create_interruptible`]: readable once a termination signal came. The
+    /// backend polls it while it waits (a VM booting) and gives up, undoing what it did; the
+    /// core removes the container after a create that finished meanwhile.
+    pub interrupt: Option<std::os::fd::BorrowedFd<'a>>,
 }
 
 /// What a successful `create` reports.
@@ -97,6 +101,15 @@ pub trait Backend {
 
     /// Creates the container and leaves its process waiting for `start`.
     fn create(&self, opts: &CreateOpts<'_>) -> Result<Created, BackendError>;
+
+    /// Whether `create` runs with clearbox's termination-signal handler installed
+    /// (`CreateOpts::interrupt`, `clearbox_util::interrupt`): only where every process the
+    /// backend starts execs, which ends the handler. A container init forked from this process
+    /// that waits for `start` (libcontainer's) would keep it, and the init of a PID namespace
+    /// cannot fall back on the default action of a signal it catches.
+    fn create_interruptible(&self) -> bool {
+        false
+    }
 
     /// Releases the waiting process into the user's program.
     fn start(&self, ctx: &ContainerCtx<'_>) -> Result<(), BackendError>;

@@ -61,6 +61,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Usage(String),
+    /// A termination signal came while the container was being created; it was removed.
+    #[error("create interrupted by {}: the container was removed", clearbox_util::interrupt::name(*.0))]
+    Interrupted(i32),
     #[error(transparent)]
     Backend(#[from] BackendError),
 }

@@ -125,6 +125,15 @@ impl<'r> Runtime<'r> {
             ));
         }
 
+        // From here on a signal that ends clearbox would leave the container half-made (a VM
+        // booting for seconds): where the backend allows it, the signal is caught, the create
+        // undone, and the caller ends with the signal (`Error::Interrupted`).
+        let interrupt = backend
+            .create_interruptible()
+            .then(clearbox_util::interrupt::Armed::arm)
+            .transpose()
+            .map_err(|e| Error::io("cannot catch termination signals", "sigaction", e))?;
+        let caught = || interrupt.as_ref().and_then(|i| i.caught());
         let locked = self.store.create(&args.id)?;
         let mut state = State {
             oci_version: crate::OCI_VERSION.to_string(),
@@ -158,6 +167,7 @@ impl<'r> Runtime<'r> {
                 no_new_keyring: args.no_new_keyring,
                 systemd_cgroup: self.systemd_cgroup,
                 foreground,
+                interrupt: interrupt.as_ref().map(|i| i.wake_fd()),
             })?;
             state.pid = Some(created.pid);
             state.pid_start_time = process::start_time(created.pid);
@@ -166,8 +176,16 @@ impl<'r> Runtime<'r> {
             if let Some(p) = &args.pid_file {
                 write_pid_file(p, created.pid)?;
             }
-            Ok(())
+            match caught() {
+                Some(sig) => Err(Error::Interrupted(sig)),
+                None => Ok(()),
+            }
         })();
+        // A signal that came while the backend failed for another reason is the one to report.
+        let result = match (result, caught()) {
+            (Err(_), Some(sig)) => Err(Error::Interrupted(sig)),
+            (r, _) => r,
+        };
         if let Err(e) = result {
             // Leave nothing behind: the backend undoes what it did, then the directory goes.
             let ctx = ContainerCtx {
@@ -672,6 +690,7 @@ fn owner_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{Backend, BackendError, Created};
 
     #[test]
     fn exec_merges_flags_over_container_process() {
@@ -731,6 +750,107 @@ mod tests {
         fs::write(tmp.path().join("config.json"), "{not json").unwrap();
         let e = load_bundle(tmp.path()).unwrap_err().to_string();
         assert!(e.contains("invalid config.json"), "{e}");
+    }
+
+    /// A backend whose create receives a termination signal before it returns.
+    struct SignalledCreate {
+        deleted: std::sync::atomic::AtomicBool,
+    }
+
+    impl Backend for SignalledCreate {
+        fn isolation(&self) -> Isolation {
+            Isolation::Vm
+        }
+        fn create_interruptible(&self) -> bool {
+            true
+        }
+        fn create(&self, o: &CreateOpts<'_>) -> Result<Created, BackendError> {
+            assert!(
+                o.interrupt.is_some(),
+                "an interruptible create gets the wake fd"
+            );
+            // SAFETY: raise(3) of SIGHUP, which the core's guard catches while create runs.
+            unsafe { libc::raise(libc::SIGHUP) };
+            Ok(Created {
+                pid: std::process::id() as i32,
+            })
+        }
+        fn start(&self, _: &ContainerCtx<'_>) -> Result<(), BackendError> {
+            unreachable!()
+        }
+        fn kill(&self, _: &ContainerCtx<'_>, _: i32, _: bool) -> Result<(), BackendError> {
+            unreachable!()
+        }
+        fn pause(&self, _: &ContainerCtx<'_>) -> Result<(), BackendError> {
+            unreachable!()
+        }
+        fn resume(&self, _: &ContainerCtx<'_>) -> Result<(), BackendError> {
+            unreachable!()
+        }
+        fn delete(&self, _: &ContainerCtx<'_>, force: bool) -> Result<(), BackendError> {
+            assert!(force);
+            self.deleted
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+        fn exec(&self, _: &ContainerCtx<'_>, _: &ExecOpts<'_>) -> Result<i32, BackendError> {
+            unreachable!()
+        }
+        fn pids(&self, _: &ContainerCtx<'_>) -> Result<Vec<i32>, BackendError> {
+            unreachable!()
+        }
+        fn stats(&self, _: &ContainerCtx<'_>) -> Result<serde_json::Value, BackendError> {
+            unreachable!()
+        }
+        fn update(&self, _: &ContainerCtx<'_>, _: &LinuxResources) -> Result<(), BackendError> {
+            unreachable!()
+        }
+    }
+
+    impl BackendRegistry for SignalledCreate {
+        fn get(&self, _: Isolation) -> Result<&dyn Backend, Error> {
+            Ok(self)
+        }
+    }
+
+    #[test]
+    fn a_create_that_gets_a_termination_signal_is_undone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bundle = tmp.path().join("bundle");
+        fs::create_dir_all(bundle.join("rootfs")).unwrap();
+        let mut spec = Spec::default();
+        if let Some(p) = spec.process().clone() {
+            let mut p = p;
+            p.set_terminal(Some(false));
+            spec.set_process(Some(p));
+        }
+        fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec(&spec).unwrap(),
+        )
+        .unwrap();
+        let backend = SignalledCreate {
+            deleted: false.into(),
+        };
+        let root = tmp.path().join("root");
+        let rt = Runtime::new(&root, Config::default(), &backend, None, false).unwrap();
+        let err = rt
+            .create(
+                &CreateArgs {
+                    id: "sig".into(),
+                    bundle: bundle.clone(),
+                    ..Default::default()
+                },
+                false,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Interrupted(libc::SIGHUP)),
+            "{err}: not Interrupted(SIGHUP)"
+        );
+        assert!(err.to_string().contains("interrupted by SIGHUP"), "{err}");
+        assert!(backend.deleted.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(!root.join("sig").exists(), "the state directory is removed");
     }
 
     #[test]

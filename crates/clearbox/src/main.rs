@@ -77,6 +77,14 @@ fn main() -> ExitCode {
                 tracing::error!("{msg}");
             }
             eprintln!("clearbox: {msg}");
+            // A create undone because of a termination signal ends with that signal, as the
+            // signal's default action would have ended it (minus what it would have left).
+            if let Some(sig) = e.chain().find_map(|c| match c.downcast_ref() {
+                Some(clearbox_core::Error::Interrupted(sig)) => Some(*sig),
+                _ => None,
+            }) {
+                clearbox_util::interrupt::reraise(sig);
+            }
             ExitCode::from(failure)
         }
     }

@@ -39,6 +39,11 @@ impl PendingCopy {
         })
     }
 
+    /// Where the copy goes.
+    pub(crate) fn dst(&self) -> &Path {
+        &self.dst
+    }
+
     /// Copies every data extent into `dst`.
     pub(crate) fn finish(self) -> Result<()> {
         copy_data(&self.s, &self.d, self.len, &self.src, &self.dst)

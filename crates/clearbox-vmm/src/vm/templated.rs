@@ -295,6 +295,9 @@ impl Vm {
                 let st = run_dir.join(template::STATE);
                 let _ = std::fs::remove_file(&m);
                 self.track_files([m.clone(), st.clone()]);
+                // Recorded before they exist: a shim killed from here on leaves a record that
+                // names them (the memory copy is tens of MB of tmpfs).
+                self.state.save(run_dir)?;
                 // The memory's data is copied once QEMU is starting (see `PendingCopy`); the
                 // device state (small) now.
                 out.mem_copy = Some(template::PendingCopy::prepare(
@@ -323,6 +326,10 @@ impl Vm {
         state: &Path,
         mem_copy: Option<template::PendingCopy>,
     ) -> Result<()> {
+        // Once the guest runs, QEMU holds the copy mapped (and open, for vhost-user): its name
+        // goes, so that its memory is freed when QEMU exits (a stopped container that is not
+        // deleted yet holds none) instead of at `delete`.
+        let copy_path = mem_copy.as_ref().map(|c| c.dst().to_path_buf());
         // QEMU was just started: the copy runs while it starts up.
         if let Some(c) = mem_copy {
             let t0 = Instant::now();
@@ -339,6 +346,12 @@ impl Vm {
         q.wait_migration(Duration::from_secs(30))
             .map_err(|e| self.explain(e))?;
         q.execute("cont", serde_json::json!({}))?;
-        q.wait_running(Duration::from_secs(10))
+        q.wait_running(Duration::from_secs(10))?;
+        if let Some(p) = copy_path {
+            if let Err(e) = std::fs::remove_file(&p) {
+                tracing::warn!(path = %p.display(), error = %e, "cannot unlink the memory copy");
+            }
+        }
+        Ok(())
     }
 }
