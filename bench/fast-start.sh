@@ -109,7 +109,9 @@ if has podman; then
     cat >"$P/containers.conf" <<EOF
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=16384:16384"]
-netns = "none"
+[network]
+network_backend = "netavark"
+network_config_dir = "$P/networks"
 [engine]
 cgroup_manager = "cgroupfs"
 events_logger = "file"
@@ -148,8 +150,17 @@ tree() {
 }
 pss_kib() { awk '/^Pss:/ {s += $2} END {print s + 0}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 shmem_kib() { awk '/^Pss_Shmem:/ {s += $2} END {print s + 0}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
-# KiB allocated on tmpfs by restored VMs' memory copies (clearbox-vmm's CLONE_MEMORY_DIR).
-shm_copies_kib() { du -sk /dev/shm/clearbox-vm 2>/dev/null | cut -f1 || echo 0; }
+# KiB allocated on tmpfs by the restored VMs' memory copies (clearbox-vmm's CLONE_MEMORY_DIR)
+# that the processes $@ hold (QEMU unlinks its copy once the guest runs), each copy once.
+shm_copies_kib() {
+    local p f
+    for p in "$@"; do
+        for f in /proc/"$p"/fd/*; do
+            [[ "$(readlink "$f" 2>/dev/null)" == /dev/shm/clearbox-vm/* ]] &&
+                stat -L -c '%i %b %B' "$f" 2>/dev/null
+        done
+    done | sort -u | awk '{s += $2 * $3} END {print int(s / 1024)}'
+}
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 # --- 3. idle: memory and CPU per idle container, per VM start mode ------------------------
@@ -157,15 +168,14 @@ idle_mode() { # $1: mode
     local m=$1 cmd i p s
     cmd=$(mode_cmd "$m")
     echo "fast-start: idle ($m): starting $IDLE vm containers ..." >&2
-    local shims=() pids=() shm0
-    shm0=$(shm_copies_kib)
+    local shims=() pids=()
     for i in $(seq "$IDLE"); do
         $cmd "$RUNTIME" --root "$R" --isolation vm run -d --bundle "$BS" "idle-$m-$i" </dev/null >/dev/null
         shims+=("$("$RUNTIME" --root "$R" state "idle-$m-$i" | jq -r .pid)")
     done
     sleep 10 # let boot-time work (page reporting, first faults) settle
     for s in "${shims[@]}"; do mapfile -t -O "${#pids[@]}" pids < <(tree "$s"); done
-    local hz t0=0 t1=0 w0 w1 pss=0 shmem=0 shm1
+    local hz t0=0 t1=0 w0 w1 pss=0 shmem=0 copies
     hz=$(getconf CLK_TCK)
     for p in "${pids[@]}"; do t0=$((t0 + $(ticks "$p"))); done
     w0=$(date +%s.%N)
@@ -176,12 +186,12 @@ idle_mode() { # $1: mode
         pss=$((pss + $(pss_kib "$p")))
         shmem=$((shmem + $(shmem_kib "$p")))
     done
-    shm1=$(shm_copies_kib)
+    copies=$(shm_copies_kib "${pids[@]}")
     # Per role, for the "where the memory goes" table.
     for p in "${pids[@]}"; do
         echo "$(cat "/proc/$p/comm" 2>/dev/null || echo gone) $(pss_kib "$p")"
     done | awk '{s[$1] += $2; n[$1]++} END {for (k in s) printf "%s %d %d\n", k, s[k], n[k]}' >"$W/pss-roles-$m"
-    echo "$m $IDLE $t0 $t1 $w0 $w1 $hz $pss $shmem $((shm1 - shm0))" >"$W/idle-$m"
+    echo "$m $IDLE $t0 $t1 $w0 $w1 $hz $pss $shmem $copies" >"$W/idle-$m"
     for i in $(seq "$IDLE"); do "$RUNTIME" --root "$R" delete --force "idle-$m-$i" >/dev/null 2>&1 || true; done
 }
 if has idle; then

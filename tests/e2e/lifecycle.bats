@@ -143,6 +143,37 @@ create_started() {
     assert_nothing_left "$id" "$B"
 }
 
+@test "kill of a created container: SIGTERM stops it (as runc's), SIGWINCH leaves it created" {
+    local id
+    id=$(new_id term)
+    make_bundle "$B" sleep 1000
+    track "$id"
+    rt_detached create --bundle "$B" "$id"
+    assert_status 0
+    run --separate-stderr rt kill "$id" TERM
+    assert_status 0
+    wait_for eval '[ "$(rt_status "$id")" = "stopped" ]' ||
+        fail "SIGTERM did not stop the created container: $(rt state "$id" 2>&1)"
+    run --separate-stderr rt delete "$id"
+    assert_status 0
+    assert_nothing_left "$id" "$B"
+
+    id=$(new_id winch)
+    track "$id"
+    rt_detached create --bundle "$B" "$id"
+    assert_status 0
+    run --separate-stderr rt kill "$id" WINCH
+    assert_status 0
+    sleep 0.5
+    [ "$(rt_status "$id")" = "created" ] || fail "after SIGWINCH: $(rt state "$id" 2>&1)"
+    run --separate-stderr rt start "$id"
+    assert_status 0
+    [ "$(rt_status "$id")" = "running" ] || fail "not running after start: $(rt state "$id" 2>&1)"
+    run --separate-stderr rt delete --force "$id"
+    assert_status 0
+    assert_nothing_left "$id" "$B"
+}
+
 @test "delete --force of a paused container leaves nothing" {
     local id
     id=$(new_id)

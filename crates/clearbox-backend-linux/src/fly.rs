@@ -133,11 +133,11 @@ impl Backend for FlyBackend {
     }
 
     fn pause(&self, c: &ContainerCtx<'_>) -> Result<(), BackendError> {
-        fly::signal(pid_of(c)?, &c.state.rootfs, libc_sig::SIGSTOP, true).map_err(err)
+        fly::signal(pid_of(c)?, &c.state.rootfs, libc::SIGSTOP, true).map_err(err)
     }
 
     fn resume(&self, c: &ContainerCtx<'_>) -> Result<(), BackendError> {
-        fly::signal(pid_of(c)?, &c.state.rootfs, libc_sig::SIGCONT, true).map_err(err)
+        fly::signal(pid_of(c)?, &c.state.rootfs, libc::SIGCONT, true).map_err(err)
     }
 
     fn delete(&self, c: &ContainerCtx<'_>, _force: bool) -> Result<(), BackendError> {
@@ -191,12 +191,6 @@ impl Backend for FlyBackend {
     fn update(&self, _c: &ContainerCtx<'_>, _r: &LinuxResources) -> Result<(), BackendError> {
         Err(err(clearbox_container::Error::Unsupported("update")))
     }
-}
-
-/// Signal numbers used here (the core speaks plain numbers).
-mod libc_sig {
-    pub const SIGSTOP: i32 = 19;
-    pub const SIGCONT: i32 = 18;
 }
 
 #[cfg(test)]

@@ -19,6 +19,23 @@ fn state_root(dir: &Path) -> PathBuf {
     dir.join("ns")
 }
 
+/// The signal that gives a created container's init what `signal` gives runc's.
+///
+/// Until `start` the init is clearbox's (libcontainer's) code, not the user's program, and it is
+/// the init of the container's PID namespace: the kernel delivers to it only the signals it has
+/// a handler for, and SIGKILL and SIGSTOP. runc's init (Go) handles every signal and exits from
+/// one whose default action ends a process, so with runc `kill` of a created container with
+/// SIGTERM (or any such signal) stops it. Sent as is, the signal would be dropped here and the
+/// container would stay, waiting for `start`; SIGKILL ends it as runc's ends. Signals whose
+/// default action is to be ignored or to stop the process are passed as they are.
+fn signal_for_created(signal: i32) -> i32 {
+    match signal {
+        libc::SIGCHLD | libc::SIGCONT | libc::SIGURG | libc::SIGWINCH => signal,
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => signal,
+        _ => libc::SIGKILL,
+    }
+}
+
 impl Backend for NamespacesBackend {
     fn isolation(&self) -> Isolation {
         Isolation::Namespaces
@@ -57,6 +74,21 @@ impl Backend for NamespacesBackend {
     }
 
     fn kill(&self, c: &ContainerCtx<'_>, signal: i32, all: bool) -> Result<(), BackendError> {
+        let signal = match c.state.status {
+            Status::Created => signal_for_created(signal),
+            _ => signal,
+        };
+        if c.state.status == Status::Created && signal != libc::SIGKILL {
+            // The container stays created: signal its init only (its one process), not through
+            // libcontainer, which records any killed container as stopped.
+            let fd = c
+                .state
+                .pid
+                .and_then(|pid| clearbox_util::proc::pidfd_verified(pid, c.state.pid_start_time))
+                .ok_or_else(|| BackendError::msg("container not running"))?;
+            return clearbox_util::proc::pidfd_send_signal(std::os::fd::AsFd::as_fd(&fd), signal)
+                .map_err(|e| BackendError::with(format!("signal {signal} to the init"), e));
+        }
         ns::kill(&state_root(c.dir), c.id, signal, all).map_err(err)
     }
 
@@ -111,5 +143,32 @@ impl Backend for NamespacesBackend {
 
     fn update(&self, c: &ContainerCtx<'_>, r: &LinuxResources) -> Result<(), BackendError> {
         ns::update(&state_root(c.dir), c.id, r).map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_created_init_gets_sigkill_for_a_terminating_signal() {
+        for sig in [
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGHUP,
+            libc::SIGUSR1,
+            libc::SIGRTMIN(),
+        ] {
+            assert_eq!(signal_for_created(sig), libc::SIGKILL, "signal {sig}");
+        }
+        for sig in [
+            libc::SIGKILL,
+            libc::SIGSTOP,
+            libc::SIGCONT,
+            libc::SIGWINCH,
+            libc::SIGCHLD,
+        ] {
+            assert_eq!(signal_for_created(sig), sig, "signal {sig}");
+        }
     }
 }
