@@ -220,6 +220,46 @@ fn remove(opts: &TemplateOptions, t: &CachedTemplate) -> bool {
     true
 }
 
+/// Removes the lock files of keys with nothing else in the cache (a build that failed before
+/// it made its directory, a key looked up while the host could not build), each under its own
+/// lock, so that a build or restore waiting on one takes it again on a new file (see `lock`).
+/// Returns how many went.
+fn remove_orphan_locks(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(key) = name.to_str().and_then(|n| n.strip_suffix(".lock")) else {
+            continue;
+        };
+        let orphan = || {
+            [
+                key.to_string(),
+                format!(".build-{key}"),
+                format!("{key}.unsupported"),
+            ]
+            .iter()
+            .all(|n| std::fs::symlink_metadata(dir.join(n)).is_err())
+        };
+        if key.is_empty() || !e.file_type().is_ok_and(|t| t.is_file()) || !orphan() {
+            continue;
+        }
+        let Ok(f) = crate::jail::open_lock_file(&e.path()) else {
+            continue;
+        };
+        // Checked again under the lock: a build may have begun meanwhile.
+        if crate::jail::flock(&f, libc::LOCK_EX | libc::LOCK_NB)
+            && orphan()
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// What [`prune`] did.
 #[derive(Debug, Default, Serialize)]
 pub struct Pruned {
@@ -250,6 +290,7 @@ pub fn prune(opts: &TemplateOptions, all: bool) -> Result<Pruned> {
             out.busy.push(t);
         }
     }
+    remove_orphan_locks(&opts.dir);
     Ok(out)
 }
 
@@ -269,6 +310,7 @@ pub(crate) fn prune_stale(opts: &TemplateOptions, keep: &str) -> usize {
             tracing::info!(template = %t.path.display(), state = ?t.state, "removed an unusable VM template");
         }
     }
+    remove_orphan_locks(&opts.dir);
     removed
 }
 
@@ -456,8 +498,23 @@ mod tests {
         assert_eq!(p.busy.len(), 1);
         assert!(!opts.dir.join(&fresh).exists() && going.is_dir());
         drop(building);
+        // Lock files of keys with nothing else: a free one goes, a held one stays.
+        drop(lock(opts, "0rphan").unwrap());
+        let held = lock(opts, "1n-use").unwrap();
         assert_eq!(prune(opts, true).unwrap().removed.len(), 1);
         assert!(list(&opts.dir).is_empty());
+        assert!(
+            !opts.dir.join("0rphan.lock").exists(),
+            "an orphan lock file was left"
+        );
+        assert!(
+            opts.dir.join("1n-use.lock").exists(),
+            "a held lock file was removed"
+        );
+        drop(held);
+        prune(opts, false).unwrap();
+        let left: Vec<_> = std::fs::read_dir(&opts.dir).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{left:?}");
         // Not private to this user: refused, nothing touched.
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir(opts.dir.join("x")).unwrap();
