@@ -414,17 +414,20 @@ start_sleeper() {
     assert_nothing_left "$id" "$B"
 }
 
-@test "create interrupted while its VM starts (SIGTERM, SIGHUP): undone, ends by the signal, nothing left" {
+@test "create interrupted while its VM starts (SIGTERM, SIGINT, SIGHUP): undone, ends by the signal, nothing left" {
     expect_vm || skip "isolation vm only (create waits while a VM starts)"
     local id sig num pid status qemu mem base shim tries
     make_bundle "$B" true
-    for sig in TERM HUP; do
+    for sig in TERM INT HUP; do
         num=$(kill -l "$sig")
         # Caught while the VM runs and the guest has not answered: the shim is stopped the
         # moment QEMU is seen, so the create cannot finish first (tried again if it did).
         for tries in 1 2 3; do
             id=$(new_id "$sig$tries")
-            "$RUNTIME" --root "$RT_ROOT" "${RUNTIME_GLOBAL_ARGS[@]}" create --bundle "$B" "$id" \
+            track "$id"
+            # Signals at their default (a runner under nohup ignores SIGHUP, and so would we).
+            env --default-signal=HUP,INT,TERM \
+                "$RUNTIME" --root "$RT_ROOT" "${RUNTIME_GLOBAL_ARGS[@]}" create --bundle "$B" "$id" \
                 </dev/null >/dev/null 2>"$BATS_TEST_TMPDIR/stderr" &
             pid=$!
             qemu=""
@@ -438,11 +441,12 @@ start_sleeper() {
             shim="$(pgrep -f -- "$RT_ROOT/$id/shim.log __vm-shim" || true)"
             [ -n "$shim" ] && kill -STOP "$shim" 2>/dev/null
             sleep 0.2
-            kill -0 "$pid" 2>/dev/null && break
+            # Still "creating": create waits for the stopped shim (it records "created" only
+            # after the shim's answer).
+            [ "$(jq -r .status "$RT_ROOT/$id/state.json" 2>/dev/null)" = creating ] && break
             # The create finished before the shim stopped: start over with a new id.
             [ -n "$shim" ] && kill -CONT "$shim" 2>/dev/null
             wait "$pid" || true
-            track "$id"
             rt delete --force "$id" >/dev/null 2>&1 || true
             [ "$tries" -lt 3 ] || fail "every create finished before its shim could be stopped"
         done
@@ -492,5 +496,28 @@ start_sleeper() {
     [ -z "$st" ] || [ "$st" = Z ] || fail "QEMU $pid still runs (state $st) after the container stopped"
     run --separate-stderr rt delete "$id"
     assert_status 0
+    assert_nothing_left "$id" "$B"
+}
+
+@test "create waiting on a hook that never ends: SIGTERM kills the hook and undoes the create" {
+    expect_vm || skip "isolation vm only (the create of other isolations is not interruptible)"
+    local id pid status marker="$BATS_TEST_TMPDIR/hook-ran"
+    id=$(new_id)
+    make_bundle "$B" true
+    edit_config "$B" --arg m "$marker" \
+        '.hooks = {"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "touch \($m); exec sleep 1000"]}]}'
+    track "$id"
+    env --default-signal=TERM "$RUNTIME" --root "$RT_ROOT" "${RUNTIME_GLOBAL_ARGS[@]}" \
+        create --bundle "$B" "$id" </dev/null >/dev/null 2>"$BATS_TEST_TMPDIR/stderr" &
+    pid=$!
+    wait_for test -e "$marker" || fail "the hook did not run: $(cat "$BATS_TEST_TMPDIR/stderr")"
+    kill -TERM "$pid"
+    status=0
+    wait "$pid" || status=$?
+    [ "$status" -eq 143 ] || fail "create did not end by SIGTERM: status $status, $(cat "$BATS_TEST_TMPDIR/stderr")"
+    grep -q "create interrupted by SIGTERM" "$BATS_TEST_TMPDIR/stderr" ||
+        fail "no message naming the signal: $(cat "$BATS_TEST_TMPDIR/stderr")"
+    ! pgrep -f -- "touch $marker; exec sleep 1000" >/dev/null || fail "the hook still runs"
+    ! pgrep -x -f "sleep 1000" >/dev/null || fail "the hook's sleep still runs"
     assert_nothing_left "$id" "$B"
 }

@@ -23,16 +23,21 @@ fn state_root(dir: &Path) -> PathBuf {
 ///
 /// Until `start` the init is clearbox's (libcontainer's) code, not the user's program, and it is
 /// the init of the container's PID namespace: the kernel delivers to it only the signals it has
-/// a handler for, and SIGKILL and SIGSTOP. runc's init (Go) handles every signal and exits from
-/// one whose default action ends a process, so with runc `kill` of a created container with
-/// SIGTERM (or any such signal) stops it. Sent as is, the signal would be dropped here and the
-/// container would stay, waiting for `start`; SIGKILL ends it as runc's ends. Signals whose
-/// default action is to be ignored or to stop the process are passed as they are.
+/// a handler for, and SIGKILL and SIGSTOP. runc's init is Go with no `signal.Notify`: Go's
+/// runtime ends the process on SIGHUP, SIGINT and SIGTERM, and crashes on SIGQUIT, SIGILL,
+/// SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV, SIGSTKFLT and SIGSYS sent to it; it ignores every
+/// other signal. So with runc, `kill` of a created container with one of those stops it, and
+/// with any other leaves it created. Those are sent as SIGKILL here (sent as they are they
+/// would be dropped, the container left waiting for `start`); the others are passed as they
+/// are (see the caller).
 fn signal_for_created(signal: i32) -> i32 {
     match signal {
-        libc::SIGCHLD | libc::SIGCONT | libc::SIGURG | libc::SIGWINCH => signal,
-        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => signal,
-        _ => libc::SIGKILL,
+        libc::SIGHUP | libc::SIGINT | libc::SIGTERM => libc::SIGKILL,
+        libc::SIGQUIT | libc::SIGILL | libc::SIGTRAP | libc::SIGABRT | libc::SIGBUS => {
+            libc::SIGKILL
+        }
+        libc::SIGFPE | libc::SIGSEGV | libc::SIGSTKFLT | libc::SIGSYS => libc::SIGKILL,
+        _ => signal,
     }
 }
 
@@ -151,23 +156,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_created_init_gets_sigkill_for_a_terminating_signal() {
+    fn a_created_init_gets_sigkill_where_runcs_would_end() {
         for sig in [
             libc::SIGTERM,
             libc::SIGINT,
             libc::SIGHUP,
-            libc::SIGUSR1,
-            libc::SIGRTMIN(),
+            libc::SIGQUIT,
+            libc::SIGSEGV,
         ] {
             assert_eq!(signal_for_created(sig), libc::SIGKILL, "signal {sig}");
         }
-        for sig in [
+        // Ignored by runc's init (Go without signal.Notify): the container stays created.
+        let kept = [
             libc::SIGKILL,
             libc::SIGSTOP,
             libc::SIGCONT,
             libc::SIGWINCH,
             libc::SIGCHLD,
-        ] {
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGPIPE,
+            libc::SIGALRM,
+            libc::SIGRTMIN() + 3,
+        ];
+        for sig in kept {
             assert_eq!(signal_for_created(sig), sig, "signal {sig}");
         }
     }

@@ -152,9 +152,26 @@ fn run_one(hook: &Hook, state: &[u8]) -> Result<(), String> {
         .timeout()
         .filter(|t| *t > 0)
         .map(|t| Duration::from_secs(t.unsigned_abs()));
-    let timed_out = match timeout {
-        Some(t) => rx.recv_timeout(t).is_err(),
-        None => rx.recv().is_err(),
+    // Waited for in slices: a termination signal caught meanwhile (a create being undone,
+    // see `clearbox_util::interrupt`) ends the hook too, whatever its timeout.
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    let (timed_out, interrupted) = loop {
+        let slice = Duration::from_millis(50);
+        let slice = match deadline {
+            Some(d) => slice.min(d.saturating_duration_since(std::time::Instant::now())),
+            None => slice,
+        };
+        match rx.recv_timeout(slice) {
+            Ok(()) => break (false, false),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break (true, false),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if clearbox_util::interrupt::caught().is_some() {
+            break (true, true);
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            break (true, false);
+        }
     };
     if timed_out {
         // Not reaped yet (the waiter still holds it), so the pid is still the hook's.
@@ -168,6 +185,9 @@ fn run_one(hook: &Hook, state: &[u8]) -> Result<(), String> {
         .map_err(|_| format!("{what}: waiter panicked"))?
         .map_err(|e| format!("{what}: {e}"))?;
     let _ = writer.join();
+    if interrupted {
+        return Err(format!("{what} killed: create interrupted"));
+    }
     if timed_out {
         return Err(format!(
             "{what} timed out after {}s",

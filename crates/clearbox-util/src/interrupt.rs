@@ -19,8 +19,9 @@
 //! calls, and it must be restored exactly on drop (no handler left registered behind a library).
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::OnceLock;
 
 /// The signals a create is undone for.
 pub const SIGNALS: [libc::c_int; 3] = [libc::SIGHUP, libc::SIGINT, libc::SIGTERM];
@@ -32,8 +33,17 @@ static CAUGHT: AtomicI32 = AtomicI32::new(0);
 static WAKE: AtomicI32 = AtomicI32::new(-1);
 /// The process that armed the handler.
 static OWNER: AtomicI32 = AtomicI32::new(0);
+/// A guard exists.
+static ARMED: AtomicBool = AtomicBool::new(false);
+/// The wake pipe (read end, write end), made on the first `arm` and never closed, so that a
+/// handler running on any thread never writes to a descriptor closed (and perhaps reused)
+/// meanwhile. Close-on-exec: exec'd children do not get it.
+static PIPE: OnceLock<(OwnedFd, OwnedFd)> = OnceLock::new();
 
 extern "C" fn on_signal(sig: libc::c_int) {
+    // SAFETY: __errno_location returns this thread's errno slot, valid for the thread's life;
+    // it is restored before returning so the interrupted code sees its own errno.
+    let errno = unsafe { *libc::__errno_location() };
     // SAFETY: getpid(2) is async-signal-safe and has no preconditions.
     let me = unsafe { libc::getpid() };
     if me != OWNER.load(Ordering::SeqCst) {
@@ -45,47 +55,75 @@ extern "C" fn on_signal(sig: libc::c_int) {
             libc::signal(sig, libc::SIG_DFL);
             libc::raise(sig);
         }
-        return;
+    } else {
+        let _ = CAUGHT.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+        let fd = WAKE.load(Ordering::SeqCst);
+        if fd >= 0 {
+            let byte = 1u8;
+            // SAFETY: write(2) is async-signal-safe; `byte` lives across the call, the length
+            // is 1. The descriptor is the wake pipe's non-blocking write end, which is never
+            // closed (`PIPE`); a full pipe is fine (already woken).
+            unsafe { libc::write(fd, std::ptr::addr_of!(byte).cast(), 1) };
+        }
     }
-    let _ = CAUGHT.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
-    let fd = WAKE.load(Ordering::SeqCst);
-    if fd >= 0 {
-        let byte = 1u8;
-        // SAFETY: write(2) is async-signal-safe; `byte` lives across the call, the length is
-        // 1. The descriptor is the wake pipe's non-blocking write end, open while WAKE holds
-        // it (the guard clears WAKE before closing it); a full pipe is fine (already woken).
-        unsafe { libc::write(fd, std::ptr::addr_of!(byte).cast(), 1) };
+    // SAFETY: as above, this thread's errno slot.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+fn pipe() -> io::Result<&'static (OwnedFd, OwnedFd)> {
+    if let Some(p) = PIPE.get() {
+        return Ok(p);
     }
+    let mut fds = [0; 2];
+    // SAFETY: pipe2(2) writes two descriptors into `fds`, which has room for them.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded: both descriptors are open and owned by nothing else.
+    let made = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // Only the one guard's thread gets here (ARMED), so no other pipe was set meanwhile.
+    Ok(PIPE.get_or_init(|| made))
 }
 
 /// The handler is installed while this lives.
 pub struct Armed {
-    read: OwnedFd,
-    /// Kept open while armed: the handler writes to it (through `WAKE`).
-    _write: OwnedFd,
+    read: BorrowedFd<'static>,
     /// The earlier action of each signal that was given our handler.
     old: Vec<(libc::c_int, libc::sigaction)>,
 }
 
 impl Armed {
-    /// Installs the handler and clears an earlier catch. One guard at a time per process.
+    /// Installs the handler and clears an earlier catch. One guard at a time per process: a
+    /// second is refused (`WouldBlock`).
     pub fn arm() -> io::Result<Self> {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2(2) writes two descriptors into `fds`, which has room for them.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
-            return Err(io::Error::last_os_error());
+        if ARMED.swap(true, Ordering::SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "termination signals are already caught",
+            ));
         }
-        // SAFETY: pipe2 succeeded: both descriptors are open and owned by nothing else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let mut armed = Self {
+            read: match pipe() {
+                Ok((r, _)) => std::os::fd::AsFd::as_fd(r),
+                Err(e) => {
+                    ARMED.store(false, Ordering::SeqCst);
+                    return Err(e);
+                }
+            },
+            old: Vec::new(),
+        };
+        // Left from an earlier guard: the pipe starts empty.
+        let mut sink = [0u8; 64];
+        // SAFETY: read(2) into `sink` (64 bytes) from the non-blocking read end; stops at EAGAIN.
+        while unsafe { libc::read(armed.read.as_raw_fd(), sink.as_mut_ptr().cast(), sink.len()) }
+            > 0
+        {}
         CAUGHT.store(0, Ordering::SeqCst);
         // SAFETY: getpid(2) has no preconditions.
         OWNER.store(unsafe { libc::getpid() }, Ordering::SeqCst);
-        WAKE.store(write.as_raw_fd(), Ordering::SeqCst);
-        let mut armed = Self {
-            read,
-            _write: write,
-            old: Vec::new(),
-        };
+        if let Some((_, w)) = PIPE.get() {
+            WAKE.store(w.as_raw_fd(), Ordering::SeqCst);
+        }
         for sig in SIGNALS {
             // SAFETY: a zeroed sigaction is a valid value to read the current action into.
             let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
@@ -102,7 +140,7 @@ impl Armed {
             // Blocking system calls elsewhere resume; waiting loops poll the wake pipe.
             new.sa_flags = libc::SA_RESTART;
             // SAFETY: `new` is a valid action whose handler only makes async-signal-safe calls
-            // on atomics and a descriptor kept open while WAKE names it.
+            // on atomics, errno and a descriptor that is never closed.
             if unsafe { libc::sigaction(sig, &new, std::ptr::null_mut()) } < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -113,7 +151,7 @@ impl Armed {
 
     /// Readable once a signal was caught: poll it beside what a loop waits for.
     pub fn wake_fd(&self) -> BorrowedFd<'_> {
-        self.read.as_fd()
+        self.read
     }
 
     /// The signal caught since [`Armed::arm`], if any.
@@ -128,8 +166,8 @@ impl Drop for Armed {
             // SAFETY: `old` is the action sigaction(2) returned for `sig`, restored as it was.
             unsafe { libc::sigaction(*sig, old, std::ptr::null_mut()) };
         }
-        // The pipe closes after this (fields drop after `drop`), when no handler names it.
         WAKE.store(-1, Ordering::SeqCst);
+        ARMED.store(false, Ordering::SeqCst);
     }
 }
 
@@ -175,6 +213,7 @@ mod tests {
     fn a_caught_signal_wakes_the_pipe_and_is_remembered() {
         let armed = Armed::arm().expect("arm");
         assert_eq!(armed.caught(), None);
+        assert!(Armed::arm().is_err(), "a second guard is refused");
         // A signal the test's parent ignores is left alone; at least one is caught.
         let sig = armed.old.first().expect("one signal not ignored").0;
         // SAFETY: raise(3) of a signal that the handler just installed catches.
@@ -192,6 +231,19 @@ mod tests {
         assert_eq!(n, 1, "the wake pipe holds a byte");
         drop(armed);
         assert_eq!(caught(), Some(sig), "kept after disarming");
+        // Armed again: nothing caught yet, the pipe empty.
+        let again = Armed::arm().expect("arm again");
+        assert_eq!(again.caught(), None);
+        // SAFETY: read(2) of one byte into `byte` from the open, non-blocking wake pipe.
+        let n = unsafe {
+            libc::read(
+                again.wake_fd().as_raw_fd(),
+                std::ptr::addr_of_mut!(byte).cast(),
+                1,
+            )
+        };
+        assert_eq!(n, -1, "the wake pipe was drained");
+        drop(again);
         // The earlier action is back: check it without raising.
         // SAFETY: a zeroed sigaction is a valid value to read the current action into.
         let mut now: libc::sigaction = unsafe { std::mem::zeroed() };

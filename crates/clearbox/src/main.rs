@@ -79,10 +79,12 @@ fn main() -> ExitCode {
             eprintln!("clearbox: {msg}");
             // A create undone because of a termination signal ends with that signal, as the
             // signal's default action would have ended it (minus what it would have left).
-            if let Some(sig) = e.chain().find_map(|c| match c.downcast_ref() {
+            // (Also a create that failed otherwise while such a signal was caught.)
+            let interrupted = e.chain().find_map(|c| match c.downcast_ref() {
                 Some(clearbox_core::Error::Interrupted(sig)) => Some(*sig),
                 _ => None,
-            }) {
+            });
+            if let Some(sig) = interrupted.or_else(clearbox_util::interrupt::caught) {
                 clearbox_util::interrupt::reraise(sig);
             }
             ExitCode::from(failure)
