@@ -62,7 +62,7 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
     /// A termination signal came while the container was being created; it was removed.
-    #[error("create interrupted by {}: the container was removed", clearbox_util::interrupt::name(*.0))]
+    #[error("create interrupted by {}: the container was removed", signal_name(*.0))]
     Interrupted(i32),
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -76,4 +76,11 @@ impl Error {
             source,
         }
     }
+}
+
+/// "SIGTERM" for 15 (nix's names), "signal N" for a number nix does not name.
+fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
 }

@@ -182,27 +182,18 @@ pub fn caught() -> Option<libc::c_int> {
 /// Ends this process with `sig`'s default action (after the caller undid its work), so the
 /// parent sees the signal it sent; exits 128+`sig` should the signal not end it.
 pub fn reraise(sig: libc::c_int) -> ! {
-    // SAFETY: signal(2), sigprocmask(2) and raise(3) with a valid signal number and
-    // disposition; `set` is initialised by sigemptyset before use.
+    // SAFETY: signal(2), pthread_sigmask(3) and raise(3) with a valid signal number and
+    // disposition; `set` is initialised by sigemptyset before use. The signal is unblocked
+    // in the calling thread, which raise(3) delivers it to.
     unsafe {
         libc::signal(sig, libc::SIG_DFL);
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, sig);
-        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
         libc::raise(sig);
     }
     std::process::exit(128 + sig)
-}
-
-/// The name of a signal for messages ("SIGTERM").
-pub fn name(sig: libc::c_int) -> String {
-    match sig {
-        libc::SIGHUP => "SIGHUP".into(),
-        libc::SIGINT => "SIGINT".into(),
-        libc::SIGTERM => "SIGTERM".into(),
-        s => format!("signal {s}"),
-    }
 }
 
 #[cfg(test)]

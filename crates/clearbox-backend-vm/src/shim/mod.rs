@@ -669,17 +669,9 @@ fn die_by(sig: i32) -> ! {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        // SAFETY: plain system calls on values we own: no core file for the shim, default
-        // action for `sig`, unblock it, deliver it to this thread.
-        unsafe {
-            libc::setrlimit(libc::RLIMIT_CORE, &zero);
-            libc::signal(sig, libc::SIG_DFL);
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, sig);
-            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-            libc::raise(sig);
-        }
+        // SAFETY: setrlimit(2) with a limit we own: no core file for the shim.
+        unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) };
+        clearbox_util::interrupt::reraise(sig);
     }
     std::process::exit(128 + sig)
 }
