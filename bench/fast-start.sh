@@ -18,6 +18,8 @@
 #   BENCH_SECTIONS="run idle" bench/fast-start.sh   # a subset (run podman idle parallel exec)
 #
 set -euo pipefail
+# errexit ends the script silently: name the line that failed.
+trap 'echo "fast-start: line $LINENO failed (exit $?): $BASH_COMMAND" >&2' ERR
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$here/.." && pwd)"
@@ -156,8 +158,11 @@ shm_copies_kib() {
     local p f
     for p in "$@"; do
         for f in /proc/"$p"/fd/*; do
-            [[ "$(readlink "$f" 2>/dev/null)" == /dev/shm/clearbox-vm/* ]] &&
-                stat -L -c '%i %b %B' "$f" 2>/dev/null
+            # (an `if`, not `&&`: a last fd that is no copy must not fail the loop, which
+            # under pipefail and errexit ended the whole benchmark without a word)
+            if [[ "$(readlink "$f" 2>/dev/null)" == /dev/shm/clearbox-vm/* ]]; then
+                stat -L -c '%i %b %B' "$f" 2>/dev/null || true
+            fi
         done
     done | sort -u | awk '{s += $2 * $3} END {print int(s / 1024)}'
 }

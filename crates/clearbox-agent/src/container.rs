@@ -112,7 +112,7 @@ pub fn root_is_initramfs() -> bool {
 }
 
 /// Mounts virtio-fs `tag` once and returns its mount point.
-fn mount_virtiofs(tag: &str) -> Result<PathBuf> {
+pub(crate) fn mount_virtiofs(tag: &str) -> Result<PathBuf> {
     // Tags follow the container-id rule: they name a directory.
     if ContainerId::parse(tag).is_err() {
         return Err(Error::BadTag(tag.to_string()));

@@ -103,9 +103,10 @@ fn run(is_pid1: bool) -> anyhow::Result<()> {
     let as_init = is_pid1 && !args.no_init;
     log::set_debug(args.debug);
     let mut serial_channel = false;
+    let mut cmdline = String::new();
     if as_init {
         init::mount_all().context("early mounts")?;
-        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
         serial_channel = serial::requested(&cmdline);
         if init::cmdline_debug(&cmdline) {
             log::set_debug(true);
@@ -144,6 +145,15 @@ fn run(is_pid1: bool) -> anyhow::Result<()> {
         no_pivot: container::root_is_initramfs(),
         lsm: bundle::Lsm::detect(),
     });
+    // The host's shares, before the agent listens: a template is saved with them mounted
+    // (and a cold boot mounts them while the host still prepares the create). A failure only
+    // costs time: a create mounts its share again and says why it cannot.
+    for tag in clearbox_protocol::guest::shares_from_cmdline(&cmdline) {
+        match container::mount_virtiofs(tag) {
+            Ok(_) => debug!("virtio-fs {tag} mounted"),
+            Err(e) => error!("mounting virtio-fs {tag} at start: {e}"),
+        }
+    }
     milestones::mark(Milestone::MountsDone);
     debug!("mounts done");
     // While still single-threaded and before any signal is blocked.

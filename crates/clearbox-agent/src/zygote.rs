@@ -7,8 +7,11 @@
 //! signal. The zygote loads the seccomp guard on itself once, then waits on a `SOCK_SEQPACKET`
 //! socket pair. Each request is one message: the request (JSON) and, as `SCM_RIGHTS`, the write
 //! end of a response pipe and, without a console socket, the process's stdin/stdout/stderr.
-//! The zygote forks a child for it, replies with the child's pid and goes back to waiting; the
-//! child is exactly the re-exec'd helper of `helper` (same descriptors: 1 = the response, 3/4/5
+//! The request is taken by a *standby*: a child the zygote forked ahead of time (at the
+//! lowest priority, while the guest has nothing better to do; in a VM restored from a
+//! template, before the template was saved), so that no create or exec waits for a fork. The
+//! standby replies with its own pid, tells the zygote (which forks the next standby) and
+//! becomes exactly the re-exec'd helper of `helper` (same descriptors: 1 = the response, 3/4/5
 //! = the stdio), runs the library and exits. The child's container process is re-parented to the
 //! agent when the child exits, as with the re-exec'd helper.
 //!
@@ -174,70 +177,148 @@ fn serve(sock: OwnedFd) -> i32 {
             false
         }
     };
-    set_nice(0);
+    // The zygote stays at the lowest priority: it only forks standbys, which raise their own
+    // once they have work; the next standby is made while the guest has nothing better to do.
     for (k, _) in std::env::vars_os() {
         std::env::remove_var(k);
     }
     let mut body = vec![0u8; MAX_REQUEST];
+    let zygote = nix::unistd::getpid();
     loop {
-        let mut space = nix::cmsg_space!([RawFd; 4]);
-        let (n, fds) = {
-            let mut iov = [IoSliceMut::new(&mut body)];
-            let msg = match recvmsg::<()>(
-                sock.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Ok(m) => m,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return 1,
-            };
-            let mut fds: Vec<OwnedFd> = Vec::new();
-            if let Ok(cmsgs) = msg.cmsgs() {
-                for c in cmsgs {
-                    if let ControlMessageOwned::ScmRights(raw) = c {
-                        // SAFETY: SCM_RIGHTS just installed these descriptors in this
-                        // process; nothing else owns them.
-                        fds.extend(
-                            raw.into_iter()
-                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                        );
-                    }
-                }
-            }
-            (msg.bytes, fds)
+        let (took_r, took_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+            Ok(p) => p,
+            Err(_) => return 1,
         };
-        if n == 0 {
-            // The agent closed its end.
-            return 0;
+        // SAFETY: this process is single-threaded.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                drop(took_r);
+                // An idle standby goes with the zygote (the agent then falls back on the
+                // re-exec'd helper); the check after the prctl covers a zygote already gone.
+                // SAFETY: prctl with integer arguments.
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+                if nix::unistd::getppid() != zygote {
+                    std::process::exit(1);
+                }
+                std::process::exit(standby(sock, &mut body, took_w, guard));
+            }
+            Ok(nix::unistd::ForkResult::Parent { .. }) => {}
+            Err(e) => {
+                // No standby: answer the next request with the error (as a failed fork of
+                // the helper), then try again.
+                drop((took_r, took_w));
+                match receive(&sock, &mut body) {
+                    Some((_, fds)) => drop(fds),
+                    None => return 0,
+                }
+                if reply(&sock, -(e as i32)).is_err() {
+                    return 1;
+                }
+                continue;
+            }
         }
-        let reply = if fds.len() == 1 || fds.len() == 4 {
-            // SAFETY: this process is single-threaded.
-            match unsafe { nix::unistd::fork() } {
-                Ok(nix::unistd::ForkResult::Child) => {
-                    drop(sock);
-                    std::process::exit(child(&body[..n], fds, !guard));
-                }
-                Ok(nix::unistd::ForkResult::Parent { child }) => child.as_raw(),
-                Err(e) => -(e as i32),
+        drop(took_w);
+        let mut b = [0u8; 1];
+        let told = loop {
+            match nix::unistd::read(took_r.as_raw_fd(), &mut b) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Ok(1) => break Some(b[0]),
+                _ => break None,
             }
-        } else {
-            -libc::EINVAL
         };
-        drop(fds);
-        if sendmsg::<()>(
-            sock.as_raw_fd(),
-            &[IoSlice::new(&reply.to_ne_bytes())],
-            &[],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-        .is_err()
-        {
-            return 1;
+        match told {
+            Some(STANDBY_TOOK) => {}
+            Some(_) => return 0, // the agent closed its end
+            // The standby died idle (killed): make another, not in a tight loop.
+            None => std::thread::sleep(std::time::Duration::from_millis(100)),
         }
     }
+}
+
+/// What a standby tells the zygote (one byte on its pipe): it took a request, so the zygote
+/// forks the next standby.
+const STANDBY_TOOK: u8 = 1;
+/// What a standby tells the zygote: the agent closed its end, the zygote ends too.
+const STANDBY_AGENT_GONE: u8 = 0;
+
+/// A standby: a child forked ahead of time that waits for the next request, so that a create
+/// or exec does not wait for the fork (in a VM restored from a template, the standby was
+/// forked before the template was saved). It answers with its own pid, tells the zygote, and
+/// becomes the helper of that request.
+fn standby(sock: OwnedFd, body: &mut [u8], took: OwnedFd, guard: bool) -> i32 {
+    let tell = |b: u8| {
+        let _ = nix::unistd::write(&took, &[b]);
+    };
+    let Some((n, fds)) = receive(&sock, body) else {
+        tell(STANDBY_AGENT_GONE);
+        return 0;
+    };
+    // Work: no longer the zygote's lowest priority (root may raise it back), and no longer
+    // bound to the zygote's life (a helper ends on its own, as a forked one did).
+    set_nice(0);
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    let valid = fds.len() == 1 || fds.len() == 4;
+    let answer = if valid {
+        nix::unistd::getpid().as_raw()
+    } else {
+        -libc::EINVAL
+    };
+    let sent = reply(&sock, answer);
+    tell(STANDBY_TOOK);
+    drop(took);
+    drop(sock);
+    if !valid || sent.is_err() {
+        return 1;
+    }
+    child(&body[..n], fds, !guard)
+}
+
+/// Receives one request (its length and descriptors); `None` once the agent closed its end
+/// (or the socket failed).
+fn receive(sock: &OwnedFd, body: &mut [u8]) -> Option<(usize, Vec<OwnedFd>)> {
+    loop {
+        let mut space = nix::cmsg_space!([RawFd; 4]);
+        let mut iov = [IoSliceMut::new(body)];
+        let msg = match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => m,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return None,
+        };
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmRights(raw) = c {
+                    // SAFETY: SCM_RIGHTS just installed these descriptors in this process;
+                    // nothing else owns them.
+                    fds.extend(
+                        raw.into_iter()
+                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                    );
+                }
+            }
+        }
+        if msg.bytes == 0 {
+            return None;
+        }
+        return Some((msg.bytes, fds));
+    }
+}
+
+/// The answer to one request: the helper's pid, or `-errno`.
+fn reply(sock: &OwnedFd, answer: i32) -> nix::Result<usize> {
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(&answer.to_ne_bytes())],
+        &[],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
 }
 
 /// A forked child: the helper of `helper`, with the descriptors it expects.

@@ -425,11 +425,27 @@ fn pre_forked_helper_serves_execs_and_its_loss_is_survived() {
     assert_eq!(zygotes.len(), 1, "one pre-forked helper: {zygotes:?}");
     let out = c.run(&b.id("before"), &sh("echo one")).expect("run");
     assert_eq!(out.stdout, b"one\n");
+    // It keeps one standby forked ahead of the next request (made again after each one).
+    let zygote = u32::try_from(zygotes[0]).expect("pid");
+    let until = Instant::now() + Duration::from_secs(10);
+    let standbys = loop {
+        let s = children_named(zygote, "clearbox-helper");
+        if s.len() == 1 || Instant::now() > until {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(standbys.len(), 1, "one standby: {standbys:?}");
     // SAFETY: kill(2) with integers; the pid is the agent's child found above.
     unsafe { libc::kill(zygotes[0], libc::SIGKILL) };
     let until = Instant::now() + Duration::from_secs(10);
-    while !children_named(b.agent.child.id(), "clearbox-helper").is_empty() {
-        assert!(Instant::now() < until, "pre-forked helper not reaped");
+    while !children_named(b.agent.child.id(), "clearbox-helper").is_empty()
+        || std::path::Path::new(&format!("/proc/{}", standbys[0])).exists()
+    {
+        assert!(
+            Instant::now() < until,
+            "pre-forked helper or its standby not gone"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     // Without it, the agent re-executes itself as the helper.

@@ -28,6 +28,28 @@ pub const SHARE: &str = "/run/clearbox/virtiofs/clearbox";
 pub const SHARED_LINK: &str = "shared";
 /// Target of [`SHARED_LINK`], relative so it holds for any run directory.
 pub const SHARED_LINK_TARGET: &str = "virtiofs/clearbox";
+/// Kernel command line parameter naming the virtio-fs tags of a VM, comma-separated
+/// (`clearbox.shares=clearbox`): the agent mounts them as it starts, before it listens. A VM
+/// restored from a template then has its share mounted already (the mount, and virtiofsd's
+/// session, are part of the saved state), instead of mounting it in its first create.
+pub const SHARES_PARAM: &str = "clearbox.shares";
+
+/// The kernel command line word that names `tags` ([`SHARES_PARAM`]); `None` without tags.
+pub fn shares_word<'a>(tags: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let tags: Vec<&str> = tags.into_iter().collect();
+    (!tags.is_empty()).then(|| format!("{SHARES_PARAM}={}", tags.join(",")))
+}
+
+/// The tags a kernel command line names ([`SHARES_PARAM`]), as written; the agent checks
+/// each against the tag rule before it mounts it.
+pub fn shares_from_cmdline(cmdline: &str) -> Vec<&str> {
+    cmdline
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix(SHARES_PARAM)?.strip_prefix('='))
+        .flat_map(|v| v.split(','))
+        .filter(|t| !t.is_empty())
+        .collect()
+}
 /// The VM's root network namespace, as the host names it in guest specs (the agent is PID 1):
 /// every container of a VM joins it (the VM is the network boundary).
 pub const ROOT_NETNS: &str = "/proc/1/ns/net";
@@ -154,6 +176,16 @@ impl ShareDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shares_round_trip_through_the_command_line() {
+        assert_eq!(shares_word([]), None);
+        let w = shares_word([SHARE_TAG, "other"]).expect("word");
+        assert_eq!(w, "clearbox.shares=clearbox,other");
+        let cmdline = format!("console=ttyS0 {w} clearbox.sharesx=no quiet");
+        assert_eq!(shares_from_cmdline(&cmdline), vec![SHARE_TAG, "other"]);
+        assert!(shares_from_cmdline("console=ttyS0 clearbox.shares= quiet").is_empty());
+    }
 
     #[test]
     fn the_share_is_the_mount_of_its_tag() {

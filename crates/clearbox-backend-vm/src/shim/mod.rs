@@ -390,6 +390,7 @@ fn init(
     let watch = watch::prepare(vm.run_dir());
     let boot = Duration::from_secs(BOOT_TIMEOUT_SECS);
     let fd = vm.connect_agent(AGENT_PORT, boot)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "agent channel open");
     // Everything below needs only descriptors opened now (and the container's root, entered
     // now), then the shim gives up its privileges.
     let fifo = open_fifo(&req.dir.join(START_FIFO))?;

@@ -70,6 +70,12 @@ impl Boot {
     }
 }
 
+/// The kernel command line word that names the VM's virtio-fs tags: the agent mounts them as
+/// it starts, so a template is saved with them mounted (`clearbox_protocol::guest::SHARES_PARAM`).
+pub(super) fn shares_word(config: &VmConfig) -> Option<String> {
+    clearbox_protocol::guest::shares_word(config.shares.iter().map(|s| s.tag.as_str()))
+}
+
 /// What QEMU gets from the steps before it: the kernel command line, the agent channel's device
 /// and the virtio-fs shares (tag, socket).
 pub(super) struct Devices {
@@ -203,6 +209,7 @@ impl Vm {
             }
             fs.push((share.tag.clone(), socket));
         }
+        boot.cmdline_extra.extend(shares_word(config));
         Ok(fs)
     }
 

@@ -119,10 +119,12 @@ fn template_inputs(config: &VmConfig) -> Result<std::result::Result<KeyInputs, S
     .map(Ok)
 }
 
-/// The extra kernel words of a VM on the serial channel.
+/// The extra kernel words of a VM on the serial channel, in the order `Vm::start_mode` adds
+/// them (the caller's, the channel's, the shares').
 fn serial_cmdline(config: &VmConfig) -> Vec<String> {
     let mut v = config.cmdline_extra.clone();
     v.push("clearbox.channel=serial".into());
+    v.extend(super::attach::shares_word(config));
     v
 }
 
