@@ -468,6 +468,52 @@ start_sleeper() {
     done
 }
 
+@test "exec interrupted while its process is set up (SIGTERM): passed on to the process, as runc does; nothing left running" {
+    expect_vm || skip "isolation vm only (the exec goes through the VM's agent; elsewhere it takes a few ms)"
+    local id pid shim status
+    id=$(new_id)
+    make_bundle "$B" sleep 1000
+    track "$id"
+    rt_detached create --bundle "$B" "$id"
+    [ "$status" -eq 0 ] || fail "create: $stderr"
+    run --separate-stderr rt start "$id"
+    [ "$status" -eq 0 ] || fail "start: $stderr"
+    env --default-signal=HUP,INT,TERM \
+        "$RUNTIME" --root "$RT_ROOT" "${RUNTIME_GLOBAL_ARGS[@]}" exec "$id" sleep 999 \
+        </dev/null >/dev/null 2>"$BATS_TEST_TMPDIR/stderr" &
+    pid=$!
+    # The exec's shim is stopped the moment it is seen: the exec waits for it, and the signal
+    # comes while the process is being set up.
+    shim=""
+    for _ in $(seq 500); do
+        shim="$(pgrep -f -- "$RT_ROOT/$id/shim-exec-" || true)"
+        [ -n "$shim" ] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.01
+    done
+    [ -n "$shim" ] || fail "no exec shim seen: $(cat "$BATS_TEST_TMPDIR/stderr")"
+    kill -STOP $shim
+    sleep 0.2
+    kill -0 "$pid" 2>/dev/null || fail "exec ended before the signal: $(cat "$BATS_TEST_TMPDIR/stderr")"
+    kill -TERM "$pid"
+    sleep 0.2
+    kill -CONT $shim
+    status=0
+    wait "$pid" || status=$?
+    # The process got the SIGTERM (busybox sleep dies of it), and exec reports that.
+    [ "$status" -eq 143 ] || fail "exec: status $status, $(cat "$BATS_TEST_TMPDIR/stderr")"
+    # Nothing runs on unattended in the container.
+    local left=""
+    for _ in $(seq 50); do
+        run --separate-stderr rt exec "$id" ps -o args
+        [ "$status" -eq 0 ] || fail "ps: $stderr"
+        left="$(grep -x 'sleep 999' <<<"$output" || true)"
+        [ -z "$left" ] && break
+        sleep 0.1
+    done
+    [ -z "$left" ] || fail "the exec'd process still runs: $output"
+}
+
 @test "a VM container that stopped holds no guest memory before delete" {
     expect_vm || skip "isolation vm only"
     local id pid qemu mem

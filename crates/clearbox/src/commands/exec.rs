@@ -39,12 +39,25 @@ pub fn run(rt: &Runtime<'_>, a: liboci_cli::Exec) -> Result<u8> {
         ignore_paused: a.ignore_paused,
         cgroup: a.cgroup,
     };
-    let pid = rt.exec(&args)?;
     if args.detach {
+        rt.exec(&args)?;
         return Ok(0);
     }
+    // As runc's: a termination signal (HUP, INT, TERM) that comes while the process is set up
+    // (a VM container's exec goes through its agent: tens of milliseconds) neither ends
+    // clearbox, leaving the process to run unattended, nor is lost: it is caught and passed
+    // on to the process once it exists.
+    let armed = clearbox_util::interrupt::Armed::arm()?;
+    let pid = rt.exec(&args)?;
     let relay = console.map(|c| c.relay()).transpose()?;
+    // Blocked before the handlers go: a signal from now on waits for `wait`, which forwards it.
     let guard = SignalGuard::block()?;
+    let caught = armed.caught();
+    drop(armed);
+    if let Some(sig) = caught {
+        // SAFETY: kill(2) with integers; `pid` is our child, not reaped yet.
+        unsafe { libc::kill(pid, sig) };
+    }
     let code = guard.wait(pid);
     drop(guard);
     if let Some(r) = relay {
