@@ -21,7 +21,7 @@
 //! re-exec'd helper.
 
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Mutex, OnceLock};
 
 use nix::sys::socket::{
@@ -36,7 +36,13 @@ const MAX_REQUEST: usize = 64 * 1024;
 
 struct Zygote {
     sock: OwnedFd,
+    pid: nix::unistd::Pid,
 }
+
+/// How long the agent waits for the zygote's answer (a standby's pid, or the result of a fork)
+/// before it takes the zygote for gone: a helper that died between taking a request and
+/// answering must not hang every later create and exec.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 static ZYGOTE: OnceLock<Mutex<Option<Zygote>>> = OnceLock::new();
 
@@ -65,7 +71,18 @@ pub fn start() {
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             drop(theirs);
             crate::debug!("pre-forked helper: pid {child}");
-            let _ = ZYGOTE.set(Mutex::new(Some(Zygote { sock: ours })));
+            let timeout = nix::sys::time::TimeVal::new(ANSWER_TIMEOUT.as_secs() as _, 0);
+            if let Err(e) = nix::sys::socket::setsockopt(
+                &ours,
+                nix::sys::socket::sockopt::ReceiveTimeout,
+                &timeout,
+            ) {
+                crate::error!("pre-forked helper: receive timeout: {e}");
+            }
+            let _ = ZYGOTE.set(Mutex::new(Some(Zygote {
+                sock: ours,
+                pid: child,
+            })));
         }
         Err(e) => crate::error!("pre-forked helper: fork: {e}"),
     }
@@ -137,6 +154,11 @@ fn request(z: &Zygote, body: &[u8], fds: &[RawFd]) -> nix::Result<i32> {
         MsgFlags::MSG_NOSIGNAL,
         None,
     )?;
+    // A request is waiting: the zygote forks at full priority now, should the standby for it
+    // still be in the making (it makes them at the lowest, see `serve`). After the send: the
+    // zygote lowers itself only before it looks for a waiting request.
+    // SAFETY: setpriority(2) with integers, on our own child.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, z.pid.as_raw() as libc::id_t, 0) };
     let mut buf = [0u8; 4];
     loop {
         let n = {
@@ -185,6 +207,13 @@ fn serve(sock: OwnedFd) -> i32 {
     let mut body = vec![0u8; MAX_REQUEST];
     let zygote = nix::unistd::getpid();
     loop {
+        // The next standby is made at the lowest priority, behind the request in progress,
+        // unless a request already waits for it (the agent raises the priority back once it
+        // sent one: lowered first, then looked, no request is left waiting behind nice 19).
+        set_nice(19);
+        if request_waiting(&sock) {
+            set_nice(0);
+        }
         let (took_r, took_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
             Ok(p) => p,
             Err(_) => return 1,
@@ -200,18 +229,38 @@ fn serve(sock: OwnedFd) -> i32 {
                 if nix::unistd::getppid() != zygote {
                     std::process::exit(1);
                 }
+                // Waiting costs nothing; its work must not queue behind busy containers.
+                set_nice(0);
+                // A zygote gone before the standby tells it must not end the helper.
+                // SAFETY: signal(2) with a valid signal and disposition; `helper::serve`
+                // restores the default before anything is created.
+                unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
                 std::process::exit(standby(sock, &mut body, took_w, guard));
             }
             Ok(nix::unistd::ForkResult::Parent { .. }) => {}
-            Err(e) => {
-                // No standby: answer the next request with the error (as a failed fork of
-                // the helper), then try again.
+            Err(_) => {
+                // No standby: fork for the next request when it comes (as before standbys),
+                // answering with the error only if that fork fails too.
                 drop((took_r, took_w));
-                match receive(&sock, &mut body) {
-                    Some((_, fds)) => drop(fds),
-                    None => return 0,
-                }
-                if reply(&sock, -(e as i32)).is_err() {
+                let Some((n, fds, whole)) = receive(&sock, &mut body) else {
+                    return 0;
+                };
+                let answer = if whole && (fds.len() == 1 || fds.len() == 4) {
+                    set_nice(0);
+                    // SAFETY: this process is single-threaded.
+                    match unsafe { nix::unistd::fork() } {
+                        Ok(nix::unistd::ForkResult::Child) => {
+                            drop(sock);
+                            std::process::exit(child(&body[..n], fds, !guard));
+                        }
+                        Ok(nix::unistd::ForkResult::Parent { child }) => child.as_raw(),
+                        Err(e) => -(e as i32),
+                    }
+                } else {
+                    -libc::EINVAL
+                };
+                drop(fds);
+                if reply(&sock, answer).is_err() {
                     return 1;
                 }
                 continue;
@@ -249,16 +298,15 @@ fn standby(sock: OwnedFd, body: &mut [u8], took: OwnedFd, guard: bool) -> i32 {
     let tell = |b: u8| {
         let _ = nix::unistd::write(&took, &[b]);
     };
-    let Some((n, fds)) = receive(&sock, body) else {
+    let Some((n, fds, whole)) = receive(&sock, body) else {
         tell(STANDBY_AGENT_GONE);
         return 0;
     };
-    // Work: no longer the zygote's lowest priority (root may raise it back), and no longer
-    // bound to the zygote's life (a helper ends on its own, as a forked one did).
-    set_nice(0);
+    // Work: no longer bound to the zygote's life (a helper ends on its own, as a forked one
+    // did).
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
-    let valid = fds.len() == 1 || fds.len() == 4;
+    let valid = whole && (fds.len() == 1 || fds.len() == 4);
     let answer = if valid {
         nix::unistd::getpid().as_raw()
     } else {
@@ -274,9 +322,9 @@ fn standby(sock: OwnedFd, body: &mut [u8], took: OwnedFd, guard: bool) -> i32 {
     child(&body[..n], fds, !guard)
 }
 
-/// Receives one request (its length and descriptors); `None` once the agent closed its end
-/// (or the socket failed).
-fn receive(sock: &OwnedFd, body: &mut [u8]) -> Option<(usize, Vec<OwnedFd>)> {
+/// Receives one request: its length, its descriptors and whether it came whole (neither it
+/// nor its descriptors truncated); `None` once the agent closed its end (or the socket failed).
+fn receive(sock: &OwnedFd, body: &mut [u8]) -> Option<(usize, Vec<OwnedFd>, bool)> {
     loop {
         let mut space = nix::cmsg_space!([RawFd; 4]);
         let mut iov = [IoSliceMut::new(body)];
@@ -306,8 +354,20 @@ fn receive(sock: &OwnedFd, body: &mut [u8]) -> Option<(usize, Vec<OwnedFd>)> {
         if msg.bytes == 0 {
             return None;
         }
-        return Some((msg.bytes, fds));
+        let whole = !msg
+            .flags
+            .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+        return Some((msg.bytes, fds, whole));
     }
+}
+
+/// Whether a request waits on `sock` (without taking it).
+fn request_waiting(sock: &OwnedFd) -> bool {
+    let mut fds = [nix::poll::PollFd::new(
+        sock.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).is_ok_and(|n| n > 0)
 }
 
 /// The answer to one request: the helper's pid, or `-errno`.

@@ -436,6 +436,27 @@ fn pre_forked_helper_serves_execs_and_its_loss_is_survived() {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert_eq!(standbys.len(), 1, "one standby: {standbys:?}");
+    // A standby killed while idle is made again: the next request is served.
+    // SAFETY: kill(2) with integers; the pid is the zygote's child found above.
+    unsafe { libc::kill(standbys[0], libc::SIGKILL) };
+    // Gone before the next request: a standby that dies as the request arrives may have
+    // taken it (the agent then waits out its answer timeout and re-executes itself).
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{}", standbys[0])).exists() {
+        assert!(Instant::now() < until, "killed standby still there");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = c.run(&b.id("standby"), &sh("echo again")).expect("run");
+    assert_eq!(out.stdout, b"again\n");
+    let until = Instant::now() + Duration::from_secs(10);
+    let standbys = loop {
+        let s = children_named(zygote, "clearbox-helper");
+        if (s.len() == 1 && s[0] != standbys[0]) || Instant::now() > until {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(standbys.len(), 1, "one new standby: {standbys:?}");
     // SAFETY: kill(2) with integers; the pid is the agent's child found above.
     unsafe { libc::kill(zygotes[0], libc::SIGKILL) };
     let until = Instant::now() + Duration::from_secs(10);

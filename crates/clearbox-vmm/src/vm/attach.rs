@@ -57,7 +57,7 @@ impl ChannelProgram {
 pub(super) struct Boot {
     /// Each helper's index and the socket it creates, which QEMU connects to.
     sockets: Vec<(usize, PathBuf)>,
-    /// The kernel command line's additions (the caller's, then the channel's).
+    /// The kernel command line's additions (the caller's, the channel's, the shares').
     pub(super) cmdline_extra: Vec<String>,
 }
 
