@@ -548,10 +548,12 @@ start_sleeper() {
 @test "create waiting on a hook that never ends: SIGTERM kills the hook and undoes the create" {
     expect_vm || skip "isolation vm only (the create of other isolations is not interruptible)"
     local id pid status marker="$BATS_TEST_TMPDIR/hook-ran"
+    # A duration of its own: the leak check below must not see other tests' processes.
+    local secs=$((100000 + RANDOM))
     id=$(new_id)
     make_bundle "$B" true
-    edit_config "$B" --arg m "$marker" \
-        '.hooks = {"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "touch \($m); exec sleep 1000"]}]}'
+    edit_config "$B" --arg m "$marker" --arg s "$secs" \
+        '.hooks = {"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "touch \($m); exec sleep \($s)"]}]}'
     track "$id"
     env --default-signal=TERM "$RUNTIME" --root "$RT_ROOT" "${RUNTIME_GLOBAL_ARGS[@]}" \
         create --bundle "$B" "$id" </dev/null >/dev/null 2>"$BATS_TEST_TMPDIR/stderr" &
@@ -563,7 +565,7 @@ start_sleeper() {
     [ "$status" -eq 143 ] || fail "create did not end by SIGTERM: status $status, $(cat "$BATS_TEST_TMPDIR/stderr")"
     grep -q "create interrupted by SIGTERM" "$BATS_TEST_TMPDIR/stderr" ||
         fail "no message naming the signal: $(cat "$BATS_TEST_TMPDIR/stderr")"
-    ! pgrep -f -- "touch $marker; exec sleep 1000" >/dev/null || fail "the hook still runs"
-    ! pgrep -x -f "sleep 1000" >/dev/null || fail "the hook's sleep still runs"
+    ! pgrep -f -- "touch $marker; exec sleep $secs" >/dev/null || fail "the hook still runs"
+    ! pgrep -x -f "sleep $secs" >/dev/null || fail "the hook's sleep still runs"
     assert_nothing_left "$id" "$B"
 }
