@@ -113,8 +113,10 @@ assert_container_gone() {
 
 @test "shim: run -d, exec (code, --tty), metrics, pause/resume, kill, rm, nothing left" {
     local id=shim-life base
+    # The init ends on TERM and leaves its child behind: delete must take it too (fly has no
+    # PID namespace whose end would). A duration of its own, so the check sees only it.
     run --separate-stderr ctr run -d "${RUN_ARGS[@]}" "$IMAGE" "$id" \
-        sh -c 'trap "exit 0" TERM; sleep 1000 & wait'
+        sh -c 'trap "exit 0" TERM; sleep 1000321 & wait'
     assert_status 0
     run --separate-stderr ctr task ls
     [[ "$output" == *"$id"*RUNNING* ]] || fail "task not running: $output"
@@ -154,6 +156,7 @@ assert_container_gone() {
     run --separate-stderr ctr container rm "$id"
     assert_status 0
     assert_container_gone "$id" "$base"
+    ! pgrep -a -x -f "sleep 1000321" || fail "the init's child outlived the container"
 }
 
 @test "shim: ctr task kill -s KILL: ctr run exits 137" {

@@ -26,6 +26,9 @@ use crate::process::{self as proc_setup, ExecImage};
 use crate::Error;
 
 const FIFO: &str = "exec.fifo";
+/// The container's mount namespace (`<dev> <inode>` of the init's `/proc/<pid>/ns/mnt`),
+/// written at create: once the init is gone, its processes are found by it (see `orphans`).
+const MOUNT_NS: &str = "mount-ns";
 
 /// Parameters of [`create`].
 #[derive(Debug)]
@@ -93,6 +96,11 @@ pub fn create(p: &CreateParams<'_>) -> Result<i32, Error> {
             return Err(e);
         }
     };
+    if let Err(e) = record_mount_ns(pid, p.dir) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = fs::remove_file(&fifo);
+        return Err(e);
+    }
     let state = hook_state(p.id, ContainerStatus::Created, pid, p.bundle, p.annotations);
     if let Err(e) = run_hooks(&p.create_hooks, &state) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -414,6 +422,68 @@ pub fn destroy(pid: i32, rootfs: &Path) -> Result<(), Error> {
     }
 }
 
+/// `(dev, inode)` of what `path` names, following links (nsfs links included).
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn record_mount_ns(pid: i32, dir: &Path) -> Result<(), Error> {
+    let Some((dev, ino)) = file_id(Path::new(&format!("/proc/{pid}/ns/mnt"))) else {
+        return Err(Error::Setup(format!(
+            "cannot read the mount namespace of init {pid}"
+        )));
+    };
+    let tmp = dir.join(format!(".{MOUNT_NS}.tmp"));
+    fs::write(&tmp, format!("{dev} {ino}\n"))
+        .and_then(|()| fs::rename(&tmp, dir.join(MOUNT_NS)))
+        .map_err(|e| Error::io(format!("write {}", dir.join(MOUNT_NS).display()), e))
+}
+
+/// The processes left of a container whose init is gone: those in its recorded mount
+/// namespace whose root is its rootfs (both: a namespace's inode number is reused once the
+/// namespace is gone, a rootfs may be shared).
+fn orphans(dir: &Path, rootfs: &Path) -> Vec<i32> {
+    let recorded = fs::read_to_string(dir.join(MOUNT_NS)).ok().and_then(|t| {
+        let mut it = t.split_whitespace().map(str::parse::<u64>);
+        Some((it.next()?.ok()?, it.next()?.ok()?))
+    });
+    let (Some(ns), Some(root)) = (recorded, file_id(rootfs)) else {
+        return Vec::new();
+    };
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            file_id(Path::new(&format!("/proc/{p}/ns/mnt"))) == Some(ns)
+                && file_id(Path::new(&format!("/proc/{p}/root"))) == Some(root)
+        })
+        .collect()
+}
+
+/// Kills what [`orphans`] finds and waits (bounded) until it is gone.
+fn kill_orphans(dir: &Path, rootfs: &Path) -> Result<(), Error> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = orphans(dir, rootfs);
+        if left.is_empty() {
+            return Ok(());
+        }
+        for p in left {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(p), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Setup(
+                "processes left by the container's init survive SIGKILL".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Runs the poststop hooks and removes the fifo if `start` never ran.
 /// `pid` is `None` when the recorded init is already gone (its pid may have been recycled).
 pub fn delete(
@@ -432,7 +502,11 @@ pub fn delete(
     if let Some(pid) = pid {
         destroy(pid, rootfs)?;
     }
+    // Without a PID namespace, the init's end does not end its children (a shell whose
+    // `sleep &` outlived it): they still hold the container's mount namespace.
+    kill_orphans(dir, rootfs)?;
     let _ = fs::remove_file(dir.join(FIFO));
+    let _ = fs::remove_file(dir.join(MOUNT_NS));
     // OCI: a failing poststop hook is a warning; the others and the deletion go on.
     run_each(
         "poststop",
