@@ -402,21 +402,31 @@ pub fn destroy(pid: i32, rootfs: &Path) -> Result<(), Error> {
     if pid <= 0 {
         return Err(Error::Setup(format!("invalid init pid {pid}")));
     }
+    kill_until_gone(
+        || processes(pid, rootfs),
+        || format!("processes of container init {pid} survive SIGKILL"),
+    )
+}
+
+/// SIGKILLs what `find` lists until it lists nothing (bounded: 10 s, then `survivors` names
+/// the failure).
+fn kill_until_gone(
+    find: impl Fn() -> Vec<i32>,
+    survivors: impl FnOnce() -> String,
+) -> Result<(), Error> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let tree = processes(pid, rootfs);
-        if tree.is_empty() {
+        let left = find();
+        if left.is_empty() {
             return Ok(());
         }
-        for p in tree {
+        for p in left {
             let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
             // Our own child (foreground run) must be reaped to disappear.
             let _ = waitpid(Pid::from_raw(p), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
         }
         if Instant::now() > deadline {
-            return Err(Error::Setup(format!(
-                "processes of container init {pid} survive SIGKILL"
-            )));
+            return Err(Error::Setup(survivors()));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -465,23 +475,10 @@ fn orphans(dir: &Path, rootfs: &Path) -> Vec<i32> {
 
 /// Kills what [`orphans`] finds and waits (bounded) until it is gone.
 fn kill_orphans(dir: &Path, rootfs: &Path) -> Result<(), Error> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = orphans(dir, rootfs);
-        if left.is_empty() {
-            return Ok(());
-        }
-        for p in left {
-            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
-            let _ = waitpid(Pid::from_raw(p), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
-        }
-        if Instant::now() > deadline {
-            return Err(Error::Setup(
-                "processes left by the container's init survive SIGKILL".into(),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    kill_until_gone(
+        || orphans(dir, rootfs),
+        || "processes left by the container's init survive SIGKILL".into(),
+    )
 }
 
 /// Runs the poststop hooks and removes the fifo if `start` never ran.
