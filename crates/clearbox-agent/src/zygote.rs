@@ -245,7 +245,7 @@ fn serve(sock: OwnedFd) -> i32 {
                 let Some((n, fds, whole)) = receive(&sock, &mut body) else {
                     return 0;
                 };
-                let answer = if whole && (fds.len() == 1 || fds.len() == 4) {
+                let answer = if acceptable(&fds, whole) {
                     set_nice(0);
                     // SAFETY: this process is single-threaded.
                     match unsafe { nix::unistd::fork() } {
@@ -306,7 +306,7 @@ fn standby(sock: OwnedFd, body: &mut [u8], took: OwnedFd, guard: bool) -> i32 {
     // did).
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
-    let valid = whole && (fds.len() == 1 || fds.len() == 4);
+    let valid = acceptable(&fds, whole);
     let answer = if valid {
         nix::unistd::getpid().as_raw()
     } else {
@@ -359,6 +359,12 @@ fn receive(sock: &OwnedFd, body: &mut [u8]) -> Option<(usize, Vec<OwnedFd>, bool
             .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
         return Some((msg.bytes, fds, whole));
     }
+}
+
+/// A request the helper can serve: whole, with the response pipe and (without a console
+/// socket) the three stdio descriptors.
+fn acceptable(fds: &[OwnedFd], whole: bool) -> bool {
+    whole && (fds.len() == 1 || fds.len() == 4)
 }
 
 /// Whether a request waits on `sock` (without taking it).

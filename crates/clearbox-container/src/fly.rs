@@ -26,7 +26,7 @@ use crate::process::{self as proc_setup, ExecImage};
 use crate::Error;
 
 const FIFO: &str = "exec.fifo";
-/// The container's mount namespace (`<dev> <inode>` of the init's `/proc/<pid>/ns/mnt`),
+/// The container's mount namespace (the init's `/proc/<pid>/ns/mnt` link, `mnt:[<inode>]`),
 /// written at create: once the init is gone, its processes are found by it (see `orphans`).
 const MOUNT_NS: &str = "mount-ns";
 
@@ -432,20 +432,20 @@ fn kill_until_gone(
     }
 }
 
-/// `(dev, inode)` of what `path` names, following links (nsfs links included).
+/// `(dev, inode)` of what `path` names, following links.
 fn file_id(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn record_mount_ns(pid: i32, dir: &Path) -> Result<(), Error> {
-    let Some((dev, ino)) = file_id(Path::new(&format!("/proc/{pid}/ns/mnt"))) else {
+    let Some(ns) = fly_mounts::mount_ns(&pid.to_string()) else {
         return Err(Error::Setup(format!(
             "cannot read the mount namespace of init {pid}"
         )));
     };
     let tmp = dir.join(format!(".{MOUNT_NS}.tmp"));
-    fs::write(&tmp, format!("{dev} {ino}\n"))
+    fs::write(&tmp, ns.as_os_str().as_encoded_bytes())
         .and_then(|()| fs::rename(&tmp, dir.join(MOUNT_NS)))
         .map_err(|e| Error::io(format!("write {}", dir.join(MOUNT_NS).display()), e))
 }
@@ -454,22 +454,12 @@ fn record_mount_ns(pid: i32, dir: &Path) -> Result<(), Error> {
 /// namespace whose root is its rootfs (both: a namespace's inode number is reused once the
 /// namespace is gone, a rootfs may be shared).
 fn orphans(dir: &Path, rootfs: &Path) -> Vec<i32> {
-    let recorded = fs::read_to_string(dir.join(MOUNT_NS)).ok().and_then(|t| {
-        let mut it = t.split_whitespace().map(str::parse::<u64>);
-        Some((it.next()?.ok()?, it.next()?.ok()?))
-    });
-    let (Some(ns), Some(root)) = (recorded, file_id(rootfs)) else {
+    let (Ok(ns), Some(root)) = (fs::read_to_string(dir.join(MOUNT_NS)), file_id(rootfs)) else {
         return Vec::new();
     };
-    let Ok(rd) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| {
-            file_id(Path::new(&format!("/proc/{p}/ns/mnt"))) == Some(ns)
-                && file_id(Path::new(&format!("/proc/{p}/root"))) == Some(root)
-        })
+    fly_mounts::processes_in_mount_ns(Path::new(ns.trim()))
+        .into_iter()
+        .filter(|p| file_id(Path::new(&format!("/proc/{p}/root"))) == Some(root))
         .collect()
 }
 

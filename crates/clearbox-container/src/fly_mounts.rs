@@ -181,11 +181,20 @@ fn tmpfs_options(opts: &[&str]) -> (MsFlags, String) {
 /// Processes in the same mount namespace as `pid`, unless that is this process's own (then
 /// `pid` is no fly container init and the answer would be "everything").
 pub fn processes_sharing_mounts_with(pid: i32) -> Vec<i32> {
-    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
-    let Some(target) = ns(&pid.to_string()) else {
-        return Vec::new();
-    };
-    if ns("self").as_ref() == Some(&target) {
+    mount_ns(&pid.to_string())
+        .map(|t| processes_in_mount_ns(&t))
+        .unwrap_or_default()
+}
+
+/// The mount namespace of process `p` (a pid or `self`), as its nsfs link reads
+/// (`mnt:[<inode>]`).
+pub fn mount_ns(p: &str) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok()
+}
+
+/// Every process in mount namespace `target` ([`mount_ns`]); none when it is our own.
+pub fn processes_in_mount_ns(target: &Path) -> Vec<i32> {
+    if mount_ns("self").as_deref() == Some(target) {
         return Vec::new();
     }
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -193,7 +202,7 @@ pub fn processes_sharing_mounts_with(pid: i32) -> Vec<i32> {
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| ns(&p.to_string()).as_ref() == Some(&target))
+        .filter(|p| mount_ns(&p.to_string()).as_deref() == Some(target))
         .collect()
 }
 
