@@ -74,6 +74,26 @@ fn open_sparse_copy(src: &Path, dst: &Path) -> Result<(File, File, u64)> {
     Ok((s, d, len))
 }
 
+/// The next data extent of `f` at or after `off`, as `(start, end)`; `None` when only a hole
+/// is left.
+fn next_extent(f: &File, off: i64, path: &Path) -> Result<Option<(i64, i64)>> {
+    // SAFETY: lseek on a descriptor we own (no memory is passed).
+    let data = unsafe { libc::lseek(f.as_raw_fd(), off, libc::SEEK_DATA) };
+    if data < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENXIO) {
+            return Ok(None); // only a hole left
+        }
+        return Err(path_err("seek", path)(e));
+    }
+    // SAFETY: as above.
+    let hole = unsafe { libc::lseek(f.as_raw_fd(), data, libc::SEEK_HOLE) };
+    if hole < 0 {
+        return Err(path_err("seek", path)(std::io::Error::last_os_error()));
+    }
+    Ok(Some((data, hole)))
+}
+
 /// Copies the data extents of `s` (`len` bytes) to the same offsets of `d`.
 fn copy_data(s: &File, d: &File, len: u64, src: &Path, dst: &Path) -> Result<()> {
     use std::os::unix::fs::FileExt;
@@ -81,20 +101,9 @@ fn copy_data(s: &File, d: &File, len: u64, src: &Path, dst: &Path) -> Result<()>
     let mut off: i64 = 0;
     let end = i64::try_from(len).unwrap_or(i64::MAX);
     while off < end {
-        // SAFETY: lseek on a descriptor we own.
-        let data = unsafe { libc::lseek(s.as_raw_fd(), off, libc::SEEK_DATA) };
-        if data < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                break; // only a hole left
-            }
-            return Err(path_err("seek", src)(e));
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(s.as_raw_fd(), data, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return Err(path_err("seek", src)(std::io::Error::last_os_error()));
-        }
+        let Some((data, hole)) = next_extent(s, off, src)? else {
+            break;
+        };
         let mut at = data;
         while at < hole {
             let want = usize::try_from(hole - at)
@@ -113,6 +122,82 @@ fn copy_data(s: &File, d: &File, len: u64, src: &Path, dst: &Path) -> Result<()>
         off = hole;
     }
     Ok(())
+}
+
+/// The page size of guest memory the punch works in.
+const PAGE: usize = 4096;
+
+/// Turns every page of zeros in `path` into a hole and returns how many bytes that freed. A
+/// template's memory file is copied into every VM restored from it, holes left out; a hole
+/// reads as zeros, so the guest sees the same memory, and a restored VM holds only the pages
+/// that carry data (the guest kernel's free boot memory is zeroed for this: guest kernel
+/// patch 0005).
+pub(crate) fn punch_zero_pages(path: &Path) -> Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(path_err("open", path))?;
+    let end =
+        i64::try_from(f.metadata().map_err(path_err("stat", path))?.len()).unwrap_or(i64::MAX);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut punched = 0u64;
+    // The zero run being collected: punched when data ends it (or at the extent's end).
+    let mut run: Option<(i64, i64)> = None;
+    let mut punch = |r: &mut Option<(i64, i64)>| -> Result<()> {
+        if let Some((a, b)) = r.take() {
+            nix::fcntl::fallocate(
+                f.as_raw_fd(),
+                nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+                    | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                a,
+                b - a,
+            )
+            .map_err(|e| path_err("punch a hole in", path)(e.into()))?;
+            punched += (b - a) as u64;
+        }
+        Ok(())
+    };
+    let mut off: i64 = 0;
+    while off < end {
+        let Some((data, hole)) = next_extent(&f, off, path)? else {
+            break;
+        };
+        let mut at = data;
+        while at < hole {
+            let want = usize::try_from(hole - at)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let n = f
+                .read_at(&mut buf[..want], at as u64)
+                .map_err(path_err("read", path))?;
+            if n == 0 {
+                break;
+            }
+            for (i, page) in buf[..n].chunks(PAGE).enumerate() {
+                let p = at + (i * PAGE) as i64;
+                // Only whole, page-aligned pages: a partial one at the file's end stays.
+                let whole = page.len() == PAGE && p % PAGE as i64 == 0;
+                if whole && page.iter().all(|b| *b == 0) {
+                    match &mut run {
+                        Some((_, e)) if *e == p => *e = p + PAGE as i64,
+                        _ => {
+                            punch(&mut run)?;
+                            run = Some((p, p + PAGE as i64));
+                        }
+                    }
+                } else {
+                    punch(&mut run)?;
+                }
+            }
+            at += n as i64;
+        }
+        punch(&mut run)?;
+        off = hole;
+    }
+    Ok(punched)
 }
 
 #[cfg(test)]
@@ -148,6 +233,39 @@ mod tests {
         );
         // Exists already: refused.
         assert!(copy_sparse(&src, &dst).is_err());
+    }
+
+    #[test]
+    fn zero_pages_become_holes_and_the_content_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mem");
+        let f = File::create(&p).unwrap();
+        f.set_len(16 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        // Data, then 64 pages of zeros written out (allocated), then data with one zero byte
+        // at a page's start, then a lone zero page between data pages, then a partial tail.
+        f.write_all_at(&[1u8; PAGE], 0).unwrap();
+        f.write_all_at(&vec![0u8; 64 * PAGE], PAGE as u64).unwrap();
+        let mut odd = vec![9u8; PAGE];
+        odd[0] = 0;
+        f.write_all_at(&odd, 65 * PAGE as u64).unwrap();
+        f.write_all_at(&[0u8; PAGE], 66 * PAGE as u64).unwrap();
+        f.write_all_at(&[2u8; PAGE], 67 * PAGE as u64).unwrap();
+        f.sync_all().unwrap();
+        let before = std::fs::read(&p).unwrap();
+        let blocks = std::fs::metadata(&p).unwrap().blocks();
+        let freed = punch_zero_pages(&p).unwrap();
+        assert_eq!(freed, 65 * PAGE as u64, "the 64-page run and the lone page");
+        assert_eq!(std::fs::read(&p).unwrap(), before, "same bytes");
+        let after = std::fs::metadata(&p).unwrap().blocks();
+        assert!(after < blocks, "blocks {blocks} -> {after}");
+        // Nothing left to punch.
+        assert_eq!(punch_zero_pages(&p).unwrap(), 0);
+        // A copy skips the holes too.
+        let dst = dir.path().join("copy");
+        copy_sparse(&p, &dst).unwrap();
+        assert_eq!(std::fs::read(&dst).unwrap(), before);
+        assert_eq!(std::fs::metadata(&dst).unwrap().blocks(), after);
     }
 
     #[test]

@@ -40,7 +40,7 @@ mod copy;
 
 pub use cache::{list, prune, CacheState, CachedTemplate, Pruned};
 pub(crate) use cache::{prune_lru, prune_stale};
-pub(crate) use copy::{copy_sparse, PendingCopy};
+pub(crate) use copy::{copy_sparse, punch_zero_pages, PendingCopy};
 
 /// Where templates live unless configured otherwise: tmpfs, because every VM copies the
 /// template's memory file sparsely (SEEK_DATA/SEEK_HOLE), which must be exact and fast. On a

@@ -226,6 +226,13 @@ fn build_in(config: &VmConfig, dir: &Path) -> Result<()> {
     drop(q);
     vm.kill()?;
     saved?;
+    // Every restore copies this file: zero pages need not be in it (holes read as zeros).
+    let memory = dir.join(template::MEMORY);
+    let freed = template::punch_zero_pages(&memory)?;
+    tracing::debug!(
+        mib = freed >> 20,
+        "zero pages left out of the template's memory"
+    );
     for i in 0..config.shares.len() {
         let _ = std::fs::remove_dir(dir.join(format!("share-{i}")));
     }
