@@ -119,11 +119,20 @@ pub(crate) fn mount_virtiofs(tag: &str) -> Result<PathBuf> {
     }
     let run = &config().run_dir;
     let target = guest::virtiofs_mount(run, tag);
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let already = mounts.lines().any(|l| {
-        let mut f = l.split_whitespace();
-        f.next() == Some(tag) && f.next() == target.to_str()
-    });
+    // The shares this agent mounted: every create asks, and the answer rarely changes (the
+    // share is mounted as the agent starts). Only the agent mounts shares in the guest, so
+    // an unknown tag is looked up in the mount table once (a template's restored guest
+    // keeps the template agent's mounts and this set alike).
+    static MOUNTED: OnceLock<std::sync::Mutex<HashSet<String>>> = OnceLock::new();
+    let mounted = MOUNTED.get_or_init(Default::default);
+    let known = mounted.lock().map(|m| m.contains(tag)).unwrap_or(false);
+    let already = known || {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        mounts.lines().any(|l| {
+            let mut f = l.split_whitespace();
+            f.next() == Some(tag) && f.next() == target.to_str()
+        })
+    };
     if !already {
         std::fs::create_dir_all(&target).map_err(|e| Error::os("mkdir virtio-fs mount", e))?;
         nix::mount::mount(
@@ -134,6 +143,11 @@ pub(crate) fn mount_virtiofs(tag: &str) -> Result<PathBuf> {
             None::<&str>,
         )
         .map_err(|e| Error::os(format!("mount virtio-fs {tag}"), e))?;
+    }
+    if !known {
+        if let Ok(mut m) = mounted.lock() {
+            m.insert(tag.to_string());
+        }
     }
     if tag == guest::SHARE_TAG {
         let link = run.join(guest::SHARED_LINK);

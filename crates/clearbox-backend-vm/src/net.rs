@@ -125,6 +125,13 @@ impl Wiring {
     pub(crate) fn close_taps(&mut self) {
         self.taps.clear();
     }
+
+    /// The shim is giving up its privileges: it could no longer remove the qdiscs (every
+    /// attempt would fail with EPERM, a warning at each container's end). `delete` removes
+    /// them, from the wiring recorded in the VM record by [`wire`].
+    pub(crate) fn leave_to_delete(&mut self) {
+        self.links.clear();
+    }
 }
 
 impl Drop for Wiring {

@@ -411,6 +411,7 @@ fn init(
     }
     if let Some(ids) = vm.jail_ids() {
         drop_privileges(single, ids.uid, ids.gid)?;
+        wiring.leave_to_delete();
     }
     if let Some(w) = watch {
         w.spawn();
