@@ -31,6 +31,29 @@ identity_bundle() {
 
 templates_built() { find "$TPL" -mindepth 2 -maxdepth 2 -name template.json | wc -l; }
 
+# Pages of the memory file $1 that hold data: "<data pages> <pages of zeros>".
+page_census() {
+    python3 - "$1" <<'EOF'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+page, off, data, zeros = 4096, 0, 0, 0
+zero = bytes(page)
+while True:
+    try:
+        off = os.lseek(fd, off, os.SEEK_DATA)
+    except OSError:
+        break
+    end = os.lseek(fd, off, os.SEEK_HOLE)
+    while off < end:
+        b = os.pread(fd, min(end - off, 1 << 20), off)
+        for i in range(0, len(b) - page + 1, page):
+            data += 1
+            zeros += b[i:i + page] == zero
+        off += len(b)
+print(data, zeros)
+EOF
+}
+
 @test "template: two racing first uses build one template; clones differ in RNG and boot id, have the host's clock" {
     local a="$BATS_TEST_TMPDIR/a" b="$BATS_TEST_TMPDIR/b" ida idb
     identity_bundle "$a"
@@ -49,6 +72,11 @@ templates_built() { find "$TPL" -mindepth 2 -maxdepth 2 -name template.json | wc
     done
     [ "$(templates_built)" = 1 ] || fail "expected one template, found: $(ls -la "$TPL")"
     [ -z "$(find "$TPL" -maxdepth 1 -name '.build-*')" ] || fail "a build directory was left: $(ls -a "$TPL")"
+    # Its memory file carries no page of zeros: each is a hole, which no restore copies.
+    local census
+    census=$(page_census "$(find "$TPL" -mindepth 2 -maxdepth 2 -name memory)")
+    [ "${census% *}" -gt 1000 ] && [ "${census#* }" = 0 ] ||
+        fail "template memory: <data pages> <zero pages> = $census"
     local boot_a boot_b rnd_a rnd_b t_a t_b now
     boot_a=$(sed -n 1p "$BATS_TEST_TMPDIR/out.a")
     boot_b=$(sed -n 1p "$BATS_TEST_TMPDIR/out.b")
