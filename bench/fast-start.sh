@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fast start and small footprint (issue 12), every anchor measured in this one run:
 #   1. `clearbox run` of busybox `true`: VM restored from a template vs cold-booted vs the VM
-#      boot floor vs isolation=namespaces vs gVisor's `runsc run` (hyperfine medians);
+#      boot floor vs isolation=namespaces vs gVisor's `runsc run` (medians of interleaved
+#      rounds, bench/interleave.py: each round runs every command once, so the host's drift
+#      hits all of them alike);
 #   2. `podman run --rm IMG true` with clearbox (vm, templates and cold) vs crun;
 #   3. idle containers: N (default 20) `sleep` containers in VMs, per VM start mode, memory
 #      and CPU per container (all host processes of each: shim, QEMU, the agent channel's
@@ -47,13 +49,16 @@ else
     echo "fast-start: VM templates unsupported here, cold rows only: $tpl_line" >&2
 fi
 mode_cmd() { if [ "$1" = template ]; then echo "$TEMPLATE_CMD"; else echo "$COLD_CMD"; fi; }
-for c in hyperfine runsc jq python3 podman crun; do
+for c in runsc jq python3 podman crun; do
     command -v "$c" >/dev/null || die "$c not found (scripts/install-deps.sh)"
 done
 for f in vmlinux floor-initramfs.img initramfs.img; do
     [ -f "/usr/share/clearbox/$f" ] || die "/usr/share/clearbox/$f missing: run scripts/build.sh"
 done
 has() { [[ " $SECTIONS " == *" $1 "* ]]; }
+# Interleaved rounds (one warm-up round; each timed run right after an untimed one of the
+# same command), hyperfine's JSON.
+interleave() { python3 "$here/interleave.py" --warmup 1 --runs "$RUNS" "$@" >&2; }
 
 # shellcheck source=../tests/e2e/helpers.bash
 . "$REPO/tests/e2e/helpers.bash"
@@ -101,7 +106,7 @@ if has run; then
     [[ " ${MODES[*]} " != *" template "* ]] ||
         rows+=(-n "clearbox run (vm, template)" "$TEMPLATE_CMD $RUNTIME --root $R --isolation vm run --bundle $B b-tpl")
     echo "fast-start: run ($RUNS runs) ..." >&2
-    hyperfine -N -i --warmup 1 --runs "$RUNS" --export-json "$W/run.json" "${rows[@]}" >&2
+    interleave --export-json "$W/run.json" "${rows[@]}"
 fi
 
 # --- 2. podman: clearbox (vm) vs crun ------------------------------------------------------
@@ -136,8 +141,8 @@ EOF
         chmod +x "$W/clearbox-$m"
         rows+=(-n "podman run --rm (clearbox vm, $m)" "$pod --runtime $W/clearbox-$m run --rm $IMAGE true")
     done
-    hyperfine -N -i --warmup 1 --runs "$RUNS" --export-json "$W/podman.json" "${rows[@]}" \
-        -n "podman run --rm (crun)" "$pod --runtime $crun_wrap run --rm $IMAGE true" >&2
+    interleave --export-json "$W/podman.json" "${rows[@]}" \
+        -n "podman run --rm (crun)" "$pod --runtime $crun_wrap run --rm $IMAGE true"
     $pod rm -af -t 0 >/dev/null 2>&1 || true
 fi
 
@@ -234,7 +239,7 @@ if has exec; then
         -n "exec: run true (runsc)" "runsc --root $W/runsc --network=none --ignore-cgroups run --bundle $B x-runsc"
         -n "exec: run 20 execs (runsc)" "runsc --root $W/runsc --network=none --ignore-cgroups run --bundle $BX x-runsc")
     echo "fast-start: exec ($RUNS runs) ..." >&2
-    hyperfine -N -i --warmup 1 --runs "$RUNS" --export-json "$W/exec.json" "${rows[@]}" >&2
+    interleave --export-json "$W/exec.json" "${rows[@]}"
 fi
 load1=$(cut -d' ' -f1 /proc/loadavg)
 
@@ -243,12 +248,19 @@ import json, os, statistics, sys
 w, par, load0, load1 = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 def verdict(v, t): return "met" if v <= t else "MISSED"
 rows = {}
-for f in ("run.json", "podman.json"):
+failed = []
+for f in ("run.json", "podman.json", "exec.json"):
     p = os.path.join(w, f)
     if os.path.exists(p):
         for r in json.load(open(p))["results"]:
-            rows[r["command"]] = r["median"] * 1000
+            if f != "exec.json":
+                rows[r["command"]] = r["median"] * 1000
+            if r.get("failures"):
+                failed.append(f"{r['command']}: {r['failures']} of {len(r['times'])} runs FAILED")
 print(f"load average {load0} at start, {load1} at end\n")
+print("Timed in interleaved rounds (bench/interleave.py): every round runs each command once.\n")
+for line in failed:
+    print(f"**{line}** (their times still count: a failed run is not a fast run)\n")
 if rows:
     print("| command | median (ms) |\n|---|---:|")
     for k, v in rows.items():
