@@ -59,6 +59,22 @@ impl Watch {
     }
 }
 
+/// How long a helper's death waits for QEMU's own exit to show before it counts as the
+/// helper's failure.
+const QEMU_EXIT_GRACE_MS: u16 = 200;
+
+/// True when QEMU's pidfd reports its exit within `grace_ms`.
+fn qemu_ends_within(qemu: &OwnedFd, grace_ms: u16) -> bool {
+    let mut fds = [PollFd::new(qemu.as_fd(), PollFlags::POLLIN)];
+    loop {
+        match nix::poll::poll(&mut fds, PollTimeout::from(grace_ms)) {
+            Ok(n) => return n > 0,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
 fn spawn_watcher(qemu: OwnedFd, helpers: Vec<(String, OwnedFd)>) {
     let spawned = std::thread::Builder::new()
         .name("helper-watch".into())
@@ -87,7 +103,10 @@ fn spawn_watcher(qemu: OwnedFd, helpers: Vec<(String, OwnedFd)>) {
                 .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
                 .map(|(_, role)| role)
                 .collect();
-            if dead.contains(&"qemu") {
+            if dead.contains(&"qemu") || qemu_ends_within(&qemu, QEMU_EXIT_GRACE_MS) {
+                // QEMU going away takes its helpers with it (it closes their sockets before
+                // its own exit shows), and at a container's end the shim kills it: no helper
+                // died on its own.
                 return;
             }
             tracing::warn!(helpers = ?dead, "a VM helper died: stopping the VM");
