@@ -94,75 +94,20 @@ fn next_extent(f: &File, off: i64, path: &Path) -> Result<Option<(i64, i64)>> {
     Ok(Some((data, hole)))
 }
 
-/// Copies the data extents of `s` (`len` bytes) to the same offsets of `d`.
-fn copy_data(s: &File, d: &File, len: u64, src: &Path, dst: &Path) -> Result<()> {
+/// Reads every data extent of `f` (`len` bytes) in chunks of at most 1 MiB and hands each to
+/// `each` with its offset in the file.
+fn each_data_chunk(
+    f: &File,
+    len: u64,
+    path: &Path,
+    mut each: impl FnMut(i64, &[u8]) -> Result<()>,
+) -> Result<()> {
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; 1 << 20];
     let mut off: i64 = 0;
     let end = i64::try_from(len).unwrap_or(i64::MAX);
     while off < end {
-        let Some((data, hole)) = next_extent(s, off, src)? else {
-            break;
-        };
-        let mut at = data;
-        while at < hole {
-            let want = usize::try_from(hole - at)
-                .unwrap_or(usize::MAX)
-                .min(buf.len());
-            let n = s
-                .read_at(&mut buf[..want], at as u64)
-                .map_err(path_err("read", src))?;
-            if n == 0 {
-                break;
-            }
-            d.write_all_at(&buf[..n], at as u64)
-                .map_err(path_err("write", dst))?;
-            at += n as i64;
-        }
-        off = hole;
-    }
-    Ok(())
-}
-
-/// The page size of guest memory the punch works in.
-const PAGE: usize = 4096;
-
-/// Turns every page of zeros in `path` into a hole and returns how many bytes that freed. A
-/// template's memory file is copied into every VM restored from it, holes left out; a hole
-/// reads as zeros, so the guest sees the same memory, and a restored VM holds only the pages
-/// that carry data (the guest kernel's free boot memory is zeroed for this: guest kernel
-/// patch 0005).
-pub(crate) fn punch_zero_pages(path: &Path) -> Result<u64> {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .map_err(path_err("open", path))?;
-    let end =
-        i64::try_from(f.metadata().map_err(path_err("stat", path))?.len()).unwrap_or(i64::MAX);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut punched = 0u64;
-    // The zero run being collected: punched when data ends it (or at the extent's end).
-    let mut run: Option<(i64, i64)> = None;
-    let mut punch = |r: &mut Option<(i64, i64)>| -> Result<()> {
-        if let Some((a, b)) = r.take() {
-            nix::fcntl::fallocate(
-                f.as_raw_fd(),
-                nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
-                    | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
-                a,
-                b - a,
-            )
-            .map_err(|e| path_err("punch a hole in", path)(e.into()))?;
-            punched += (b - a) as u64;
-        }
-        Ok(())
-    };
-    let mut off: i64 = 0;
-    while off < end {
-        let Some((data, hole)) = next_extent(&f, off, path)? else {
+        let Some((data, hole)) = next_extent(f, off, path)? else {
             break;
         };
         let mut at = data;
@@ -176,28 +121,81 @@ pub(crate) fn punch_zero_pages(path: &Path) -> Result<u64> {
             if n == 0 {
                 break;
             }
-            for (i, page) in buf[..n].chunks(PAGE).enumerate() {
-                let p = at + (i * PAGE) as i64;
-                // Only whole, page-aligned pages: a partial one at the file's end stays.
-                let whole = page.len() == PAGE && p % PAGE as i64 == 0;
-                if whole && page.iter().all(|b| *b == 0) {
-                    match &mut run {
-                        Some((_, e)) if *e == p => *e = p + PAGE as i64,
-                        _ => {
-                            punch(&mut run)?;
-                            run = Some((p, p + PAGE as i64));
-                        }
-                    }
-                } else {
-                    punch(&mut run)?;
-                }
-            }
+            each(at, &buf[..n])?;
             at += n as i64;
         }
-        punch(&mut run)?;
         off = hole;
     }
+    Ok(())
+}
+
+/// Copies the data extents of `s` (`len` bytes) to the same offsets of `d`.
+fn copy_data(s: &File, d: &File, len: u64, src: &Path, dst: &Path) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    each_data_chunk(s, len, src, |at, bytes| {
+        d.write_all_at(bytes, at as u64)
+            .map_err(path_err("write", dst))
+    })
+}
+
+/// The page size of guest memory the punch works in.
+const PAGE: usize = 4096;
+
+/// Turns every page of zeros in `path` into a hole and returns how many bytes that freed. A
+/// template's memory file is copied into every VM restored from it, holes left out; a hole
+/// reads as zeros, so the guest sees the same memory, and a restored VM holds only the pages
+/// that carry data (the guest kernel's free boot memory is zeroed for this: guest kernel
+/// patch 0005).
+pub(crate) fn punch_zero_pages(path: &Path) -> Result<u64> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(path_err("open", path))?;
+    let len = f.metadata().map_err(path_err("stat", path))?.len();
+    let mut punched = 0u64;
+    // The run of zero pages being collected, punched once data (or the end) ends it. Extents
+    // are separated by holes, so a run never spans two.
+    let mut run: Option<(i64, i64)> = None;
+    each_data_chunk(&f, len, path, |at, bytes| {
+        for (i, page) in bytes.chunks(PAGE).enumerate() {
+            let p = at + (i * PAGE) as i64;
+            // Only whole, page-aligned pages: a partial one at the file's end stays.
+            let whole = page.len() == PAGE && p % PAGE as i64 == 0;
+            if whole && page.iter().all(|b| *b == 0) {
+                match &mut run {
+                    Some((_, e)) if *e == p => *e = p + PAGE as i64,
+                    _ => {
+                        punch(&f, run.take(), path, &mut punched)?;
+                        run = Some((p, p + PAGE as i64));
+                    }
+                }
+            } else {
+                punch(&f, run.take(), path, &mut punched)?;
+            }
+        }
+        Ok(())
+    })?;
+    punch(&f, run, path, &mut punched)?;
     Ok(punched)
+}
+
+/// Punches the range `run` (if any) out of `f`, adding its length to `punched`.
+fn punch(f: &File, run: Option<(i64, i64)>, path: &Path, punched: &mut u64) -> Result<()> {
+    let Some((a, b)) = run else {
+        return Ok(());
+    };
+    nix::fcntl::fallocate(
+        f.as_raw_fd(),
+        nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+            | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        a,
+        b - a,
+    )
+    .map_err(|e| path_err("punch a hole in", path)(e.into()))?;
+    *punched += (b - a) as u64;
+    Ok(())
 }
 
 #[cfg(test)]
