@@ -122,40 +122,41 @@ pub(crate) fn mount_virtiofs(tag: &str) -> Result<PathBuf> {
     // The shares this agent mounted: every create asks, and the answer rarely changes (the
     // share is mounted as the agent starts). Only the agent mounts shares in the guest, so
     // an unknown tag is looked up in the mount table once (a template's restored guest
-    // keeps the template agent's mounts and this set alike).
+    // keeps the template agent's mounts and this set alike), its mount and link made then.
+    // Held across the mount: two creates at once cannot both mount the same tag.
     static MOUNTED: OnceLock<std::sync::Mutex<HashSet<String>>> = OnceLock::new();
-    let mounted = MOUNTED.get_or_init(Default::default);
-    let known = mounted.lock().map(|m| m.contains(tag)).unwrap_or(false);
-    let already = known || {
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        mounts.lines().any(|l| {
+    let mut mounted = MOUNTED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !mounted.contains(tag) {
+        let table = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let in_table = table.lines().any(|l| {
             let mut f = l.split_whitespace();
             f.next() == Some(tag) && f.next() == target.to_str()
-        })
-    };
-    if !already {
-        std::fs::create_dir_all(&target).map_err(|e| Error::os("mkdir virtio-fs mount", e))?;
-        nix::mount::mount(
-            Some(tag),
-            &target,
-            Some("virtiofs"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .map_err(|e| Error::os(format!("mount virtio-fs {tag}"), e))?;
-    }
-    if !known {
-        if let Ok(mut m) = mounted.lock() {
-            m.insert(tag.to_string());
+        });
+        if !in_table {
+            std::fs::create_dir_all(&target).map_err(|e| Error::os("mkdir virtio-fs mount", e))?;
+            nix::mount::mount(
+                Some(tag),
+                &target,
+                Some("virtiofs"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )
+            .map_err(|e| Error::os(format!("mount virtio-fs {tag}"), e))?;
         }
-    }
-    if tag == guest::SHARE_TAG {
-        let link = run.join(guest::SHARED_LINK);
-        if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(guest::SHARED_LINK_TARGET)) {
-            let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(guest::SHARED_LINK_TARGET, &link)
-                .map_err(|e| Error::os(format!("symlink {}", link.display()), e))?;
+        if tag == guest::SHARE_TAG {
+            let link = run.join(guest::SHARED_LINK);
+            if std::fs::read_link(&link).ok().as_deref()
+                != Some(Path::new(guest::SHARED_LINK_TARGET))
+            {
+                let _ = std::fs::remove_file(&link);
+                std::os::unix::fs::symlink(guest::SHARED_LINK_TARGET, &link)
+                    .map_err(|e| Error::os(format!("symlink {}", link.display()), e))?;
+            }
         }
+        mounted.insert(tag.to_string());
     }
     Ok(target)
 }
