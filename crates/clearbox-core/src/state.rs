@@ -237,7 +237,11 @@ impl Locked {
         })
     }
 
-    /// Writes the state atomically: a temp file in the same directory, fsync, rename.
+    /// Writes the state atomically: a temp file in the same directory, then a rename, so a
+    /// reader sees the old state or the new one, never a part. No fsync: the state only
+    /// describes processes of this boot, which a crash of the host ends too (runc and crun
+    /// do not sync theirs either); on a root that is not a tmpfs (this host's /run is ext4)
+    /// the three syncs of a `run` cost more than its container setup's mounts.
     pub fn save(&self, state: &State) -> Result<(), Error> {
         let path = self.state_path();
         let tmp = self.dir.join(".state.json.tmp");
@@ -253,7 +257,6 @@ impl Locked {
                 .mode(0o600)
                 .open(&tmp)?;
             f.write_all(&json)?;
-            f.sync_data()?;
             fs::rename(&tmp, &path)
         };
         write().map_err(|e| Error::io("cannot write", &path, e))
