@@ -321,6 +321,21 @@ teardown_file() {
     assert_status 0
     echo "podman stats: $output (cgroup limit $limit)" >&3
     assert_vm_mem_usage "$output" "$limit"
+    # Every process of the VM (shim, QEMU, daemons) is in the container's cgroup in every
+    # controller hierarchy, not only memory's (the shim joins by moving its one thread).
+    local procs p line n=0 v2only=0
+    [ "$(stat -f -c %T /sys/fs/cgroup)" = cgroup2fs ] && v2only=1
+    procs=$(cat "/sys/fs/cgroup/memory/libpod_parent/libpod-$cid/cgroup.procs" 2>/dev/null ||
+        cat "/sys/fs/cgroup/libpod_parent/libpod-$cid/cgroup.procs")
+    for p in $procs; do
+        while IFS= read -r line; do
+            # A hybrid host's v2 hierarchy holds no controllers: the runtime uses v1 there.
+            case "$line" in *name=systemd:*) continue ;; 0::*) [ "$v2only" = 1 ] || continue ;; esac
+            [[ "$line" == *"/libpod-$cid" ]] || fail "pid $p ($(cat /proc/$p/comm)) outside the container's cgroup: $line"
+        done <"/proc/$p/cgroup"
+        n=$((n + 1))
+    done
+    [ "$n" -ge 3 ] || fail "only $n processes in the container's cgroup: $procs"
     podman rm -f -t 0 "$name" >/dev/null
 }
 

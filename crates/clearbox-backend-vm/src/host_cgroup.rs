@@ -86,10 +86,11 @@ fn manager(path: &Path) -> Result<libcgroups::common::AnyCgroupManager, Error> {
 }
 
 /// Moves the calling process into the cgroup (created if missing) and applies the limits.
+/// Called before the shim has a second thread: on a v1 host it then moves without the
+/// kernel's global threadgroup lock (`clearbox_container::cgroup_join`).
 pub(crate) fn join(cg: &HostCgroup) -> Result<(), Error> {
     let m = manager(&cg.path)?;
-    m.add_task(Pid::this())
-        .map_err(|e| Error::Msg(format!("join host cgroup {}: {e}", cg.path.display())))?;
+    add_self(&m, &cg.path)?;
     m.apply(&ControllerOpt {
         resources: &cg.resources,
         disable_oom_killer: false,
@@ -101,9 +102,20 @@ pub(crate) fn join(cg: &HostCgroup) -> Result<(), Error> {
 
 /// Moves the calling process (an exec'd process's shim) into an existing cgroup.
 pub(crate) fn join_existing(path: &Path) -> Result<(), Error> {
-    manager(path)?
-        .add_task(Pid::this())
-        .map_err(|e| Error::Msg(format!("join host cgroup {}: {e}", path.display())))
+    add_self(&manager(path)?, path)
+}
+
+/// The calling process into `path`: by moving its only thread where the host allows it,
+/// else through the library (`cgroup.procs`).
+fn add_self(m: &libcgroups::common::AnyCgroupManager, path: &Path) -> Result<(), Error> {
+    let failed =
+        |e: &dyn std::fmt::Display| Error::Msg(format!("join host cgroup {}: {e}", path.display()));
+    let moved = clearbox_container::cgroup_join::join_self(path)
+        .map_err(|e| failed(&BackendError::flatten(&e).message))?;
+    if moved {
+        return Ok(());
+    }
+    m.add_task(Pid::this()).map_err(|e| failed(&e))
 }
 
 /// Checks a cgroup that exists before the container, as runc 1.1 does (see

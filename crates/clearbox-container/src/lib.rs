@@ -8,6 +8,7 @@
 //! * [`fly`]: rkt-style host-level containers: chroot, user, capabilities, rlimits, env and cwd,
 //!   no new namespaces or cgroups.
 
+pub mod cgroup_join;
 pub mod cgroup_stats;
 pub mod executor;
 pub mod fly;

@@ -226,7 +226,7 @@ fn normalize_spec(spec: &mut serde_json::Value, bundle: &Path) -> bool {
 }
 
 /// Whether the host's cgroups are v2 only (a hybrid host counts as v1, as for runc).
-fn unified_cgroups() -> bool {
+pub(crate) fn unified_cgroups() -> bool {
     matches!(
         libcgroups::common::get_cgroup_setup(),
         Ok(libcgroups::common::CgroupSetup::Unified)
