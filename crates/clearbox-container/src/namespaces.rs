@@ -326,6 +326,12 @@ pub fn start(state_root: &Path, id: &str) -> Result<(), Error> {
 /// handlers. A signal sent before then to a pid namespace's init without a handler is dropped
 /// by the kernel; a program that never sleeps costs `start` at most `limit`.
 fn wait_until_idle(pid: i32, limit: std::time::Duration) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    // Readable once the process exited: a program that ends during a step ends the wait
+    // there, not at the step's end (`run` of a short program). Opened while the process
+    // cannot be reaped yet by anyone but its waiter, so the pid is still the init's.
+    let exited = clearbox_util::proc::pidfd_open(pid).ok();
     let deadline = std::time::Instant::now() + limit;
     while std::time::Instant::now() < deadline {
         let Some(stat) = clearbox_util::proc::stat(pid) else {
@@ -334,18 +340,34 @@ fn wait_until_idle(pid: i32, limit: std::time::Duration) {
         if !matches!(stat.state, 'R' | 'D') {
             return;
         }
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        match &exited {
+            Some(fd) => {
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                if matches!(poll(&mut fds, PollTimeout::from(1u8)), Ok(n) if n > 0) {
+                    return;
+                }
+            }
+            None => std::thread::sleep(std::time::Duration::from_millis(1)),
+        }
     }
 }
 
 /// Waits (at most `limit`) until `pid` no longer runs libcontainer's setup code (which names
 /// itself `youki:[2:INIT]`), i.e. it exec'd the program, or exited.
 fn wait_for_exec(pid: i32, limit: std::time::Duration) {
-    let deadline = std::time::Instant::now() + limit;
+    let started = std::time::Instant::now();
+    let deadline = started + limit;
     while std::time::Instant::now() < deadline {
         match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
             Ok(comm) if comm.starts_with("youki:") => {
-                std::thread::sleep(std::time::Duration::from_millis(1))
+                // The exec follows within a fraction of a millisecond on a host: fine steps
+                // first (the name changes exactly at the exec, so an early answer is exact).
+                let step = if started.elapsed() < std::time::Duration::from_millis(5) {
+                    std::time::Duration::from_micros(100)
+                } else {
+                    std::time::Duration::from_millis(1)
+                };
+                std::thread::sleep(step)
             }
             // Exec'd, or gone.
             _ => return,
