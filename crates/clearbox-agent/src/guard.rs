@@ -1,5 +1,5 @@
-//! The agent's own seccomp filter for every container process: no `AF_VSOCK` socket and no
-//! io_uring.
+//! The agent's own seccomp filter for every container process: no `AF_VSOCK` socket, no
+//! io_uring and no `open_by_handle_at`.
 //!
 //! vsock is how the host talks to the agent; a container has no business on it (its network is
 //! its interfaces). The agent serves only the host's CID (see `peer`); this filter keeps
@@ -20,6 +20,13 @@
 //! without io_uring (and without `CONFIG_VSOCKETS_LOOPBACK`, which only serves guest-internal
 //! vsock connections) would remove the bypass class altogether.
 //!
+//! `open_by_handle_at`: a container's root and volumes are subtrees of one virtio-fs mount, and
+//! a file handle names a node of the mount, not of the subtree. A process with
+//! `CAP_DAC_READ_SEARCH` (granted by `--cap-add` or `--privileged`) could forge the handle of
+//! the export's root node and reach what the container was never given (the host side keeps
+//! that harmless too, see the backend's `share`), the guest's version of the 2014
+//! "shocker" escape from Docker. Docker's default profile refuses it too.
+//!
 //! Only the native architecture is allowed (libseccomp's default "bad arch" action kills), so
 //! 32-bit `socketcall(2)`, whose arguments a filter cannot read, is no way around it either; the
 //! guest kernel has no IA32 or x32 emulation anyway.
@@ -33,6 +40,8 @@ use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, S
 pub const VSOCK_ERRNO: i32 = libc::EACCES;
 /// errno of refused io_uring calls.
 pub const IO_URING_ERRNO: i32 = libc::EPERM;
+/// errno of a refused `open_by_handle_at`.
+pub const BY_HANDLE_ERRNO: i32 = libc::EPERM;
 
 const IO_URING: [&str; 3] = ["io_uring_setup", "io_uring_enter", "io_uring_register"];
 
@@ -40,7 +49,8 @@ const IO_URING: [&str; 3] = ["io_uring_setup", "io_uring_enter", "io_uring_regis
 #[error("building the container seccomp guard")]
 pub struct GuardError(#[source] libseccomp::error::SeccompError);
 
-/// The filter: allow everything but `socket(AF_VSOCK, ...)` and io_uring.
+/// The filter: allow everything but `socket(AF_VSOCK, ...)`, io_uring and
+/// `open_by_handle_at`.
 pub fn filter() -> Result<ScmpFilterContext, GuardError> {
     let mut f = ScmpFilterContext::new(ScmpAction::Allow).map_err(GuardError)?;
     f.set_ctl_nnp(false).map_err(GuardError)?;
@@ -60,6 +70,9 @@ pub fn filter() -> Result<ScmpFilterContext, GuardError> {
         f.add_rule(ScmpAction::Errno(IO_URING_ERRNO), sys)
             .map_err(GuardError)?;
     }
+    let by_handle = ScmpSyscall::from_name("open_by_handle_at").map_err(GuardError)?;
+    f.add_rule(ScmpAction::Errno(BY_HANDLE_ERRNO), by_handle)
+        .map_err(GuardError)?;
     Ok(f)
 }
 
@@ -83,7 +96,7 @@ mod tests {
 
     /// Loaded on one test thread only (no TSYNC): the filter dies with the thread.
     #[test]
-    fn vsock_and_io_uring_are_refused_other_sockets_work() {
+    fn vsock_io_uring_and_handles_are_refused_other_sockets_work() {
         // SAFETY: geteuid has no preconditions.
         assert_eq!(unsafe { libc::geteuid() }, 0, "needs root (CAP_SYS_ADMIN)");
         let results = std::thread::spawn(|| {
@@ -108,13 +121,33 @@ mod tests {
             // io_uring_params size); refused by the filter before the kernel looks at it.
             let rc = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4, params.as_mut_ptr()) };
             out.push(errno_of(rc));
+            // A handle of nothing: refused by the filter before the kernel reads it.
+            let mut handle = [0u8; 16];
+            // SAFETY: open_by_handle_at reads `handle` (16 bytes: a file_handle header with a
+            // zero-sized handle); refused by the filter before the kernel looks at it.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_open_by_handle_at,
+                    libc::AT_FDCWD,
+                    handle.as_mut_ptr(),
+                    libc::O_RDONLY,
+                )
+            };
+            out.push(errno_of(rc));
             out
         })
         .join()
         .expect("thread");
         assert_eq!(
             results,
-            vec![VSOCK_ERRNO, VSOCK_ERRNO, VSOCK_ERRNO, 0, IO_URING_ERRNO]
+            vec![
+                VSOCK_ERRNO,
+                VSOCK_ERRNO,
+                VSOCK_ERRNO,
+                0,
+                IO_URING_ERRNO,
+                BY_HANDLE_ERRNO
+            ]
         );
     }
 }

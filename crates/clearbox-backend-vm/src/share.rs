@@ -3,12 +3,23 @@
 //! directory or a file). virtiofsd exports only `shared`, so the guest sees nothing else of the
 //! host. virtio-fs is a passthrough: what the container writes lands in the bundle's rootfs.
 //! Read-only binds and a read-only rootfs are read-only on the host (see `readonly`).
+//!
+//! The guest can write into the export itself, not only into the rootfs and the volumes
+//! (virtiofsd serves the export's root node to a guest that asks for it, e.g. by a forged
+//! file handle). So nothing the host does there as root follows a symlink: the share's
+//! directories and mount points are made and opened component by component without following
+//! one (`Anchor`), binds and attaches go onto those descriptors, a container's base directory
+//! is always new (a leftover of an earlier container with the same id is cleared first), and
+//! teardown removes whatever the guest left in the export once nothing is mounted below it.
 
 use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{fstat, Mode, SFlag};
 use oci_spec::runtime::{Mount, Spec};
 
 use crate::layout::Record;
@@ -46,19 +57,21 @@ pub(crate) fn prepare(
     // An app container joins a running VM: its mounts appear in virtiofsd's view by
     // propagation, with the flags they have when attached (see `attach`).
     let late = record.is_member();
-    let place = |src: &Path, dst: &Path, recursive: bool, ro: bool| -> Result<(), Error> {
+    let place = |src: &Path, dst: &Node, recursive: bool, ro: bool| -> Result<(), Error> {
         if late {
             return attach(src, dst, recursive, ro);
         }
         bind(src, dst, recursive)?;
         if ro {
-            readonly::make_readonly(dst)?;
+            readonly::make_readonly(&dst.path)?;
         }
         Ok(())
     };
     let result = (|| {
-        if late {
-            mkdir(&record.base, 0o755)?;
+        let anchor = if late {
+            let anchor = Anchor::open(&record.base)?;
+            anchor.dir(&record.base, 0o755)?;
+            anchor
         } else {
             if let Some(parent) = record.base.parent() {
                 fs::DirBuilder::new()
@@ -67,15 +80,17 @@ pub(crate) fn prepare(
                     .create(parent)
                     .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
             }
-            mkdir(&record.base, 0o700)?;
-            mkdir(&record.shared, 0o755)?;
+            clear_leftover(&record.base)?;
+            let anchor = Anchor::open(&record.base)?;
+            anchor.dir(&record.base, 0o700)?;
+            anchor.dir(&record.shared, 0o755)?;
             if record.is_sandbox() {
                 share_export(&record.shared)?;
             }
-        }
+            anchor
+        };
         let dir = record.share_dir();
-        let root_mp = record.shared.join(dir.rootfs());
-        mkdir(&root_mp, 0o755)?;
+        let root_mp = anchor.dir(&record.shared.join(dir.rootfs()), 0o755)?;
         let root_ro = spec.root().as_ref().and_then(|r| r.readonly()) == Some(true);
         let mounts = spec.mounts().as_deref().unwrap_or_default();
         if !root_ro || !late {
@@ -92,18 +107,18 @@ pub(crate) fn prepare(
                     )
                 })
                 .collect();
-            let base = if late { rootfs } else { &root_mp };
+            let base = if late { rootfs } else { &root_mp.path };
             for (dst, is_file) in readonly::mount_points(&wanted) {
                 readonly::create_mount_point(base, &dst, is_file)?;
             }
             if late {
                 place(rootfs, &root_mp, true, true)?;
             } else {
-                readonly::make_readonly(&root_mp)?;
+                readonly::make_readonly(&root_mp.path)?;
             }
         }
         if mounts.iter().any(is_bind) {
-            mkdir(&record.shared.join(dir.mounts()), 0o755)?;
+            anchor.dir(&record.shared.join(dir.mounts()), 0o755)?;
         }
         for (i, m) in mounts.iter().enumerate() {
             if !is_bind(m) {
@@ -131,12 +146,11 @@ pub(crate) fn prepare(
                 )
             })?;
             let mp = mount_point(record, i);
-            if meta.is_dir() {
-                mkdir(&mp, 0o755)?;
+            let mp = if meta.is_dir() {
+                anchor.dir(&mp, 0o755)?
             } else {
-                fs::File::create(&mp)
-                    .map_err(|e| Error::io(format!("create {}", mp.display()), e))?;
-            }
+                anchor.file(&mp)?
+            };
             place(&src, &mp, is_rbind(m), readonly::is_readonly(m))?;
         }
         Ok(())
@@ -154,12 +168,165 @@ fn source_is_file(bundle: &Path, m: &Mount) -> bool {
         .is_some_and(|s| bundle.join(s).is_file())
 }
 
-fn mkdir(p: &Path, mode: u32) -> Result<(), Error> {
-    match fs::DirBuilder::new().mode(mode).create(p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && p.is_dir() => Ok(()),
-        Err(e) => Err(Error::io(format!("create {}", p.display()), e)),
+/// A directory the guest cannot write to (the parent of a container's base: the runtime's
+/// own `/run/clearbox-vm`, or a pod's export root for an app container's directory, whose
+/// name the guest cannot replace), from which the share's nodes are reached without
+/// following a symlink.
+struct Anchor {
+    dir: PathBuf,
+    fd: OwnedFd,
+}
+
+/// A directory or file of the share, opened (`O_PATH`) where it was checked to be one.
+pub(crate) struct Node {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+impl Node {
+    /// The path through the descriptor: a mount there lands on this very node, wherever a
+    /// name below the anchor points by then.
+    fn fd_path(&self) -> String {
+        format!("/proc/self/fd/{}", self.fd.as_raw_fd())
     }
+}
+
+impl Anchor {
+    /// The anchor of the share rooted at `base` (its parent).
+    fn open(base: &Path) -> Result<Self, Error> {
+        let dir = base
+            .parent()
+            .ok_or_else(|| Error::Msg(format!("share base {} has no parent", base.display())))?
+            .to_path_buf();
+        let fd = nix::fcntl::open(
+            &dir,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::errno(format!("open {}", dir.display()), e))?;
+        // SAFETY: open returned a new descriptor that nothing else owns.
+        let fd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+        Ok(Self { dir, fd })
+    }
+
+    /// The components of `p` below the anchor; none may be `..`.
+    fn parts<'a>(&self, p: &'a Path) -> Result<Vec<&'a std::ffi::OsStr>, Error> {
+        let rel = p.strip_prefix(&self.dir).map_err(|_| {
+            Error::Msg(format!("{} is outside {}", p.display(), self.dir.display()))
+        })?;
+        rel.components()
+            .map(|c| match c {
+                Component::Normal(n) => Ok(n),
+                _ => Err(Error::Msg(format!(
+                    "share path {} is not plain",
+                    p.display()
+                ))),
+            })
+            .collect()
+    }
+
+    /// Opens `name` in `parent` without following a symlink there or anywhere on the way.
+    fn open_at(parent: &OwnedFd, name: &std::ffi::OsStr, flags: OFlag) -> nix::Result<OwnedFd> {
+        let how = OpenHow::new()
+            .flags(flags | OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_BENEATH);
+        let fd = openat2(parent.as_raw_fd(), name, how)?;
+        // SAFETY: openat2 returned a new descriptor that nothing else owns.
+        Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+    }
+
+    /// The directory `p` below the anchor, each missing component made with `mode`; an
+    /// existing one must be a directory (a symlink is an error, never followed).
+    fn dir(&self, p: &Path, mode: u32) -> Result<Node, Error> {
+        let what = || format!("create {}", p.display());
+        let mut cur = self.fd.try_clone().map_err(|e| Error::io(what(), e))?;
+        for name in self.parts(p)? {
+            match nix::sys::stat::mkdirat(
+                Some(cur.as_raw_fd()),
+                name,
+                Mode::from_bits_truncate(mode),
+            ) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(Error::errno(what(), e)),
+            }
+            cur = Self::open_at(&cur, name, OFlag::O_DIRECTORY)
+                .map_err(|e| Error::errno(what(), e))?;
+        }
+        Ok(Node {
+            path: p.to_path_buf(),
+            fd: cur,
+        })
+    }
+
+    /// The file `p` below the anchor (its directories made), created empty if missing, never
+    /// truncated; an existing one must be a regular file.
+    fn file(&self, p: &Path) -> Result<Node, Error> {
+        let what = || format!("create {}", p.display());
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+            return Err(Error::Msg(format!(
+                "mount point {} has no name",
+                p.display()
+            )));
+        };
+        let parent = self.dir(parent, 0o755)?;
+        match nix::fcntl::openat(
+            Some(parent.fd.as_raw_fd()),
+            name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        ) {
+            Ok(fd) => {
+                let _ = nix::unistd::close(fd);
+            }
+            Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(Error::errno(what(), e)),
+        }
+        let fd =
+            Self::open_at(&parent.fd, name, OFlag::empty()).map_err(|e| Error::errno(what(), e))?;
+        let st = fstat(fd.as_raw_fd()).map_err(|e| Error::errno(what(), e))?;
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+            return Err(Error::Msg(format!(
+                "{} exists and is not a file",
+                p.display()
+            )));
+        }
+        Ok(Node {
+            path: p.to_path_buf(),
+            fd,
+        })
+    }
+}
+
+/// A container's base directory is new: what an earlier container with the same state
+/// directory left there (a crash, or files its guest wrote into the export) is unmounted and
+/// removed first; if anything stays mounted below it, the create fails rather than reuse it.
+fn clear_leftover(base: &Path) -> Result<(), Error> {
+    if fs::symlink_metadata(base).is_err() {
+        return Ok(());
+    }
+    tracing::warn!(path = %base.display(), "removing what an earlier container left here");
+    for mp in mounts_below(base) {
+        let _ = umount2(&mp, MntFlags::MNT_DETACH);
+    }
+    remove_unmounted(base)
+}
+
+/// Removes `p` and everything below it once nothing is mounted there (std's `remove_dir_all`
+/// does not follow symlinks); with a mount left below, removes nothing and says so.
+fn remove_unmounted(p: &Path) -> Result<(), Error> {
+    if let Some(m) = mounts_below(p).first() {
+        return Err(Error::Msg(format!(
+            "{} is still mounted below {}: not removed",
+            m.display(),
+            p.display()
+        )));
+    }
+    let r = match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(_) => return Ok(()),
+    };
+    r.map_err(|e| Error::io(format!("remove {}", p.display()), e))
 }
 
 /// Makes the export a shared mount (a bind mount of itself, in a peer group of its own), so
@@ -183,17 +350,15 @@ fn share_export(dir: &Path) -> Result<(), Error> {
 /// still detached, and only then attached (`move_mount`), so the copy propagated to
 /// virtiofsd's namespace is read-only from its first moment (a flag set after the attach
 /// would not propagate). Then made private on our side, as `bind` does.
-fn attach(src: &Path, dst: &Path, recursive: bool, readonly: bool) -> Result<(), Error> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+fn attach(src: &Path, dst: &Node, recursive: bool, readonly: bool) -> Result<(), Error> {
+    use std::os::fd::FromRawFd;
     use std::os::unix::ffi::OsStrExt;
     const OPEN_TREE_CLONE: libc::c_uint = 1;
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-    let what = || format!("attach {} at {}", src.display(), dst.display());
-    let c = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| Error::Msg(format!("path {} has a NUL byte", p.display())))
-    };
-    let (csrc, cdst) = (c(src)?, c(dst)?);
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    let what = || format!("attach {} at {}", src.display(), dst.path.display());
+    let csrc = std::ffi::CString::new(src.as_os_str().as_bytes())
+        .map_err(|_| Error::Msg(format!("path {} has a NUL byte", src.display())))?;
     let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
     if recursive {
         flags |= libc::AT_RECURSIVE as libc::c_uint;
@@ -208,52 +373,64 @@ fn attach(src: &Path, dst: &Path, recursive: bool, readonly: bool) -> Result<(),
     if readonly {
         readonly::make_readonly_fd(&tree).map_err(|e| Error::io(what(), e))?;
     }
-    // SAFETY: move_mount reads the two NUL-terminated paths; `tree` is a valid descriptor.
+    // Onto the node's descriptor: the guest can rename or replace names in a running pod's
+    // export, not the node the descriptor holds.
+    // SAFETY: move_mount reads the two empty NUL-terminated paths; `tree` and `dst.fd` are
+    // valid descriptors.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_move_mount,
             tree.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_FDCWD,
-            cdst.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
+            dst.fd.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
         )
     };
     if rc != 0 {
         return Err(Error::io(what(), std::io::Error::last_os_error()));
     }
-    mount(
-        None::<&str>,
-        dst,
-        None::<&str>,
-        MsFlags::MS_PRIVATE | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| Error::errno(format!("make {} private", dst.display()), e))
+    // The attached copy itself, through its descriptor (not a path).
+    readonly::make_private_fd(&tree)
+        .map_err(|e| Error::io(format!("make {} private", dst.path.display()), e))
 }
 
-fn bind(src: &Path, dst: &Path, recursive: bool) -> Result<(), Error> {
+fn bind(src: &Path, dst: &Node, recursive: bool) -> Result<(), Error> {
     let mut flags = MsFlags::MS_BIND;
     if recursive {
         flags |= MsFlags::MS_REC;
     }
-    mount(Some(src), dst, None::<&str>, flags, None::<&str>)
-        .map_err(|e| Error::errno(format!("bind {} to {}", src.display(), dst.display()), e))?;
+    let target = dst.fd_path();
+    mount(
+        Some(src),
+        target.as_str(),
+        None::<&str>,
+        flags,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        Error::errno(
+            format!("bind {} to {}", src.display(), dst.path.display()),
+            e,
+        )
+    })?;
     // Private: nothing mounted later on either side propagates to the other, and unmounting
-    // it at delete does not reach peers of the source.
+    // it at delete does not reach peers of the source. (Before the VM runs: no guest can
+    // have touched the path yet.)
     mount(
         None::<&str>,
-        dst,
+        &dst.path,
         None::<&str>,
         MsFlags::MS_PRIVATE | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(|e| Error::errno(format!("make {} private", dst.display()), e))
+    .map_err(|e| Error::errno(format!("make {} private", dst.path.display()), e))
 }
 
-/// Unmounts every mount below `record.base` and removes the share's directories. Never removes
-/// anything recursively: a mount point that is somehow still mounted stays (with a warning)
-/// rather than having the user's files below it deleted.
+/// Unmounts every mount below `record.base` and removes the share's directories, then
+/// whatever else is below the base. Never removes anything below a mount: a mount point that
+/// is somehow still mounted stays (with a warning), and with it everything around it, rather
+/// than having the user's files below it deleted.
 pub(crate) fn remove(record: &Record) {
     for mp in mounts_below(&record.base) {
         if let Err(e) = umount2(&mp, MntFlags::MNT_DETACH) {
@@ -263,25 +440,31 @@ pub(crate) fn remove(record: &Record) {
     for i in (0..record.mounts.len()).rev() {
         remove_node(&record.mounts[i]);
     }
-    if record.is_member() {
+    let nodes = if record.is_member() {
         // Its own directory in the pod's export; the export is the sandbox's.
-        for p in [
+        vec![
             record.base.join("rootfs"),
             record.base.join("mounts"),
             record.base.clone(),
-        ] {
-            remove_node(&p);
-        }
-        return;
+        ]
+    } else {
+        vec![
+            record.shared.join("rootfs"),
+            record.shared.join("mounts"),
+            record.shared.clone(),
+            record.vm_run_dir.clone(),
+            record.base.clone(),
+        ]
+    };
+    for p in &nodes {
+        remove_node(p);
     }
-    for p in [
-        record.shared.join("rootfs"),
-        record.shared.join("mounts"),
-        record.shared.clone(),
-        record.vm_run_dir.clone(),
-        record.base.clone(),
-    ] {
-        remove_node(&p);
+    // What the guest wrote into the export besides the rootfs and the volumes (it can): gone
+    // too, once nothing is mounted below.
+    if fs::symlink_metadata(&record.base).is_ok() {
+        if let Err(e) = remove_unmounted(&record.base) {
+            tracing::warn!(error = %clearbox_util::error::chain(&e), "cannot remove the share");
+        }
     }
 }
 
@@ -291,8 +474,11 @@ fn remove_node(p: &Path) {
         Ok(_) => fs::remove_file(p),
         Err(_) => return,
     };
-    if let Err(e) = r {
-        tracing::warn!(path = %p.display(), error = %e, "cannot remove");
+    match r {
+        // Left to `remove_unmounted`, which checks for mounts first.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {}
+        Err(e) => tracing::warn!(path = %p.display(), error = %e, "cannot remove"),
+        Ok(()) => {}
     }
 }
 
@@ -332,6 +518,67 @@ fn unescape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A base below a temp dir, a victim outside it, and a symlink to the victim planted
+    /// where the share will want a mount point (what a guest can do through the export).
+    fn planted() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let base = t.path().join("base");
+        let victim = t.path().join("victim");
+        fs::write(&victim, "host data").unwrap();
+        fs::create_dir_all(base.join("shared/mounts")).unwrap();
+        std::os::unix::fs::symlink(&victim, base.join("shared/mounts/5")).unwrap();
+        std::os::unix::fs::symlink(t.path(), base.join("shared/mounts/6")).unwrap();
+        (t, base, victim)
+    }
+
+    #[test]
+    fn planted_symlinks_are_never_followed() {
+        let (_t, base, victim) = planted();
+        let a = Anchor::open(&base).unwrap();
+        assert!(a.file(&base.join("shared/mounts/5")).is_err());
+        assert!(a.dir(&base.join("shared/mounts/6"), 0o755).is_err());
+        assert!(a.dir(&base.join("shared/mounts/6/x"), 0o755).is_err());
+        assert!(a.file(&base.join("shared/mounts/6/x")).is_err());
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "host data");
+        assert!(!victim.parent().unwrap().join("x").exists());
+        // The anchor refuses what is not below it.
+        assert!(a.dir(Path::new("/tmp/elsewhere"), 0o755).is_err());
+        assert!(a.dir(&base.join("shared/../../escape"), 0o755).is_err());
+    }
+
+    #[test]
+    fn nodes_are_made_and_kept_but_never_truncated() {
+        let (_t, base, _) = planted();
+        let a = Anchor::open(&base).unwrap();
+        let d = a.dir(&base.join("shared/mounts/0/deep"), 0o755).unwrap();
+        assert!(d.path.is_dir());
+        let f = a.file(&base.join("shared/mounts/1")).unwrap();
+        fs::write(&f.path, "kept").unwrap();
+        a.file(&base.join("shared/mounts/1")).unwrap();
+        assert_eq!(fs::read_to_string(&f.path).unwrap(), "kept");
+        nix::unistd::mkfifo(
+            &base.join("shared/mounts/2"),
+            Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        assert!(a.file(&base.join("shared/mounts/2")).is_err());
+        // A file where a directory is wanted, and the other way round.
+        assert!(a.dir(&base.join("shared/mounts/1"), 0o755).is_err());
+        assert!(a.file(&base.join("shared/mounts/0")).is_err());
+    }
+
+    #[test]
+    fn leftovers_are_removed_without_following_links() {
+        let (t, base, victim) = planted();
+        fs::write(base.join("shared/PLANTED"), "x").unwrap();
+        clear_leftover(&base).unwrap();
+        assert!(!base.exists());
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "host data");
+        assert!(t.path().is_dir());
+        // Nothing there: nothing to do.
+        clear_leftover(&base).unwrap();
+    }
 
     #[test]
     fn mountinfo_escapes() {

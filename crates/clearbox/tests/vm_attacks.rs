@@ -304,3 +304,90 @@ fn listing(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// The "shocker" escape on virtio-fs (found by a red-team run): a container granted
+/// CAP_DAC_READ_SEARCH takes the FUSE handle of a file on the share, rewrites its node id to
+/// the FUSE root (the export's root, which holds every container's mounts of the VM) and opens
+/// it with open_by_handle_at. The agent's guard refuses the call in every container.
+#[test]
+fn the_export_root_cannot_be_opened_by_a_forged_handle() {
+    let env = vm_env();
+    let vol = env.tmp.path().join("handle-volume");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("f"), "original\n").unwrap();
+    let b = probe_bundle(&env, "handle", "probe handle-root /v/f", |v| {
+        set_capabilities(v, serde_json::json!(["CAP_DAC_READ_SEARCH"]));
+        v["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/v", "type": "bind", "source": vol, "options": ["rbind", "rw"]}));
+    });
+    std::fs::create_dir_all(b.join("rootfs/v")).unwrap();
+    let out = run_in_vm(&env, &b, "attack-handle");
+    assert!(out.contains("handle type="), "no FUSE handle taken:\n{out}");
+    assert!(
+        out.contains("open_by_handle_at=EPERM"),
+        "not refused:\n{out}"
+    );
+    assert!(!out.contains("OPENED") && !out.contains("WROTE"), "{out}");
+}
+
+/// What a guest could still plant in its export (a privileged guest drives virtio-fs as it
+/// likes) must never lead the host: symlinks left in a container's share where the next
+/// container with the same id gets its bind mounts. The create clears the leftover; the
+/// victim outside is neither truncated nor mounted over, and nothing is left after the run.
+#[test]
+fn a_planted_share_is_cleared_never_followed() {
+    let env = vm_env();
+    let src = env.tmp.path().join("bind-source");
+    std::fs::write(&src, "volume\n").unwrap();
+    let victim = env.tmp.path().join("victim");
+    std::fs::write(&victim, "host data\n").unwrap();
+    let victim_dir = env.tmp.path().join("victim-dir");
+    std::fs::create_dir_all(&victim_dir).unwrap();
+    let b = env.bundle("planted", &["true"], |v| {
+        v["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/etc/planted", "type": "bind", "source": src,
+            "options": ["rbind", "rw"]}));
+    });
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    let index = cfg["mounts"].as_array().unwrap().len() - 1;
+    // Where this id's share lives: from a first container's record.
+    let id = "planted";
+    let o = env.run(&[
+        "--isolation",
+        "vm",
+        "create",
+        "--bundle",
+        b.to_str().unwrap(),
+        id,
+    ]);
+    assert!(o.status.success(), "create: {}", stderr(&o));
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.root.join(id).join("vm-box.json")).expect("record"),
+    )
+    .unwrap();
+    let base = PathBuf::from(record["base"].as_str().unwrap());
+    let shared = PathBuf::from(record["shared"].as_str().unwrap());
+    let o = env.run(&["delete", "--force", id]);
+    assert!(o.status.success(), "delete: {}", stderr(&o));
+    assert!(!base.exists(), "the share outlived its container");
+    // The plant: the file bind's mount point, and a directory, pointing outside.
+    std::fs::create_dir_all(shared.join("mounts")).unwrap();
+    std::os::unix::fs::symlink(&victim, shared.join("mounts").join(index.to_string())).unwrap();
+    std::os::unix::fs::symlink(&victim_dir, shared.join("rootfs")).unwrap();
+    std::fs::write(shared.join("PLANTED"), "x").unwrap();
+
+    run_in_vm(&env, &b, id);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host data\n");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let tmp = env.tmp.path().to_str().unwrap();
+    assert!(
+        !mountinfo.lines().any(|l| l.contains(tmp)),
+        "a mount was made outside the share:\n{mountinfo}"
+    );
+    assert!(
+        listing(&victim_dir).is_empty(),
+        "the victim directory got entries"
+    );
+    assert!(!base.exists(), "the share outlived its container");
+}
