@@ -91,6 +91,13 @@ impl Record {
             .map_err(|e| Error::Msg(format!("{e}: it cannot join a pod VM")))?
             .as_str()
             .to_string();
+        // The sandbox's own nodes in the export: a member there would be set up inside the
+        // sandbox's rootfs and take its mounts down at delete.
+        if matches!(guest_id.as_str(), "rootfs" | "mounts") {
+            return Err(Error::Msg(format!(
+                "container id {guest_id:?} is reserved in a pod VM (the sandbox's share uses it)"
+            )));
+        }
         Ok(Record {
             base: sandbox.shared.join(&guest_id),
             guest_id,
@@ -191,6 +198,16 @@ mod tests {
             "{:?}",
             a.vm_run_dir
         );
+    }
+
+    #[test]
+    fn a_member_cannot_take_the_sandboxs_own_names() {
+        let sandbox = Record::new(Path::new("/run/clearbox/pod"), "pod");
+        for id in ["rootfs", "mounts"] {
+            assert!(Record::member(&sandbox, "pod", id).is_err(), "{id}");
+        }
+        let m = Record::member(&sandbox, "pod", "app").unwrap();
+        assert_eq!(m.base, sandbox.shared.join("app"));
     }
 
     #[test]

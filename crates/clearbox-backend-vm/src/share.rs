@@ -235,6 +235,31 @@ impl Anchor {
         Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
     }
 
+    /// The existing node `p` below the anchor (a mount point: the mount's root), reached
+    /// without following a symlink.
+    fn existing(&self, p: &Path) -> Result<Node, Error> {
+        let what = || format!("open {}", p.display());
+        let parts = self.parts(p)?;
+        let mut cur = self.fd.try_clone().map_err(|e| Error::io(what(), e))?;
+        for (i, name) in parts.iter().enumerate() {
+            let flags = if i + 1 == parts.len() {
+                OFlag::empty()
+            } else {
+                OFlag::O_DIRECTORY
+            };
+            cur = Self::open_at(&cur, name, flags).map_err(|e| Error::errno(what(), e))?;
+        }
+        // O_PATH | O_NOFOLLOW opens a trailing symlink itself: not a node of the share.
+        let st = fstat(cur.as_raw_fd()).map_err(|e| Error::errno(what(), e))?;
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK {
+            return Err(Error::Msg(format!("{} is a symlink", p.display())));
+        }
+        Ok(Node {
+            path: p.to_path_buf(),
+            fd: cur,
+        })
+    }
+
     /// The directory `p` below the anchor, each missing component made with `mode`; an
     /// existing one must be a directory (a symlink is an error, never followed).
     fn dir(&self, p: &Path, mode: u32) -> Result<Node, Error> {
@@ -305,28 +330,69 @@ fn clear_leftover(base: &Path) -> Result<(), Error> {
         return Ok(());
     }
     tracing::warn!(path = %base.display(), "removing what an earlier container left here");
-    for mp in mounts_below(base) {
-        let _ = umount2(&mp, MntFlags::MNT_DETACH);
-    }
+    unmount_below(base);
     remove_unmounted(base)
 }
 
-/// Removes `p` and everything below it once nothing is mounted there (std's `remove_dir_all`
-/// does not follow symlinks); with a mount left below, removes nothing and says so.
+/// Removes `p` and everything below it, without following a symlink and without crossing
+/// into a mount: a node that is a mount point (or holds one) stays, and with it its parents,
+/// and that is an error. Works through descriptors only, so it holds whatever the guest
+/// renames meanwhile and whether or not mountinfo could be read.
 fn remove_unmounted(p: &Path) -> Result<(), Error> {
-    if let Some(m) = mounts_below(p).first() {
+    let anchor = Anchor::open(p)?;
+    let [name] = anchor.parts(p)?[..] else {
         return Err(Error::Msg(format!(
-            "{} is still mounted below {}: not removed",
-            m.display(),
+            "{} is not a child of its anchor",
             p.display()
         )));
-    }
-    let r = match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
-        Ok(_) => fs::remove_file(p),
-        Err(_) => return Ok(()),
     };
-    r.map_err(|e| Error::io(format!("remove {}", p.display()), e))
+    remove_tree(&anchor.fd, name).map_err(|e| Error::errno(format!("remove {}", p.display()), e))
+}
+
+/// `name` in `parent` and everything below it (see [`remove_unmounted`]).
+fn remove_tree(parent: &OwnedFd, name: &std::ffi::OsStr) -> nix::Result<()> {
+    use nix::errno::Errno;
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+    match unlinkat(Some(parent.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => return Ok(()),
+        Err(Errno::EISDIR) => {}
+        Err(e) => return Err(e),
+    }
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        );
+    // EXDEV: a mount point. Never entered.
+    let fd = openat2(parent.as_raw_fd(), name, how)?;
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    let dir_fd: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+    let names: Vec<std::ffi::OsString> = {
+        let dup = dir_fd.try_clone().map_err(|_| Errno::EMFILE)?;
+        let mut dir = nix::dir::Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(dup))?;
+        dir.iter()
+            .filter_map(Result::ok)
+            .map(|e| {
+                <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+                    e.file_name().to_bytes(),
+                )
+                .to_os_string()
+            })
+            .filter(|n| n != "." && n != "..")
+            .collect()
+    };
+    let mut first_err = None;
+    for n in &names {
+        if let Err(e) = remove_tree(&dir_fd, n) {
+            first_err.get_or_insert(e);
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    unlinkat(Some(parent.as_raw_fd()), name, UnlinkatFlags::RemoveDir)
 }
 
 /// Makes the export a shared mount (a bind mount of itself, in a peer group of its own), so
@@ -427,40 +493,14 @@ fn bind(src: &Path, dst: &Node, recursive: bool) -> Result<(), Error> {
     .map_err(|e| Error::errno(format!("make {} private", dst.path.display()), e))
 }
 
-/// Unmounts every mount below `record.base` and removes the share's directories, then
-/// whatever else is below the base. Never removes anything below a mount: a mount point that
-/// is somehow still mounted stays (with a warning), and with it everything around it, rather
-/// than having the user's files below it deleted.
+/// Unmounts every mount below `record.base`, then removes the base and everything below it
+/// (what the guest wrote into the export too). Both steps hold against what the guest can do
+/// in the export meanwhile (rename a directory, put a symlink in its place): each mount is
+/// reached without following a symlink, and the removal (std's `remove_dir_all`) follows
+/// none either. It never removes anything below a mount: if one is still mounted below the
+/// base, everything stays (with a warning) rather than the user's files below it deleted.
 pub(crate) fn remove(record: &Record) {
-    for mp in mounts_below(&record.base) {
-        if let Err(e) = umount2(&mp, MntFlags::MNT_DETACH) {
-            tracing::warn!(path = %mp.display(), error = %e, "cannot unmount");
-        }
-    }
-    for i in (0..record.mounts.len()).rev() {
-        remove_node(&record.mounts[i]);
-    }
-    let nodes = if record.is_member() {
-        // Its own directory in the pod's export; the export is the sandbox's.
-        vec![
-            record.base.join("rootfs"),
-            record.base.join("mounts"),
-            record.base.clone(),
-        ]
-    } else {
-        vec![
-            record.shared.join("rootfs"),
-            record.shared.join("mounts"),
-            record.shared.clone(),
-            record.vm_run_dir.clone(),
-            record.base.clone(),
-        ]
-    };
-    for p in &nodes {
-        remove_node(p);
-    }
-    // What the guest wrote into the export besides the rootfs and the volumes (it can): gone
-    // too, once nothing is mounted below.
+    unmount_below(&record.base);
     if fs::symlink_metadata(&record.base).is_ok() {
         if let Err(e) = remove_unmounted(&record.base) {
             tracing::warn!(error = %clearbox_util::error::chain(&e), "cannot remove the share");
@@ -468,17 +508,25 @@ pub(crate) fn remove(record: &Record) {
     }
 }
 
-fn remove_node(p: &Path) {
-    let r = match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => fs::remove_dir(p),
-        Ok(_) => fs::remove_file(p),
-        Err(_) => return,
+/// Unmounts every mount at or below `base`, deepest first, each through a descriptor of its
+/// path opened from `base`'s parent without following a symlink: a name the guest replaced
+/// by a symlink never leads the unmount to another mount (another container's share, say).
+fn unmount_below(base: &Path) {
+    let anchor = match Anchor::open(base) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %clearbox_util::error::chain(&e), "cannot unmount the share");
+            return;
+        }
     };
-    match r {
-        // Left to `remove_unmounted`, which checks for mounts first.
-        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {}
-        Err(e) => tracing::warn!(path = %p.display(), error = %e, "cannot remove"),
-        Ok(()) => {}
+    for mp in mounts_below(base) {
+        let r = anchor.existing(&mp).and_then(|n| {
+            umount2(n.fd_path().as_str(), MntFlags::MNT_DETACH)
+                .map_err(|e| Error::errno(format!("unmount {}", mp.display()), e))
+        });
+        if let Err(e) = r {
+            tracing::warn!(error = %clearbox_util::error::chain(&e), "cannot unmount");
+        }
     }
 }
 
@@ -542,6 +590,11 @@ mod tests {
         assert!(a.file(&base.join("shared/mounts/6/x")).is_err());
         assert_eq!(fs::read_to_string(&victim).unwrap(), "host data");
         assert!(!victim.parent().unwrap().join("x").exists());
+        // An existing node behind a symlink (what teardown unmounts by) is not reached either.
+        fs::write(victim.parent().unwrap().join("y"), "").unwrap();
+        assert!(a.existing(&base.join("shared/mounts/6/y")).is_err());
+        assert!(a.existing(&base.join("shared/mounts/5")).is_err());
+        a.existing(&base.join("shared/mounts")).unwrap();
         // The anchor refuses what is not below it.
         assert!(a.dir(Path::new("/tmp/elsewhere"), 0o755).is_err());
         assert!(a.dir(&base.join("shared/../../escape"), 0o755).is_err());
@@ -578,6 +631,37 @@ mod tests {
         assert!(t.path().is_dir());
         // Nothing there: nothing to do.
         clear_leftover(&base).unwrap();
+    }
+
+    #[test]
+    fn removal_stops_at_mounts_and_never_follows_links() {
+        let (t, base, victim) = planted();
+        // A mount below (a volume that is somehow still mounted): it and its parents stay,
+        // its files too; the rest goes.
+        let vol = base.join("shared/mounts/0");
+        fs::create_dir_all(&vol).unwrap();
+        mount(
+            Some("tmpfs"),
+            &vol,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        fs::write(vol.join("user-data"), "keep").unwrap();
+        fs::write(base.join("shared/PLANTED"), "x").unwrap();
+        assert!(remove_unmounted(&base).is_err());
+        assert_eq!(fs::read_to_string(vol.join("user-data")).unwrap(), "keep");
+        assert!(!base.join("shared/PLANTED").exists());
+        assert!(
+            !base.join("shared/mounts/5").exists(),
+            "the planted link stays"
+        );
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "host data");
+        assert!(t.path().is_dir());
+        umount2(&vol, MntFlags::MNT_DETACH).unwrap();
+        remove_unmounted(&base).unwrap();
+        assert!(!base.exists());
     }
 
     #[test]
