@@ -160,10 +160,26 @@ pub(crate) fn mount_points(mounts: &[(PathBuf, bool)]) -> Vec<(PathBuf, bool)> {
 }
 
 fn open_in_root(root: &OwnedFd, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    openat2_fd(
+        root,
+        rel,
+        flags,
+        ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// openat2(2) below `dir` with `flags` (and `O_CLOEXEC`) and `resolve`, as an owned
+/// descriptor.
+pub(crate) fn openat2_fd(
+    dir: &OwnedFd,
+    path: &(impl nix::NixPath + ?Sized),
+    flags: OFlag,
+    resolve: ResolveFlag,
+) -> nix::Result<OwnedFd> {
     let how = OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fd = openat2(root.as_raw_fd(), rel, how)?;
+        .resolve(resolve);
+    let fd = openat2(dir.as_raw_fd(), path, how)?;
     // SAFETY: openat2 returned a new descriptor that nothing else owns.
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }

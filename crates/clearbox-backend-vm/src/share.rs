@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
 
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{OFlag, ResolveFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{fstat, Mode, SFlag};
 use oci_spec::runtime::{Mount, Spec};
@@ -227,12 +227,12 @@ impl Anchor {
 
     /// Opens `name` in `parent` without following a symlink there or anywhere on the way.
     fn open_at(parent: &OwnedFd, name: &std::ffi::OsStr, flags: OFlag) -> nix::Result<OwnedFd> {
-        let how = OpenHow::new()
-            .flags(flags | OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_BENEATH);
-        let fd = openat2(parent.as_raw_fd(), name, how)?;
-        // SAFETY: openat2 returned a new descriptor that nothing else owns.
-        Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+        readonly::openat2_fd(
+            parent,
+            name,
+            flags | OFlag::O_PATH | OFlag::O_NOFOLLOW,
+            ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_BENEATH,
+        )
     }
 
     /// The existing node `p` below the anchor (a mount point: the mount's root), reached
@@ -358,17 +358,15 @@ fn remove_tree(parent: &OwnedFd, name: &std::ffi::OsStr) -> nix::Result<()> {
         Err(Errno::EISDIR) => {}
         Err(e) => return Err(e),
     }
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-        .resolve(
-            ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_BENEATH
-                | ResolveFlag::RESOLVE_NO_XDEV,
-        );
     // EXDEV: a mount point. Never entered.
-    let fd = openat2(parent.as_raw_fd(), name, how)?;
-    // SAFETY: openat2 returned a new descriptor that nothing else owns.
-    let dir_fd: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+    let dir_fd = readonly::openat2_fd(
+        parent,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+        ResolveFlag::RESOLVE_NO_SYMLINKS
+            | ResolveFlag::RESOLVE_BENEATH
+            | ResolveFlag::RESOLVE_NO_XDEV,
+    )?;
     let names: Vec<std::ffi::OsString> = {
         let dup = dir_fd.try_clone().map_err(|_| Errno::EMFILE)?;
         let mut dir = nix::dir::Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(dup))?;
@@ -532,35 +530,14 @@ fn unmount_below(base: &Path) {
 
 /// Mount points at or below `dir`, deepest first.
 pub(crate) fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut out: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(unescape(m)))
+    let mut out: Vec<PathBuf> = clearbox_util::proc::mounts()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| PathBuf::from(m.mount_point))
         .filter(|m| m.starts_with(dir))
         .collect();
     out.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
     out
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -662,13 +639,6 @@ mod tests {
         umount2(&vol, MntFlags::MNT_DETACH).unwrap();
         remove_unmounted(&base).unwrap();
         assert!(!base.exists());
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape("/a\\040b"), "/a b");
-        assert_eq!(unescape("/plain"), "/plain");
-        assert_eq!(unescape("/x\\"), "/x\\");
     }
 
     #[test]

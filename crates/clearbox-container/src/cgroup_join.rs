@@ -18,25 +18,23 @@
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
-use libcgroups::v1::{util, ControllerType};
-
 use crate::Error;
 
 /// The controllers libcgroups' v1 manager handles (its `CONTROLLERS`, which it does not
-/// export), in its order.
-const CONTROLLERS: [ControllerType; 12] = [
-    ControllerType::Cpu,
-    ControllerType::CpuAcct,
-    ControllerType::CpuSet,
-    ControllerType::Devices,
-    ControllerType::HugeTlb,
-    ControllerType::Memory,
-    ControllerType::Pids,
-    ControllerType::PerfEvent,
-    ControllerType::Blkio,
-    ControllerType::NetworkPriority,
-    ControllerType::NetworkClassifier,
-    ControllerType::Freezer,
+/// export), by name.
+const CONTROLLERS: [&str; 12] = [
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "memory",
+    "pids",
+    "perf_event",
+    "blkio",
+    "net_prio",
+    "net_cls",
+    "freezer",
 ];
 
 /// Moves the calling process into `cgroup_path` (created where missing) in every v1
@@ -44,7 +42,11 @@ const CONTROLLERS: [ControllerType; 12] = [
 /// Returns false, having done nothing, when the host's cgroups are v2 only or the process
 /// has more than one thread.
 pub fn join_self(cgroup_path: &Path) -> Result<bool, Error> {
-    if crate::namespaces::unified_cgroups() || thread_count()? != 1 {
+    if crate::namespaces::unified_cgroups()
+        || clearbox_util::proc::thread_count()
+            .map_err(|e| Error::io("count the threads of this process", e))?
+            != 1
+    {
         return Ok(false);
     }
     for dir in hierarchy_dirs(cgroup_path)? {
@@ -71,9 +73,11 @@ struct HierarchyDir {
     cpuset: bool,
 }
 
-/// The directories of `cgroup_path` in the hierarchies of libcgroups' controllers that this
-/// host mounts (the same set and the same path joining as its v1 manager, which also takes
-/// an absolute path as relative to each hierarchy's root); a `..` is refused.
+/// The directories of `cgroup_path` in the v1 hierarchies of libcgroups' controllers that
+/// this host mounts, from one read of the mount table (libcgroups looks each controller up
+/// in it anew; its manager, made by the caller for the limits, already did that once), with
+/// the same path joining as its v1 manager, which takes an absolute path as relative to each
+/// hierarchy's root; a `..` is refused.
 fn hierarchy_dirs(cgroup_path: &Path) -> Result<Vec<HierarchyDir>, Error> {
     let rel: PathBuf = cgroup_path
         .components()
@@ -85,22 +89,24 @@ fn hierarchy_dirs(cgroup_path: &Path) -> Result<Vec<HierarchyDir>, Error> {
             cgroup_path.display()
         )));
     }
+    let mounts = clearbox_util::proc::mounts().map_err(|e| Error::io("read the mount table", e))?;
     let mut out: Vec<HierarchyDir> = Vec::new();
-    for ctrl in &CONTROLLERS {
-        let Ok(mount) = util::get_subsystem_mount_point(ctrl) else {
+    for m in mounts.into_iter().filter(|m| m.fs_type == "cgroup") {
+        let opts: Vec<&str> = m.super_options.split(',').collect();
+        if !CONTROLLERS.iter().any(|c| opts.contains(c)) {
             continue;
-        };
-        let path = mount.join(&rel);
-        let cpuset = matches!(ctrl, ControllerType::CpuSet);
-        // Controllers mounted together (cpu,cpuacct) share one directory.
-        match out.iter_mut().find(|d| d.path == path) {
-            Some(d) => d.cpuset |= cpuset,
-            None => out.push(HierarchyDir {
-                mount,
-                path,
-                cpuset,
-            }),
         }
+        let mount = PathBuf::from(&m.mount_point);
+        let path = mount.join(&rel);
+        // A hierarchy mounted twice is one directory.
+        if out.iter().any(|d| d.path == path) {
+            continue;
+        }
+        out.push(HierarchyDir {
+            mount,
+            path,
+            cpuset: opts.contains(&"cpuset"),
+        });
     }
     Ok(out)
 }
@@ -138,13 +144,6 @@ fn fill_cpuset(mount: &Path, dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Threads of the calling process.
-fn thread_count() -> Result<usize, Error> {
-    std::fs::read_dir("/proc/self/task")
-        .map(Iterator::count)
-        .map_err(|e| Error::io("count the threads of this process", e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,7 +153,7 @@ mod tests {
         // The test harness runs tests on threads of their own.
         let other =
             std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(200)));
-        assert!(thread_count().unwrap() >= 2);
+        assert!(clearbox_util::proc::thread_count().unwrap() >= 2);
         other.join().unwrap();
     }
 

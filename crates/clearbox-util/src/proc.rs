@@ -1,5 +1,6 @@
-//! Processes through `/proc` and pidfds: the fields of `/proc/<pid>/stat` clearbox reads, and
-//! a process identity that survives pid reuse (the pid plus its start time).
+//! Processes through `/proc` and pidfds: the fields of `/proc/<pid>/stat` clearbox reads, a
+//! process identity that survives pid reuse (the pid plus its start time), the calling
+//! process's threads and its mount table (`/proc/self/mountinfo`).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -126,8 +127,85 @@ pub fn pidfd_exit_status(fd: BorrowedFd<'_>) -> Option<Result<i32, i32>> {
     })
 }
 
+/// Threads of the calling process.
+pub fn thread_count() -> io::Result<usize> {
+    std::fs::read_dir("/proc/self/task").map(Iterator::count)
+}
+
+/// One line of `/proc/self/mountinfo`: what clearbox reads of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// Field 5, unescaped.
+    pub mount_point: String,
+    /// The file system type (first field after the ` - ` separator).
+    pub fs_type: String,
+    /// The super block options (third field after the separator), comma-separated.
+    pub super_options: String,
+}
+
+/// The calling process's mount table, in its order (a line it cannot parse is skipped).
+pub fn mounts() -> io::Result<Vec<MountEntry>> {
+    Ok(parse_mountinfo(&std::fs::read_to_string(
+        "/proc/self/mountinfo",
+    )?))
+}
+
+fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mount_point = unescape(left.split(' ').nth(4)?);
+            let mut r = right.split(' ');
+            let fs_type = r.next()?.to_string();
+            let super_options = r.nth(1).unwrap_or_default().to_string();
+            Some(MountEntry {
+                mount_point,
+                fs_type,
+                super_options,
+            })
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+pub fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mountinfo_lines_and_escapes() {
+        assert_eq!(super::unescape("/a\\040b"), "/a b");
+        assert_eq!(super::unescape("/plain"), "/plain");
+        assert_eq!(super::unescape("/x\\"), "/x\\");
+        let m = super::parse_mountinfo(
+            "35 25 0:30 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:15 - cgroup cgroup rw,cpu,cpuacct\n\
+             36 25 0:31 / /a\\040b rw - tmpfs none rw\n\
+             garbage\n",
+        );
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].mount_point, "/sys/fs/cgroup/cpu,cpuacct");
+        assert_eq!(m[0].fs_type, "cgroup");
+        assert_eq!(m[0].super_options, "rw,cpu,cpuacct");
+        assert_eq!(m[1].mount_point, "/a b");
+    }
+
     use super::*;
 
     #[test]
